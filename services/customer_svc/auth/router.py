@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from customer_svc.auth import service
+from customer_svc.auth.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyRead, ClientCredentials, LoginRequest, Me,
+                                       RefreshRequest, TokenPair)
+from customer_svc.deps import CtxDep, RuntimeDep, SessionDep
+from shared.auth import CurrentPrincipal, Role, require_roles
+from shared.errors import problem_responses
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=problem_responses(401, 422))
+keys_router = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"], responses=problem_responses(401, 403, 422),
+                        dependencies=[require_roles(Role.ADMIN)])
+
+
+def get_auth_service(session: SessionDep, runtime: RuntimeDep) -> service.AuthService:
+    return service.AuthService(session, runtime.issuer, runtime.settings)  # type: ignore[attr-defined]  # CustomerRuntime
+
+
+AuthDep = Annotated[service.AuthService, Depends(get_auth_service)]
+
+
+@router.post("/login", response_model=TokenPair, responses=problem_responses(429))
+async def login(body: LoginRequest, auth: AuthDep) -> TokenPair:
+    """Staff login: a short-lived access token and a rotating refresh token. Repeated failures lock the account briefly."""
+    return await auth.login(body.tenant, body.employee_no, body.password)
+
+
+@router.post("/refresh", response_model=TokenPair)
+async def refresh(body: RefreshRequest, auth: AuthDep) -> TokenPair:
+    """Trade a refresh token for a new pair; the old refresh token stops working."""
+    return await auth.refresh(body.refresh_token)
+
+
+@router.post("/logout", status_code=204)
+async def logout(body: RefreshRequest, auth: AuthDep) -> Response:
+    await auth.logout(body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.post("/token", response_model=TokenPair)
+async def integration_token(body: ClientCredentials, auth: AuthDep) -> TokenPair:
+    """Client-credentials exchange for integrations: an API key for a short-lived token with the key's scopes."""
+    return await auth.exchange_api_key(body.api_key)
+
+
+@router.get("/me", response_model=Me)
+async def me(principal: CurrentPrincipal) -> dict:
+    """Who the access token says you are."""
+    return service.principal_view(principal)
+
+
+@keys_router.post("", status_code=201, response_model=ApiKeyCreated)
+async def create_api_key(ctx: CtxDep, body: ApiKeyCreate) -> dict:
+    """Create an integration key (admins). The secret is in this response only."""
+    key, secret = await service.create_api_key(ctx, body)
+    return {**ApiKeyRead.model_validate(key).model_dump(), "api_key": secret}
+
+
+@keys_router.get("", response_model=list[ApiKeyRead])
+async def list_api_keys(ctx: CtxDep) -> list:
+    return await service.list_api_keys(ctx)
+
+
+@keys_router.delete("/{key_id}", status_code=204, responses=problem_responses(404))
+async def revoke_api_key(ctx: CtxDep, key_id: uuid.UUID) -> Response:
+    await service.revoke_api_key(ctx, key_id)
+    return Response(status_code=204)

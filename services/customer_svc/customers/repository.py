@@ -1,0 +1,118 @@
+"""Every customer query: scoped through ``shared.auth.scoped`` and excluding merged-away records."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from lunardate import LunarDate
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from customer_svc.models import Customer, CustomerPhone, CustomerTag, TimelineEntry, Vehicle
+from shared.auth import Principal, scoped
+from shared.http.pagination import PageParams, paginate
+
+
+def visible(principal: Principal) -> sa.Select:
+    return scoped(sa.select(Customer), Customer, principal).where(Customer.merged_into_id.is_(None))
+
+
+async def get_visible(session: AsyncSession, principal: Principal, customer_id: uuid.UUID,
+                      for_update: bool = False) -> Customer | None:
+    stmt = visible(principal).where(Customer.id == customer_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=Customer)
+    return await session.scalar(stmt)
+
+
+async def find_by_phones(session: AsyncSession, tenant_id: uuid.UUID, phones: list[str],
+                         store_id: uuid.UUID | None = None, exclude: uuid.UUID | None = None) -> list[Customer]:
+    stmt = (sa.select(Customer).join(CustomerPhone, CustomerPhone.customer_id == Customer.id)
+            .where(CustomerPhone.tenant_id == tenant_id, CustomerPhone.e164.in_(phones),
+                   Customer.merged_into_id.is_(None)))
+    if store_id is not None:
+        stmt = stmt.where(Customer.store_id == store_id)
+    if exclude is not None:
+        stmt = stmt.where(Customer.id != exclude)
+    return list((await session.scalars(stmt.distinct())).all())
+
+
+async def find_by_id_number(session: AsyncSession, tenant_id: uuid.UUID, id_number: str,
+                            store_id: uuid.UUID | None = None, exclude: uuid.UUID | None = None) -> list[Customer]:
+    stmt = sa.select(Customer).where(Customer.tenant_id == tenant_id, Customer.id_number == id_number,
+                                     Customer.merged_into_id.is_(None))
+    if store_id is not None:
+        stmt = stmt.where(Customer.store_id == store_id)
+    if exclude is not None:
+        stmt = stmt.where(Customer.id != exclude)
+    return list((await session.scalars(stmt)).all())
+
+
+def birthday_keys(start: date, end: date) -> tuple[set[int], set[int]]:
+    """Month*100+day keys of the dates in [start, end], in the solar and in the lunar calendar."""
+    solar, lunar = set(), set()
+    day = start
+    while day <= end:
+        solar.add(day.month * 100 + day.day)
+        try:
+            ld = LunarDate.fromSolarDate(day.year, day.month, day.day)
+            if not ld.isLeapMonth:
+                lunar.add(ld.month * 100 + ld.day)
+        except ValueError:
+            pass
+        day += timedelta(days=1)
+    return solar, lunar
+
+
+async def search(session: AsyncSession, principal: Principal, params: PageParams, *, q: str | None = None,
+                 phone: str | None = None, plate: str | None = None, vin: str | None = None,
+                 customer_no: str | None = None, tag: str | None = None, store_id: uuid.UUID | None = None,
+                 relationship_type: str | None = None, intent_level: str | None = None,
+                 assigned_to: uuid.UUID | None = None, created_from: datetime | None = None,
+                 created_to: datetime | None = None, birthday_from: date | None = None,
+                 birthday_to: date | None = None) -> list[Customer]:
+    stmt = visible(principal)
+    if q:
+        stmt = stmt.where(sa.or_(Customer.name.like(f"%{q}%"), Customer.customer_no == q))
+    if phone:
+        stmt = stmt.where(Customer.id.in_(sa.select(CustomerPhone.customer_id).where(
+            CustomerPhone.tenant_id == principal.tenant_id, CustomerPhone.e164 == phone)))
+    if plate or vin:
+        vs = sa.select(Vehicle.customer_id).where(Vehicle.tenant_id == principal.tenant_id)
+        if plate:
+            vs = vs.where(Vehicle.plate == plate)
+        if vin:
+            vs = vs.where(Vehicle.vin == vin)
+        stmt = stmt.where(Customer.id.in_(vs))
+    if customer_no:
+        stmt = stmt.where(Customer.customer_no == customer_no)
+    if tag:
+        stmt = stmt.where(Customer.id.in_(sa.select(CustomerTag.customer_id).where(
+            CustomerTag.tenant_id == principal.tenant_id, CustomerTag.tag == tag)))
+    if store_id:
+        stmt = stmt.where(Customer.store_id == store_id)
+    if relationship_type:
+        stmt = stmt.where(Customer.relationship_type == relationship_type)
+    if intent_level:
+        stmt = stmt.where(Customer.intent_level == intent_level)
+    if assigned_to:
+        stmt = stmt.where(sa.or_(Customer.assigned_sales_id == assigned_to, Customer.assigned_advisor_id == assigned_to))
+    if created_from:
+        stmt = stmt.where(Customer.created_at >= created_from)
+    if created_to:
+        stmt = stmt.where(Customer.created_at < created_to)
+    if birthday_from and birthday_to:
+        solar, lunar = birthday_keys(birthday_from, birthday_to)
+        stmt = stmt.where(sa.or_(
+            sa.and_(Customer.birthday_calendar == "solar", Customer.birthday_md.in_(solar)),
+            sa.and_(Customer.birthday_calendar == "lunar", Customer.birthday_md.in_(lunar)),
+        ))
+    return list((await session.scalars(paginate(stmt, Customer.id, params))).all())
+
+
+async def timeline(session: AsyncSession, tenant_id: uuid.UUID, customer_ids: list[uuid.UUID],
+                   params: PageParams) -> list[TimelineEntry]:
+    stmt = sa.select(TimelineEntry).where(TimelineEntry.tenant_id == tenant_id,
+                                          TimelineEntry.customer_id.in_(customer_ids))
+    return list((await session.scalars(paginate(stmt, TimelineEntry.id, params))).all())

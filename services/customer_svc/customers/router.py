@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from customer_svc.customers import repository as repo
+from customer_svc.customers import service
+from customer_svc.customers.schemas import (ConsentIn, CustomerCreate, CustomerRead, CustomerUpdate, LostRequest,
+                                            TimelineItem)
+from customer_svc.customers.views import customer_view
+from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch
+from shared.auth import Role, require_roles
+from shared.errors import InvalidField, problem_responses
+from shared.http.etag import etag_for
+from shared.http.pagination import Page, PageParams, make_page, page_params
+from shared.validation import normalize_phone, normalize_plate, normalize_vin
+
+router = APIRouter(prefix="/api/v1/customers", tags=["customers"], responses=problem_responses(401, 422))
+can_read = require_roles(*service.WRITERS, scope="customers:read")
+can_write = require_roles(*service.WRITERS, scope="customers:write")
+
+
+def _normalized(field: str, value: str | None, fn) -> str | None:  # type: ignore[no-untyped-def]
+    if value is None:
+        return None
+    try:
+        return fn(value)
+    except ValueError as exc:
+        raise InvalidField(f"query.{field}", str(exc)) from exc
+
+
+@router.post("", status_code=201, response_model=CustomerRead, dependencies=[can_write],
+             responses=problem_responses(403, 404, 409))
+async def create_customer(ctx: CtxDep, body: CustomerCreate, idempotency_key: IdempotencyKey = None) -> Response:
+    """Create a customer in one of your stores. A phone or ID number already known in that store answers 409
+    with `existing_id`. Honours `Idempotency-Key`."""
+
+    async def create():  # type: ignore[no-untyped-def]
+        customer = await service.create_customer(ctx, body)
+        return (CustomerRead.model_validate(customer_view(customer, ctx.principal)).model_dump(mode="json"),
+                {"ETag": etag_for(customer.version), "Location": f"/api/v1/customers/{customer.id}"})
+
+    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /customers",
+                                             body.model_dump(mode="json"), create)
+
+
+@router.get("", response_model=Page[CustomerRead], dependencies=[can_read])
+async def search_customers(
+    ctx: CtxDep,
+    params: Annotated[PageParams, Depends(page_params)],
+    q: Annotated[str | None, Query(min_length=1, max_length=100, description="Part of the name, or the customer number.")] = None,
+    phone: Annotated[str | None, Query(max_length=32, description="Any common format: 138 0013 8000, +86-138...")] = None,
+    plate: Annotated[str | None, Query(max_length=12)] = None,
+    vin: Annotated[str | None, Query(max_length=17)] = None,
+    customer_no: Annotated[str | None, Query(max_length=40)] = None,
+    tag: Annotated[str | None, Query(max_length=50)] = None,
+    store_id: uuid.UUID | None = None,
+    relationship_type: Literal["prospect", "owner", "lost"] | None = None,
+    intent_level: Literal["O", "H", "A", "B", "C"] | None = None,
+    assigned_to: uuid.UUID | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    birthday_from: Annotated[date | None, Query(description="With birthday_to: birthdays (solar or lunar) falling in this date range.")] = None,
+    birthday_to: date | None = None,
+) -> dict:
+    """Search customers of your stores; newest first, cursor-paginated."""
+    if (birthday_from is None) != (birthday_to is None):
+        raise InvalidField("query.birthday_to" if birthday_to is None else "query.birthday_from",
+                           "give both birthday_from and birthday_to")
+    if birthday_from and birthday_to and not (0 <= (birthday_to - birthday_from).days <= 366):
+        raise InvalidField("query.birthday_to", "must be on or after birthday_from and at most 366 days later")
+    for name, value in (("created_from", created_from), ("created_to", created_to)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidField(f"query.{name}", "give a time zone, e.g. 2026-01-01T00:00:00+08:00")
+    rows = await repo.search(
+        ctx.session, ctx.principal, params, q=q, phone=_normalized("phone", phone, normalize_phone),
+        plate=_normalized("plate", plate, normalize_plate), vin=_normalized("vin", vin, normalize_vin),
+        customer_no=customer_no, tag=tag, store_id=store_id, relationship_type=relationship_type,
+        intent_level=intent_level, assigned_to=assigned_to, created_from=created_from, created_to=created_to,
+        birthday_from=birthday_from, birthday_to=birthday_to)
+    return make_page(rows, params, lambda c: customer_view(c, ctx.principal))
+
+
+@router.get("/{customer_id}", response_model=CustomerRead, dependencies=[can_read], responses=problem_responses(404))
+async def get_customer(ctx: CtxDep, customer_id: uuid.UUID, response: Response) -> dict:
+    """One customer, with phones masked unless your role reads personal data."""
+    customer = await service.get_customer(ctx, customer_id)
+    response.headers["ETag"] = etag_for(customer.version)
+    return customer_view(customer, ctx.principal)
+
+
+@router.patch("/{customer_id}", response_model=CustomerRead, dependencies=[can_write],
+              responses=problem_responses(403, 404, 409, 412, 428))
+async def update_customer(ctx: CtxDep, customer_id: uuid.UUID, body: CustomerUpdate, response: Response,
+                          if_match: IfMatch = None) -> dict:
+    """Change fields (only those sent). Requires `If-Match`; a stale ETag answers 412."""
+    customer = await service.update_customer(ctx, customer_id, body, if_match)
+    response.headers["ETag"] = etag_for(customer.version)
+    return customer_view(customer, ctx.principal)
+
+
+@router.put("/{customer_id}/consents", response_model=CustomerRead, dependencies=[can_write],
+            responses=problem_responses(403, 404))
+async def set_consent(ctx: CtxDep, customer_id: uuid.UUID, body: ConsentIn, response: Response) -> dict:
+    """Grant or withdraw consent for one channel and purpose (service or marketing), recording its source."""
+    customer = await service.set_consent(ctx, customer_id, body)
+    response.headers["ETag"] = etag_for(customer.version)
+    return customer_view(customer, ctx.principal)
+
+
+@router.post("/{customer_id}/lost", response_model=CustomerRead, dependencies=[require_roles(Role.SALES_MANAGER)],
+             responses=problem_responses(403, 404))
+async def mark_lost(ctx: CtxDep, customer_id: uuid.UUID, body: LostRequest, response: Response) -> dict:
+    """A sales manager confirms a prospect lost (战败 / 失控) with the reason."""
+    customer = await service.mark_lost(ctx, customer_id, body)
+    response.headers["ETag"] = etag_for(customer.version)
+    return customer_view(customer, ctx.principal)
+
+
+@router.get("/{customer_id}/timeline", response_model=Page[TimelineItem], dependencies=[can_read],
+            responses=problem_responses(404))
+async def timeline(ctx: CtxDep, customer_id: uuid.UUID, params: Annotated[PageParams, Depends(page_params)]) -> dict:
+    """Everything that happened with this customer (data changes, vehicles, calls, messages, surveys, cases),
+    newest first, as the services published it."""
+    return make_page(await service.timeline(ctx, customer_id, params), params)

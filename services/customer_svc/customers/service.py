@@ -1,0 +1,217 @@
+"""Customer use cases. Each write is one transaction: the change, its audit entry and its event."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from customer_svc.customers import repository as repo
+from customer_svc.customers.schemas import ConsentIn, CustomerCreate, CustomerUpdate, LostRequest, PhoneIn
+from customer_svc.deps import Ctx
+from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, Staff, Store
+from shared.audit import snapshot
+from shared.auth import Role, ensure_store
+from shared.db.base import utcnow
+from shared.errors import BusinessRuleViolation, Duplicate, Forbidden, InvalidField, NotFound
+from shared.events.catalog.customer import (ConsentState, CustomerConsentChanged, CustomerCreated, CustomerLost,
+                                            CustomerUpdated)
+from shared.http.etag import check_if_match
+from shared.http.pagination import PageParams
+from shared.ids import new_id
+
+WRITERS = frozenset(Role) - {Role.INTEGRATION}
+
+
+def full_snapshot(c: Customer) -> dict[str, Any]:
+    return {**snapshot(c), "phones": [p.e164 for p in c.phones], "tags": c.tags,
+            "consents": {f"{x.channel}.{x.purpose}": x.granted for x in c.consents}}
+
+
+def snapshot_event(c: Customer) -> dict[str, Any]:
+    return dict(
+        customer_id=c.id, store_id=c.store_id, customer_no=c.customer_no, kind=c.kind, name=c.name,
+        primary_phone=c.primary_phone, wechat_openid=c.wechat_openid, birthday=c.birthday,
+        birthday_calendar=c.birthday_calendar, gender=c.gender, relationship=c.relationship_type,
+        intent_level=c.intent_level, value_class=c.value_class, preferred_channel=c.preferred_channel,
+        do_not_call=c.do_not_call, assigned_sales_id=c.assigned_sales_id, assigned_advisor_id=c.assigned_advisor_id,
+        tags=c.tags, consents=[ConsentState(channel=x.channel, purpose=x.purpose, granted=x.granted) for x in c.consents],
+    )
+
+
+def _birthday_md(c: Customer) -> int | None:
+    return c.birthday.month * 100 + c.birthday.day if c.birthday else None
+
+
+def _phones(customer: Customer, phones: list[PhoneIn]) -> list[CustomerPhone]:
+    primary = next((p.number for p in phones if p.primary), phones[0].number)
+    return [CustomerPhone(e164=p.number, tenant_id=customer.tenant_id, store_id=customer.store_id, label=p.label,
+                          is_primary=p.number == primary, position=i) for i, p in enumerate(phones)]
+
+
+def _set_consent(ctx: Ctx, customer: Customer, data: ConsentIn) -> bool:
+    """Upsert one consent; True if it changed (and then an event is appended)."""
+    current = next((x for x in customer.consents if x.channel == data.channel and x.purpose == data.purpose), None)
+    if current is not None and current.granted == data.granted:
+        return False
+    now = utcnow()
+    if current is None:
+        customer.consents.append(Consent(channel=data.channel, purpose=data.purpose, granted=data.granted,
+                                         source=data.source, recorded_at=now, recorded_by=ctx.principal.subject))
+    else:
+        current.granted, current.source, current.recorded_at = data.granted, data.source, now
+        current.recorded_by = ctx.principal.subject
+    ctx.outbox.append(ctx.session, CustomerConsentChanged(
+        customer_id=customer.id, channel=data.channel, purpose=data.purpose, granted=data.granted,
+        source=data.source, recorded_at=now), tenant_id=customer.tenant_id, store_id=customer.store_id)
+    return True
+
+
+async def _check_unique(ctx: Ctx, store_id: uuid.UUID, phones: list[str], id_number: str | None,
+                        exclude: uuid.UUID | None = None) -> None:
+    """Within one store a phone or ID number identifies one customer (409 with the existing id).
+
+    Across the stores of a group the same person may have a relationship with each store; those
+    show up in ``GET /customers/{id}/duplicates`` instead of blocking the store.
+    """
+    same = await repo.find_by_phones(ctx.session, ctx.principal.tenant_id, phones, store_id=store_id, exclude=exclude)
+    if same:
+        raise Duplicate("A customer with this phone number already exists in this store.", existing_id=same[0].id)
+    if id_number:
+        same = await repo.find_by_id_number(ctx.session, ctx.principal.tenant_id, id_number, store_id, exclude)
+        if same:
+            raise Duplicate("A customer with this ID number already exists in this store.", existing_id=same[0].id)
+
+
+async def _check_staff(ctx: Ctx, fields: dict[str, Any]) -> None:
+    for field in ("assigned_sales_id", "assigned_advisor_id"):
+        staff_id = fields.get(field)
+        if staff_id is None:
+            continue
+        staff = await ctx.session.get(Staff, staff_id)
+        if staff is None or staff.tenant_id != ctx.principal.tenant_id or not staff.active:
+            raise InvalidField(f"body.{field}", "no active staff member with this id in your dealer group")
+
+
+async def get_customer(ctx: Ctx, customer_id: uuid.UUID) -> Customer:
+    customer = await repo.get_visible(ctx.session, ctx.principal, customer_id)
+    if customer is None:
+        raise NotFound("Customer not found.")
+    return customer
+
+
+async def create_customer(ctx: Ctx, data: CustomerCreate) -> Customer:
+    ensure_store(ctx.principal, data.store_id)
+    async with ctx.session.begin():
+        store = await ctx.session.get(Store, data.store_id)
+        if store is None or store.tenant_id != ctx.principal.tenant_id:
+            raise NotFound("Store not found.")
+        fields = data.model_dump(exclude={"phones", "consents", "tags", "store_id", "customer_no"}, exclude_none=True)
+        await _check_staff(ctx, fields)
+        await _check_unique(ctx, data.store_id, [p.number for p in data.phones], data.id_number)
+        customer_id = new_id()
+        customer_no = data.customer_no or "C" + customer_id.hex[:16].upper()
+        if data.customer_no and await ctx.session.scalar(sa.select(Customer.id).where(
+                Customer.tenant_id == ctx.principal.tenant_id, Customer.customer_no == customer_no)):
+            raise InvalidField("body.customer_no", "already used by another customer")
+        customer = Customer(id=customer_id, tenant_id=ctx.principal.tenant_id, store_id=data.store_id,
+                            customer_no=customer_no, created_by=ctx.principal.subject, family={}, hobbies=[],
+                            consents=[], tag_rows=[], **fields)
+        customer.birthday_md = _birthday_md(customer)
+        customer.phones = _phones(customer, data.phones)
+        customer.tag_rows = [CustomerTag(tag=t, tenant_id=customer.tenant_id) for t in data.tags or []]
+        ctx.session.add(customer)
+        for consent in data.consents:
+            _set_consent(ctx, customer, consent)
+        await ctx.session.flush()
+        ctx.audit.record(ctx.session, ctx.principal, "create", "customer", customer.id, tenant_id=customer.tenant_id,
+                         store_id=customer.store_id, after=full_snapshot(customer))
+        ctx.outbox.append(ctx.session, CustomerCreated(**snapshot_event(customer)),
+                          tenant_id=customer.tenant_id, store_id=customer.store_id)
+    return customer
+
+
+async def update_customer(ctx: Ctx, customer_id: uuid.UUID, data: CustomerUpdate, if_match: str | None) -> Customer:
+    async with ctx.session.begin():
+        customer = await repo.get_visible(ctx.session, ctx.principal, customer_id, for_update=True)
+        if customer is None:
+            raise NotFound("Customer not found.")
+        check_if_match(if_match, customer.version)
+        changes = data.model_dump(exclude_unset=True, exclude={"phones", "tags"})
+        for required in ("name", "birthday_calendar", "relationship_type", "do_not_call", "vip"):
+            if required in changes and changes[required] is None:
+                raise InvalidField(f"body.{required}", "cannot be null")
+        await _check_staff(ctx, changes)
+        if data.phones is not None or "id_number" in changes:
+            phones = [p.number for p in data.phones] if data.phones is not None else [p.e164 for p in customer.phones]
+            await _check_unique(ctx, customer.store_id, phones, changes.get("id_number", customer.id_number),
+                                exclude=customer.id)
+        before = full_snapshot(customer)
+        for key, value in changes.items():
+            if key in ("family", "hobbies") and value is None:
+                value = {} if key == "family" else []
+            setattr(customer, key, value)
+        if data.phones is not None:
+            customer.phones = _phones(customer, data.phones)
+        if data.tags is not None:
+            customer.tag_rows = [CustomerTag(tag=t, tenant_id=customer.tenant_id) for t in data.tags]
+        customer.birthday_md = _birthday_md(customer)
+        after = full_snapshot(customer)
+        changed = sorted(k for k in after if before.get(k) != after.get(k) and k not in ("updated_at", "version"))
+        if changed:
+            customer.version += 1
+            customer.updated_at = utcnow()
+            await ctx.session.flush()
+            ctx.audit.record(ctx.session, ctx.principal, "update", "customer", customer.id,
+                             tenant_id=customer.tenant_id, store_id=customer.store_id, before=before,
+                             after=full_snapshot(customer))
+            ctx.outbox.append(ctx.session, CustomerUpdated(**snapshot_event(customer), changed=changed),
+                              tenant_id=customer.tenant_id, store_id=customer.store_id)
+    return customer
+
+
+async def set_consent(ctx: Ctx, customer_id: uuid.UUID, data: ConsentIn) -> Customer:
+    async with ctx.session.begin():
+        customer = await repo.get_visible(ctx.session, ctx.principal, customer_id, for_update=True)
+        if customer is None:
+            raise NotFound("Customer not found.")
+        before = full_snapshot(customer)
+        if _set_consent(ctx, customer, data):
+            customer.version += 1
+            await ctx.session.flush()
+            ctx.audit.record(ctx.session, ctx.principal, "consent", "customer", customer.id,
+                             tenant_id=customer.tenant_id, store_id=customer.store_id, before=before,
+                             after=full_snapshot(customer))
+    return customer
+
+
+async def mark_lost(ctx: Ctx, customer_id: uuid.UUID, data: LostRequest) -> Customer:
+    """R-PERM-02: only a sales manager confirms a prospect as lost, and a reason is required."""
+    if not ctx.principal.has_any(Role.SALES_MANAGER):
+        raise Forbidden("Only a sales manager may mark a prospect lost.")
+    async with ctx.session.begin():
+        customer = await repo.get_visible(ctx.session, ctx.principal, customer_id, for_update=True)
+        if customer is None:
+            raise NotFound("Customer not found.")
+        if customer.relationship_type != "prospect":
+            raise BusinessRuleViolation(f"Only prospects can be marked lost; this customer is {customer.relationship_type}.")
+        before = full_snapshot(customer)
+        customer.relationship_type, customer.lost_reason, customer.lost_kind = "lost", data.reason, data.kind
+        customer.lost_at, customer.lost_confirmed_by = utcnow(), ctx.principal.subject
+        customer.version += 1
+        await ctx.session.flush()
+        ctx.audit.record(ctx.session, ctx.principal, "lost", "customer", customer.id, tenant_id=customer.tenant_id,
+                         store_id=customer.store_id, before=before, after=full_snapshot(customer))
+        ctx.outbox.append(ctx.session, CustomerLost(customer_id=customer.id, reason=data.reason, lost_kind=data.kind,
+                                                    confirmed_by=ctx.principal.subject),
+                          tenant_id=customer.tenant_id, store_id=customer.store_id)
+    return customer
+
+
+async def timeline(ctx: Ctx, customer_id: uuid.UUID, params: PageParams) -> list:
+    """The customer's history from every service, including records merged into this one."""
+    customer = await get_customer(ctx, customer_id)
+    merged = list((await ctx.session.scalars(sa.select(Customer.id).where(
+        Customer.tenant_id == customer.tenant_id, Customer.merged_into_id == customer.id))).all())
+    return await repo.timeline(ctx.session, customer.tenant_id, [customer.id, *merged], params)

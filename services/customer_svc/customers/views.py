@@ -1,0 +1,37 @@
+"""Customer read model for the API: masks phones, ID number and address for roles without the PII permission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from customer_svc.models import Customer
+from shared.auth import Principal
+
+
+def mask_number(e164: str) -> str:
+    """+8613800138000 -> 138****8000 (the local form staff read)."""
+    local = e164[3:] if e164.startswith("+86") else e164
+    return local[:3] + "****" + local[-4:] if len(local) >= 8 else "****"
+
+
+def customer_view(c: Customer, principal: Principal) -> dict[str, Any]:
+    pii = principal.sees_pii
+    phones = [{"number": p.e164 if pii else mask_number(p.e164), "label": p.label, "primary": p.is_primary}
+              for p in c.phones]
+    id_number = c.id_number if pii or c.id_number is None else c.id_number[:4] + "*" * 10 + c.id_number[-4:]
+    address = c.address if pii or c.address is None else c.address[:6] + "****"
+    return {
+        **{k: getattr(c, k) for k in (
+            "id", "tenant_id", "store_id", "customer_no", "kind", "name", "contact_person", "gender", "birthday",
+            "birthday_calendar", "wedding_anniversary", "wechat_openid", "wechat_unionid", "postcode", "occupation",
+            "employer", "family", "hobbies", "preferred_channel", "preferred_contact_time", "do_not_call",
+            "source_code", "source_detail", "relationship_type", "intent_level", "value_class", "vip", "tags", "notes",
+            "assigned_sales_id", "assigned_advisor_id", "lost_reason", "lost_kind", "lost_at", "merged_into_id",
+            "version", "created_at", "updated_at")},
+        "phones": phones,
+        "id_number": id_number,
+        "address": address,
+        "consents": [{"channel": x.channel, "purpose": x.purpose, "granted": x.granted, "source": x.source,
+                      "recorded_at": x.recorded_at} for x in sorted(c.consents, key=lambda x: (x.channel, x.purpose))],
+        "pii_masked": not pii,
+    }

@@ -1,0 +1,171 @@
+"""Vehicles: registered to a customer, delivered, transferred (ownership history kept), mileage tracked."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from customer_svc.customers import repository as customers
+from customer_svc.deps import Ctx
+from customer_svc.models import Customer, MileageReading, Vehicle, VehicleOwnership
+from customer_svc.vehicles.schemas import DeliveryRequest, TransferRequest, VehicleCreate, VehicleUpdate
+from shared.audit import snapshot
+from shared.auth import scoped
+from shared.db.base import utcnow
+from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound
+from shared.events.catalog.customer import VehicleDelivered, VehicleRegistered, VehicleTransferred, VehicleUpdated
+from shared.http.etag import check_if_match
+from shared.http.pagination import PageParams, paginate
+
+EVENT_FIELDS = ("vin", "plate", "brand", "model", "purchase_date", "delivery_date", "insurance_expiry",
+                "next_inspection_date", "warranty_end", "selling_consultant_id")
+
+
+def _event_fields(v: Vehicle) -> dict[str, Any]:
+    return {"vehicle_id": v.id, "customer_id": v.customer_id, **{k: getattr(v, k) for k in EVENT_FIELDS}}
+
+
+async def get_vehicle(ctx: Ctx, vehicle_id: uuid.UUID, for_update: bool = False) -> Vehicle:
+    stmt = scoped(sa.select(Vehicle), Vehicle, ctx.principal).where(Vehicle.id == vehicle_id)
+    vehicle = await ctx.session.scalar(stmt.with_for_update() if for_update else stmt)
+    if vehicle is None:
+        raise NotFound("Vehicle not found.")
+    return vehicle
+
+
+async def list_vehicles(ctx: Ctx, params: PageParams, customer_id: uuid.UUID | None, plate: str | None,
+                        vin: str | None) -> list[Vehicle]:
+    stmt = scoped(sa.select(Vehicle), Vehicle, ctx.principal)
+    if customer_id:
+        stmt = stmt.where(Vehicle.customer_id == customer_id)
+    if plate:
+        stmt = stmt.where(Vehicle.plate == plate)
+    if vin:
+        stmt = stmt.where(Vehicle.vin == vin)
+    return list((await ctx.session.scalars(paginate(stmt, Vehicle.id, params))).all())
+
+
+async def _owner(ctx: Ctx, customer_id: uuid.UUID, field: str) -> Customer:
+    customer = await customers.get_visible(ctx.session, ctx.principal, customer_id)
+    if customer is None:
+        raise InvalidField(f"body.{field}", "no such customer in your stores")
+    return customer
+
+
+async def register_vehicle(ctx: Ctx, data: VehicleCreate) -> Vehicle:
+    async with ctx.session.begin():
+        owner = await _owner(ctx, data.customer_id, "customer_id")
+        existing = await ctx.session.scalar(sa.select(Vehicle).where(
+            Vehicle.tenant_id == ctx.principal.tenant_id, Vehicle.vin == data.vin))
+        if existing is not None:
+            visible = ctx.principal.can_access_store(existing.store_id)
+            raise Duplicate("A vehicle with this VIN is already registered"
+                            + ("." if visible else " in another store of your group; ask for a transfer."),
+                            **({"existing_id": existing.id} if visible else {}))
+        vehicle = Vehicle(tenant_id=owner.tenant_id, store_id=owner.store_id, **data.model_dump())
+        ctx.session.add(vehicle)
+        await ctx.session.flush()
+        ctx.session.add(VehicleOwnership(vehicle_id=vehicle.id, customer_id=owner.id, store_id=owner.store_id,
+                                         reason="registered"))
+        if data.mileage_km is not None:
+            ctx.session.add(MileageReading(vehicle_id=vehicle.id, km=data.mileage_km, source="registration"))
+        if owner.relationship_type == "prospect" and data.delivery_date is not None:
+            owner.relationship_type = "owner"
+            owner.version += 1
+        ctx.audit.record(ctx.session, ctx.principal, "create", "vehicle", vehicle.id, tenant_id=vehicle.tenant_id,
+                         store_id=vehicle.store_id, after=snapshot(vehicle))
+        ctx.outbox.append(ctx.session, VehicleRegistered(**_event_fields(vehicle)),
+                          tenant_id=vehicle.tenant_id, store_id=vehicle.store_id)
+        if vehicle.delivery_date is not None:
+            ctx.outbox.append(ctx.session, VehicleDelivered(
+                vehicle_id=vehicle.id, customer_id=vehicle.customer_id, delivery_date=vehicle.delivery_date,
+                selling_consultant_id=vehicle.selling_consultant_id), tenant_id=vehicle.tenant_id, store_id=vehicle.store_id)
+    return vehicle
+
+
+async def update_vehicle(ctx: Ctx, vehicle_id: uuid.UUID, data: VehicleUpdate, if_match: str | None) -> Vehicle:
+    async with ctx.session.begin():
+        vehicle = await get_vehicle(ctx, vehicle_id, for_update=True)
+        check_if_match(if_match, vehicle.version)
+        before = snapshot(vehicle)
+        changes = data.model_dump(exclude_unset=True)
+        if "mileage_km" in changes and changes["mileage_km"] is not None:
+            if vehicle.mileage_km is not None and changes["mileage_km"] < vehicle.mileage_km:
+                raise InvalidField("body.mileage_km", f"lower than the last reading ({vehicle.mileage_km} km)")
+            if changes["mileage_km"] != vehicle.mileage_km:
+                ctx.session.add(MileageReading(vehicle_id=vehicle.id, km=changes["mileage_km"], source="staff"))
+        for key, value in changes.items():
+            setattr(vehicle, key, value)
+        after = snapshot(vehicle)
+        changed = sorted(k for k in after if before[k] != after[k] and k not in ("updated_at",))
+        if changed:
+            vehicle.version += 1
+            await ctx.session.flush()
+            ctx.audit.record(ctx.session, ctx.principal, "update", "vehicle", vehicle.id,
+                             tenant_id=vehicle.tenant_id, store_id=vehicle.store_id, before=before, after=snapshot(vehicle))
+            ctx.outbox.append(ctx.session, VehicleUpdated(**_event_fields(vehicle), changed=changed,
+                                                          mileage_km=vehicle.mileage_km),
+                              tenant_id=vehicle.tenant_id, store_id=vehicle.store_id)
+    return vehicle
+
+
+async def deliver(ctx: Ctx, vehicle_id: uuid.UUID, data: DeliveryRequest) -> Vehicle:
+    """Handover (交车): the owner becomes an owner customer, and every post-delivery follow-up starts from here.
+
+    Idempotent: delivering again on the same date changes nothing and emits nothing.
+    """
+    async with ctx.session.begin():
+        vehicle = await get_vehicle(ctx, vehicle_id, for_update=True)
+        if vehicle.delivery_date == data.delivery_date:
+            return vehicle
+        if vehicle.delivery_date is not None:
+            raise BusinessRuleViolation(f"Already delivered on {vehicle.delivery_date}; correct it with PATCH.")
+        if vehicle.purchase_date and data.delivery_date < vehicle.purchase_date:
+            raise InvalidField("body.delivery_date", "is before the purchase date")
+        before = snapshot(vehicle)
+        vehicle.delivery_date = data.delivery_date
+        vehicle.version += 1
+        owner = await ctx.session.get(Customer, vehicle.customer_id)
+        if owner is not None and owner.relationship_type == "prospect":
+            owner.relationship_type = "owner"
+            owner.version += 1
+        await ctx.session.flush()
+        ctx.audit.record(ctx.session, ctx.principal, "deliver", "vehicle", vehicle.id, tenant_id=vehicle.tenant_id,
+                         store_id=vehicle.store_id, before=before, after=snapshot(vehicle))
+        ctx.outbox.append(ctx.session, VehicleDelivered(
+            vehicle_id=vehicle.id, customer_id=vehicle.customer_id, delivery_date=data.delivery_date,
+            selling_consultant_id=vehicle.selling_consultant_id), tenant_id=vehicle.tenant_id, store_id=vehicle.store_id)
+    return vehicle
+
+
+async def transfer(ctx: Ctx, vehicle_id: uuid.UUID, data: TransferRequest) -> Vehicle:
+    async with ctx.session.begin():
+        vehicle = await get_vehicle(ctx, vehicle_id, for_update=True)
+        if vehicle.customer_id == data.customer_id:
+            return vehicle
+        new_owner = await _owner(ctx, data.customer_id, "customer_id")
+        if new_owner.store_id != vehicle.store_id:
+            raise InvalidField("body.customer_id", "the new owner must be a customer of the vehicle's store")
+        before, previous = snapshot(vehicle), vehicle.customer_id
+        now = utcnow()
+        await ctx.session.execute(sa.update(VehicleOwnership).where(
+            VehicleOwnership.vehicle_id == vehicle.id, VehicleOwnership.ended_at.is_(None)).values(ended_at=now))
+        ctx.session.add(VehicleOwnership(vehicle_id=vehicle.id, customer_id=new_owner.id, store_id=vehicle.store_id,
+                                         started_at=now, reason=data.reason))
+        vehicle.customer_id = new_owner.id
+        vehicle.version += 1
+        await ctx.session.flush()
+        ctx.audit.record(ctx.session, ctx.principal, "transfer", "vehicle", vehicle.id, tenant_id=vehicle.tenant_id,
+                         store_id=vehicle.store_id, before=before, after=snapshot(vehicle))
+        ctx.outbox.append(ctx.session, VehicleTransferred(vehicle_id=vehicle.id, customer_id=new_owner.id,
+                                                          previous_customer_id=previous, reason=data.reason),
+                          tenant_id=vehicle.tenant_id, store_id=vehicle.store_id)
+    return vehicle
+
+
+async def ownership(ctx: Ctx, vehicle_id: uuid.UUID) -> list[VehicleOwnership]:
+    await get_vehicle(ctx, vehicle_id)
+    return list((await ctx.session.scalars(sa.select(VehicleOwnership).where(
+        VehicleOwnership.vehicle_id == vehicle_id).order_by(VehicleOwnership.started_at))).all())

@@ -1,0 +1,26 @@
+"""The one scoping helper every query goes through: tenant always, stores unless the role is tenant-wide."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from sqlalchemy import Select
+
+from shared.auth.principal import Principal
+from shared.errors import NotFound
+
+S = TypeVar("S", bound=Select[Any])
+
+
+def scoped(stmt: S, model: Any, principal: Principal) -> S:
+    stmt = stmt.where(model.tenant_id == principal.tenant_id)
+    if not principal.tenant_wide:
+        stmt = stmt.where(model.store_id.in_(principal.store_ids))
+    return stmt
+
+
+def ensure_store(principal: Principal, store_id: uuid.UUID, what: str = "Store") -> None:
+    """A store outside the caller's scope is reported as not found (no existence leak)."""
+    if not principal.can_access_store(store_id):
+        raise NotFound(f"{what} not found.")

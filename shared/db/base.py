@@ -1,0 +1,80 @@
+"""Declarative bases and column types that behave the same on Postgres and SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+from shared.ids import new_id
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """timestamptz on Postgres; on SQLite (no time zones) values are stored and read back as UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; attach a time zone")
+        return value.astimezone(UTC) if dialect.name == "postgresql" else value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def Base_for_schema(schema: str) -> type[DeclarativeBase]:  # noqa: N802 - a class factory
+    """A declarative base whose tables live in ``schema`` with stable constraint names."""
+
+    class Base(DeclarativeBase):
+        metadata = sa.MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+        type_annotation_map = {
+            datetime: UTCDateTime(),
+            uuid.UUID: sa.Uuid(),
+            dict[str, Any]: JSONType,
+            list[str]: JSONType,
+        }
+
+    return Base
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TenantScopedMixin:
+    """Every business row carries its dealer group (tenant) and store; all queries scope by both."""
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[uuid.UUID]:
+        return mapped_column(sa.Uuid(), index=True)
+
+    @declared_attr
+    def store_id(cls) -> Mapped[uuid.UUID]:
+        return mapped_column(sa.Uuid(), index=True)

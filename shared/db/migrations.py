@@ -1,0 +1,82 @@
+"""Alembic, one history per service, with its version table inside the service's own schema.
+
+Each service keeps ``migrations/`` beside its code; its ``env.py`` is two lines calling
+:func:`run_env`. Embedded mode (SQLite) builds the same models with ``create_all`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.db.base import UTCDateTime
+from shared.settings import ServiceSettings
+
+
+def alembic_config(settings: ServiceSettings, migrations_dir: Path) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir))
+    cfg.set_main_option("sqlalchemy.url", settings.effective_database_url.replace("%", "%%"))
+    cfg.attributes["schema"] = settings.schema_name
+    return cfg
+
+
+def upgrade(settings: ServiceSettings, migrations_dir: Path, revision: str = "head") -> None:
+    command.upgrade(alembic_config(settings, migrations_dir), revision)
+
+
+def downgrade(settings: ServiceSettings, migrations_dir: Path, revision: str = "base") -> None:
+    command.downgrade(alembic_config(settings, migrations_dir), revision)
+
+
+def run_env(metadata: sa.MetaData) -> None:
+    """Body of every service's ``migrations/env.py``."""
+    cfg = context.config
+    schema = cfg.attributes["schema"]
+    url = cfg.get_main_option("sqlalchemy.url")
+
+    def include_name(name: str | None, type_: str, parent_names: dict) -> bool:  # noqa: ARG001
+        return name == schema if type_ == "schema" else True
+
+    def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+        # Our UTC TypeDecorator is a plain timestamptz in the database: keep migrations free of app imports.
+        if type_ == "type" and isinstance(obj, UTCDateTime):
+            return "sa.DateTime(timezone=True)"
+        return False
+
+    def do_run(connection: sa.Connection) -> None:
+        connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            include_schemas=True,
+            include_name=include_name,
+            compare_type=True,
+            render_item=render_item,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def main() -> None:
+        engine = create_async_engine(url)
+        async with engine.connect() as conn:
+            await conn.run_sync(do_run)
+            await conn.commit()
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
+async def prepare_database(engine: AsyncEngine, metadata: sa.MetaData, settings: ServiceSettings, migrations_dir: Path) -> None:
+    """Embedded start-up: SQLite gets the models' tables; Postgres is migrated with Alembic."""
+    if engine.dialect.name == "sqlite":
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+    else:
+        await asyncio.to_thread(upgrade, settings, migrations_dir)

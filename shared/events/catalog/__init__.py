@@ -1,0 +1,3 @@
+"""The event catalog: one module per producing service. Importing this package registers every type."""
+
+from shared.events.catalog import customer  # noqa: F401

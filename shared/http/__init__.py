@@ -1,0 +1,1 @@
+"""HTTP conventions: cursor pages, ETags, idempotent creates, the service app factory."""

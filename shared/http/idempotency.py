@@ -1,0 +1,63 @@
+"""``Idempotency-Key`` for creating POSTs: the first response is stored and replayed for repeats.
+
+The key is claimed first (a row without a response), so two concurrent requests with one key cannot
+both create; the second gets 409 while the first runs. A failed create releases the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.responses import JSONResponse
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.auth.principal import Principal
+from shared.errors import Conflict, InvalidField
+
+Created = tuple[dict[str, Any], dict[str, str]]  # body, headers
+
+
+class Idempotency:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], model: type) -> None:
+        self.sessionmaker = sessionmaker
+        self.table = model.__table__
+
+    async def run(self, principal: Principal, key: str | None, endpoint: str, request: Any,
+                  create: Callable[[], Awaitable[Created]], status_code: int = 201) -> JSONResponse:
+        if key is None:
+            body, headers = await create()
+            return JSONResponse(body, status_code=status_code, headers=headers)
+        if not key.strip():
+            raise InvalidField("header.Idempotency-Key", "must not be blank")
+        digest = hashlib.sha256(
+            (endpoint + json.dumps(request, sort_keys=True, default=str)).encode()).hexdigest()
+        t = self.table
+        where = (t.c.tenant_id == principal.tenant_id) & (t.c.key == key)
+        async with self.sessionmaker() as session, session.begin():
+            insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+            claimed = (await session.execute(
+                insert(t).values(tenant_id=principal.tenant_id, key=key, request_hash=digest)
+                .on_conflict_do_nothing().returning(t.c.key))).first()
+            if claimed is None:
+                row = (await session.execute(sa.select(t).where(where))).one()
+                if row.request_hash != digest:
+                    raise InvalidField("header.Idempotency-Key", "was already used for a different request")
+                if row.status_code is None:
+                    raise Conflict("A request with this Idempotency-Key is still being processed.")
+                return JSONResponse(row.response, status_code=row.status_code,
+                                    headers={**(row.headers or {}), "Idempotent-Replayed": "true"})
+        try:
+            body, headers = await create()
+        except BaseException:
+            async with self.sessionmaker() as session, session.begin():
+                await session.execute(sa.delete(t).where(where))
+            raise
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(sa.update(t).where(where).values(status_code=status_code, response=body, headers=headers))
+        return JSONResponse(body, status_code=status_code, headers=headers)

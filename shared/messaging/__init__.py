@@ -1,0 +1,1 @@
+"""Transactional outbox, relay, idempotent consumers (inbox), AMQP and in-process transports."""

@@ -1,0 +1,1 @@
+"""Logs, request/correlation ids, metrics and health endpoints."""

@@ -1,0 +1,61 @@
+"""Pure-ASGI middleware: request/correlation ids in, ``X-Request-ID`` out, Prometheus timings per route."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.observability.context import correlation_id_var, request_id_var, traceparent_var
+
+REQUESTS = Counter("http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
+LATENCY = Histogram(
+    "http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if k == name:
+            return v.decode("latin-1")[:200]
+    return None
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        tokens = (
+            request_id_var.set(rid),
+            correlation_id_var.set(_header(scope, b"x-correlation-id") or rid),
+            traceparent_var.set(_header(scope, b"traceparent")),
+        )
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            LATENCY.labels(self.service, scope["method"], path).observe(time.perf_counter() - start)
+            REQUESTS.labels(self.service, scope["method"], path, str(status)).inc()
+            for var, token in zip((request_id_var, correlation_id_var, traceparent_var), tokens):
+                var.reset(token)

@@ -1,0 +1,79 @@
+"""Checked value types used in request schemas: phones (E.164), VINs (ISO 3779), Chinese plates, store time zones."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import phonenumbers
+from pydantic import AfterValidator, BeforeValidator, Field
+
+_VIN_MAP = {**{str(d): d for d in range(10)},
+            **dict(zip("ABCDEFGH", range(1, 9))), **dict(zip("JKLMN", range(1, 6))), "P": 7, "R": 9,
+            **dict(zip("STUVWXYZ", range(2, 10)))}
+_VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
+_PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+_PLATE = re.compile(
+    rf"^[{_PROVINCES}][A-HJ-NP-Z]"
+    r"(?:[A-HJ-NP-Z0-9]{4}[A-HJ-NP-Z0-9挂学警港澳]"        # ordinary 7-character plate
+    r"|[DF][A-HJ-NP-Z0-9][0-9]{4}"                        # new-energy small car: D/F + 5
+    r"|[0-9]{5}[DF])$"                                     # new-energy large vehicle: 5 digits + D/F
+)
+
+
+def normalize_phone(value: str, region: str = "CN") -> str:
+    """Any common format (138 0013 8000, +86-138..., 0086...) to E.164; raises ValueError if invalid."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("phone number is required")
+    raw = value.strip()
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("not a phone number") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def vin_check_digit(vin: str) -> str:
+    total = sum(_VIN_MAP[c] * w for c, w in zip(vin, _VIN_WEIGHTS))
+    r = total % 11
+    return "X" if r == 10 else str(r)
+
+
+def normalize_vin(value: str) -> str:
+    vin = value.strip().upper() if isinstance(value, str) else ""
+    if len(vin) != 17:
+        raise ValueError("a VIN has 17 characters")
+    if any(c not in _VIN_MAP for c in vin):
+        raise ValueError("a VIN uses digits and letters except I, O and Q")
+    if vin[8] != vin_check_digit(vin):
+        raise ValueError("VIN check digit (9th character) does not match")
+    return vin
+
+
+def normalize_plate(value: str) -> str:
+    plate = re.sub(r"[\s·\-]", "", value).upper() if isinstance(value, str) else ""
+    if not _PLATE.match(plate):
+        raise ValueError("not a Chinese licence plate (e.g. 粤B12345, or new-energy 粤BD12345)")
+    return plate
+
+
+def check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("not an IANA time zone such as Asia/Shanghai") from exc
+    if value not in available_timezones():
+        raise ValueError("not an IANA time zone such as Asia/Shanghai")
+    return value
+
+
+Phone = Annotated[str, Field(min_length=3, max_length=32, examples=["13800138000"]), AfterValidator(normalize_phone)]
+Vin = Annotated[str, Field(min_length=17, max_length=17, examples=["LSVAU218XN2183294"]), AfterValidator(normalize_vin)]
+Plate = Annotated[str, Field(min_length=7, max_length=12, examples=["粤B12345"]), AfterValidator(normalize_plate)]
+TimeZone = Annotated[str, Field(max_length=64, examples=["Asia/Shanghai"]), AfterValidator(check_timezone)]
+Trimmed = BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v)

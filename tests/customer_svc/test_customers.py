@@ -1,0 +1,163 @@
+"""Customers through the REST API: create, read, update with ETags, duplicates, idempotency, search, masking."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from shared.auth.roles import Role
+from tests.conftest import Group, customer_body, new_phone
+
+
+async def create(client: httpx.AsyncClient, group: Group, store: uuid.UUID | None = None, role: Role = Role.ADMIN,
+                 **fields: object) -> dict:
+    resp = await client.post("/api/v1/customers", json=customer_body(store or group.store_a, **fields),
+                             headers=group.headers(role))
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+class TestCreate:
+    async def test_created_with_normalised_phone_and_etag(self, client: httpx.AsyncClient, group: Group) -> None:
+        phone = new_phone()
+        local = phone[3:]
+        resp = await client.post("/api/v1/customers", headers=group.headers(Role.SALES_CONSULTANT),
+                                 json=customer_body(group.store_a, phones=[{"number": f"{local[:3]} {local[3:7]} {local[7:]}"}],
+                                                    name="王五", birthday="1966-02-16", tags=["vip", " fleet "]))
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        assert body["phones"] == [{"number": phone, "label": None, "primary": True}]
+        assert body["tags"] == ["fleet", "vip"]
+        assert body["relationship_type"] == "prospect"
+        assert resp.headers["etag"] == 'W/"1"'
+        assert resp.headers["location"] == f"/api/v1/customers/{body['id']}"
+
+    async def test_same_phone_in_same_store_is_409_with_existing_id(self, client: httpx.AsyncClient, group: Group) -> None:
+        first = await create(client, group)
+        resp = await client.post("/api/v1/customers", headers=group.headers(),
+                                 json=customer_body(group.store_a, phones=[{"number": first["phones"][0]["number"]}]))
+        assert resp.status_code == 409
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.json()["existing_id"] == first["id"]
+
+    async def test_same_phone_in_another_store_is_allowed(self, client: httpx.AsyncClient, group: Group) -> None:
+        first = await create(client, group)
+        second = await create(client, group, store=group.store_b, phones=[{"number": first["phones"][0]["number"]}])
+        assert second["id"] != first["id"]
+
+    async def test_idempotency_key_replays_first_response(self, client: httpx.AsyncClient, group: Group) -> None:
+        body = customer_body(group.store_a)
+        headers = group.headers(**{"Idempotency-Key": str(uuid.uuid4())})
+        first = await client.post("/api/v1/customers", json=body, headers=headers)
+        again = await client.post("/api/v1/customers", json=body, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.json()["id"] == first.json()["id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        other = await client.post("/api/v1/customers", json=customer_body(group.store_a), headers=headers)
+        assert other.status_code == 422
+        assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+
+    async def test_failed_create_releases_idempotency_key(self, client: httpx.AsyncClient, group: Group) -> None:
+        existing = await create(client, group)
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        body = customer_body(group.store_a, phones=[{"number": existing["phones"][0]["number"]}])
+        assert (await client.post("/api/v1/customers", json=body, headers=group.headers(**key))).status_code == 409
+        body["phones"] = [{"number": new_phone()}]
+        # Same key, different body: the failed attempt left nothing behind, so this is a fresh request.
+        assert (await client.post("/api/v1/customers", json=body, headers=group.headers(**key))).status_code == 201
+
+
+class TestUpdate:
+    async def test_if_match_required_and_checked(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group)
+        url = f"/api/v1/customers/{c['id']}"
+        assert (await client.patch(url, json={"name": "新名字"}, headers=group.headers())).status_code == 428
+        ok = await client.patch(url, json={"name": "新名字"}, headers=group.headers(**{"If-Match": 'W/"1"'}))
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["name"] == "新名字" and ok.headers["etag"] == 'W/"2"'
+        stale = await client.patch(url, json={"name": "又一个"}, headers=group.headers(**{"If-Match": 'W/"1"'}))
+        assert stale.status_code == 412
+        assert (await client.get(url, headers=group.headers())).json()["name"] == "新名字"
+
+    async def test_update_is_audited_with_before_and_after(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group, intent_level="C")
+        await client.patch(f"/api/v1/customers/{c['id']}", json={"intent_level": "H"},
+                           headers=group.headers(Role.SALES_CONSULTANT, **{"If-Match": 'W/"1"'}))
+        log = (await client.get(f"/api/v1/audit?record_id={c['id']}", headers=group.headers(Role.SALES_MANAGER))).json()
+        actions = [e["action"] for e in log["items"]]
+        assert actions == ["update", "create"]
+        update = log["items"][0]
+        assert update["before"] == {"intent_level": "C", "version": 1} or update["before"]["intent_level"] == "C"
+        assert update["after"]["intent_level"] == "H"
+
+
+class TestSearch:
+    async def test_phone_in_any_format_plate_tag_and_number(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group, tags=["key-account"])
+        e164 = c["phones"][0]["number"]
+        local = e164[3:]
+        for fmt in (local, f"+86 {local[:3]}-{local[3:7]}-{local[7:]}", f"0086{local}"):
+            page = (await client.get("/api/v1/customers", params={"phone": fmt}, headers=group.headers())).json()
+            assert [x["id"] for x in page["items"]] == [c["id"]], fmt
+        by_tag = (await client.get("/api/v1/customers", params={"tag": "key-account"}, headers=group.headers())).json()
+        assert [x["id"] for x in by_tag["items"]] == [c["id"]]
+        by_no = (await client.get("/api/v1/customers", params={"customer_no": c["customer_no"]}, headers=group.headers())).json()
+        assert [x["id"] for x in by_no["items"]] == [c["id"]]
+
+    async def test_cursor_pagination_walks_everything_once(self, client: httpx.AsyncClient, group: Group) -> None:
+        made = {(await create(client, group, tags=["page-walk"]))["id"] for _ in range(5)}
+        seen, cursor = [], None
+        while True:
+            params = {"tag": "page-walk", "limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/api/v1/customers", params=params, headers=group.headers())).json()
+            seen += [x["id"] for x in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == 5 and set(seen) == made
+
+    async def test_birthday_range_solar_and_lunar(self, client: httpx.AsyncClient, group: Group) -> None:
+        solar = await create(client, group, birthday="1980-03-05", tags=["bday"])
+        # Lunar 1st month 16th falls on 2026-03-04 (the 2026 lunar new year is 2026-02-17).
+        lunar = await create(client, group, birthday="1975-01-16", birthday_calendar="lunar", tags=["bday"])
+        other = await create(client, group, birthday="1980-07-01", tags=["bday"])
+        page = (await client.get("/api/v1/customers", headers=group.headers(),
+                                 params={"tag": "bday", "birthday_from": "2026-03-01", "birthday_to": "2026-03-07"})).json()
+        ids = {x["id"] for x in page["items"]}
+        assert ids == {solar["id"], lunar["id"]} and other["id"] not in ids
+
+
+class TestMasking:
+    async def test_cs_agent_sees_masked_phone_manager_sees_number(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group, id_number="11010519491231002X")
+        e164 = c["phones"][0]["number"]
+        agent = (await client.get(f"/api/v1/customers/{c['id']}", headers=group.headers(Role.CS_AGENT))).json()
+        manager = (await client.get(f"/api/v1/customers/{c['id']}", headers=group.headers(Role.SERVICE_MANAGER))).json()
+        assert agent["phones"][0]["number"] == f"{e164[3:6]}****{e164[-4:]}"
+        assert agent["id_number"] == "1101**********002X" and agent["pii_masked"] is True
+        assert manager["phones"][0]["number"] == e164 and manager["id_number"] == "11010519491231002X"
+
+
+class TestLost:
+    async def test_only_sales_manager_marks_lost_with_reason(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group)
+        url = f"/api/v1/customers/{c['id']}/lost"
+        body = {"reason": "Bought a competitor model", "kind": "defeated"}
+        assert (await client.post(url, json=body, headers=group.headers(Role.SALES_CONSULTANT))).status_code == 403
+        assert (await client.post(url, json={"kind": "defeated"}, headers=group.headers(Role.SALES_MANAGER))).status_code == 422
+        resp = await client.post(url, json=body, headers=group.headers(Role.SALES_MANAGER))
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["relationship_type"] == "lost" and resp.json()["lost_reason"] == body["reason"]
+        assert (await client.post(url, json=body, headers=group.headers(Role.SALES_MANAGER))).status_code == 422
+
+
+class TestConsent:
+    async def test_consent_is_recorded_with_source(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group)
+        resp = await client.put(f"/api/v1/customers/{c['id']}/consents", headers=group.headers(Role.CS_AGENT),
+                                json={"channel": "sms", "purpose": "marketing", "granted": True, "source": "phone call"})
+        assert resp.status_code == 200
+        consents = resp.json()["consents"]
+        assert [(x["channel"], x["purpose"], x["granted"], x["source"]) for x in consents] == [
+            ("sms", "marketing", True, "phone call")]
