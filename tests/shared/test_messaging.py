@@ -1,0 +1,186 @@
+"""Outbox -> RabbitMQ -> inbox, on the real broker: events for every change, duplicates absorbed,
+poison messages parked after bounded retries while others flow, parked messages replayed, relay replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import ClassVar
+
+import aio_pika
+import httpx
+import sqlalchemy as sa
+
+from customer_svc.app import CustomerRuntime
+from customer_svc.models import TimelineEntry
+from shared.auth.roles import Role
+from shared.events.envelope import CloudEvent, EventData, build_event
+from shared.messaging.amqp import AmqpConsumerRunner, list_parked, replay_parked
+from shared.messaging.consumer import HANDLED, EventConsumer, Subscription
+from shared.messaging.relay import OutboxRelay
+from shared.testing.events import EventTap
+from tests.conftest import Group, Infra, customer_body, new_phone
+
+
+async def eventually(check, timeout: float = 15, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def publish_raw(infra_env: Infra, body: bytes, routing_key: str, message_id: str | None = None) -> None:
+    conn = await aio_pika.connect(infra_env.amqp_url)
+    async with conn:
+        channel = await conn.channel()
+        exchange = await channel.get_exchange(infra_env.exchange)
+        await exchange.publish(aio_pika.Message(body, message_id=message_id,
+                                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=routing_key)
+
+
+class TestEveryChangePublishes:
+    async def test_customer_and_vehicle_lifecycle_events(self, client: httpx.AsyncClient, group: Group,
+                                                         event_tap: EventTap) -> None:
+        h = group.headers(Role.SALES_MANAGER)
+        c = (await client.post("/api/v1/customers", json=customer_body(group.store_a), headers=h)).json()
+        other = (await client.post("/api/v1/customers", json=customer_body(group.store_a), headers=h)).json()
+        await client.patch(f"/api/v1/customers/{c['id']}", json={"intent_level": "A"}, headers={**h, "If-Match": 'W/"1"'})
+        await client.put(f"/api/v1/customers/{c['id']}/consents", headers=h,
+                         json={"channel": "wechat", "purpose": "service", "granted": True, "source": "app"})
+        v = (await client.post("/api/v1/vehicles", headers=h, json={
+            "customer_id": c["id"], "vin": "LSVAU218XN2183294", "plate": "粤B12345"})).json()
+        await client.post(f"/api/v1/vehicles/{v['id']}/delivery", json={"delivery_date": "2026-11-01"}, headers=h)
+        await client.post(f"/api/v1/vehicles/{v['id']}/transfer", json={"customer_id": other["id"]}, headers=h)
+        prospect = (await client.post("/api/v1/customers", json=customer_body(group.store_a), headers=h)).json()
+        lost = await client.post(f"/api/v1/customers/{prospect['id']}/lost", json={"reason": "moved away"}, headers=h)
+        assert lost.status_code == 200, lost.text
+
+        for type_, subject in [
+            ("customer.customer.created.v1", c["id"]), ("customer.customer.updated.v1", c["id"]),
+            ("customer.customer.consent_changed.v1", c["id"]), ("customer.vehicle.registered.v1", v["id"]),
+            ("customer.vehicle.delivered.v1", v["id"]), ("customer.vehicle.transferred.v1", v["id"]),
+            ("customer.customer.lost.v1", prospect["id"]),
+        ]:
+            [event] = await event_tap.wait_for(type_, subject=subject)
+            assert event.specversion == "1.0" and event.source == "customer_svc"
+            assert event.tenantid == str(group.tenant_id) and event.storeid == str(group.store_a)
+            assert event.correlationid and event.time.tzinfo is not None
+            assert str(event.id) in event_tap.message_ids  # AMQP message_id = event id (consumer dedup key)
+        updated = event_tap.matching("customer.customer.updated.v1", subject=c["id"])[0]
+        assert updated.data["changed"] == ["intent_level"] and updated.data["intent_level"] == "A"
+
+    async def test_timeline_is_fed_by_the_consumer(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = (await client.post("/api/v1/customers", json=customer_body(group.store_a), headers=group.headers())).json()
+        await client.post("/api/v1/vehicles", headers=group.headers(),
+                          json={"customer_id": c["id"], "vin": "1M8GDM9AXKP042788", "delivery_date": "2026-10-01"})
+
+        async def types() -> set[str] | None:
+            page = (await client.get(f"/api/v1/customers/{c['id']}/timeline", headers=group.headers())).json()
+            found = {i["event_type"] for i in page["items"]}
+            return found if len(found) >= 3 else None
+
+        assert await eventually(types) == {"customer.customer.created.v1", "customer.vehicle.registered.v1",
+                                           "customer.vehicle.delivered.v1"}
+
+
+class TestDuplicates:
+    async def test_same_event_twice_has_one_effect(self, infra_env: Infra, customer_runtime: CustomerRuntime,
+                                                   group: Group) -> None:
+        customer_id = uuid.uuid4()
+        event = CloudEvent(id=uuid.uuid4(), source="survey_svc", type="test.survey.answered.v1",
+                           time="2026-11-23T08:00:00Z", tenantid=str(group.tenant_id), storeid=str(group.store_a),
+                           data={"customer_id": str(customer_id), "score": 9})
+        duplicates = HANDLED.labels("customer_svc", "timeline", "duplicate")
+        before = duplicates._value.get()
+        for _ in range(2):
+            await publish_raw(infra_env, event.model_dump_json().encode(), event.type, str(event.id))
+        await eventually(lambda: asyncio.sleep(0, duplicates._value.get() >= before + 1))
+        async with customer_runtime.sessionmaker() as s:
+            rows = (await s.scalars(sa.select(TimelineEntry).where(TimelineEntry.customer_id == customer_id))).all()
+        assert [r.id for r in rows] == [event.id]
+
+
+class ProbeEvent(EventData):
+    type: ClassVar[str] = "test.relay.probe.v1"
+    subject_field: ClassVar[str] = "run"
+    run: str
+    n: int
+
+
+class TestPoisonAndReplay:
+    async def test_poison_is_parked_after_bounded_retries_while_others_flow(
+            self, infra_env: Infra, customer_runtime: CustomerRuntime) -> None:
+        service = f"test_poison_{uuid.uuid4().hex[:6]}"
+        handled: list[int] = []
+        attempts: dict[int, int] = {}
+        healthy = asyncio.Event()
+
+        async def handler(session, event: CloudEvent) -> None:  # type: ignore[no-untyped-def]
+            n = event.data["n"]
+            attempts[n] = attempts.get(n, 0) + 1
+            if event.data.get("poison") and not healthy.is_set():
+                raise RuntimeError("boom: cannot handle this one")
+            handled.append(n)
+
+        consumer = EventConsumer(service, customer_runtime.sessionmaker, customer_runtime.messaging.inbox,
+                                 [Subscription("probe", (f"test.{service}.#",), handler)])
+        runner = AmqpConsumerRunner(consumer, infra_env.amqp_url, infra_env.exchange, prefetch=10,
+                                    retry_delays_ms=[100, 300])
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            await asyncio.wait_for(runner.connected.wait(), 10)
+            key = f"test.{service}.probe.v1"
+
+            def event(n: int, poison: bool = False) -> CloudEvent:
+                return CloudEvent(id=uuid.uuid4(), source="test", type=key, time="2026-11-23T08:00:00Z",
+                                  data={"n": n, "poison": poison})
+
+            poison = event(0, poison=True)
+            await publish_raw(infra_env, poison.model_dump_json().encode(), key, str(poison.id))
+            for n in range(1, 6):
+                e = event(n)
+                await publish_raw(infra_env, e.model_dump_json().encode(), key, str(e.id))
+            await eventually(lambda: asyncio.sleep(0, sorted(handled) == [1, 2, 3, 4, 5]))
+            parked = await eventually(lambda: list_parked(infra_env.amqp_url, service))
+            assert attempts[0] == 3 and 0 not in handled  # 1 try + 2 retries, then parked
+            assert len(parked) == 1 and parked[0]["message_id"] == str(poison.id)
+            assert parked[0]["attempts"] == 3 and "boom" in parked[0]["error"]
+
+            healthy.set()  # the bug is fixed: replay the parked message
+            assert await replay_parked(infra_env.amqp_url, service) == 1
+            await eventually(lambda: asyncio.sleep(0, 0 in handled))
+            assert await list_parked(infra_env.amqp_url, service) == []
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    async def test_undecodable_message_is_parked_at_once(self, infra_env: Infra,
+                                                         customer_runtime: CustomerRuntime) -> None:
+        message_id = str(uuid.uuid4())
+        await publish_raw(infra_env, b"{not json", "test.garbage.v1", message_id)
+        parked = await eventually(lambda: list_parked(infra_env.amqp_url, "customer_svc"))
+        [entry] = [p for p in parked if p["message_id"] == message_id]
+        assert entry["attempts"] == 1 and "undecodable" in entry["error"]
+
+
+class TestRelayReplicas:
+    async def test_three_relays_publish_each_event_exactly_once(self, customer_runtime: CustomerRuntime,
+                                                                event_tap: EventTap) -> None:
+        run = uuid.uuid4().hex
+        async with customer_runtime.sessionmaker() as session, session.begin():
+            for n in range(300):
+                customer_runtime.outbox.append(session, ProbeEvent(run=run, n=n), tenant_id=None, store_id=None)
+        extra = [OutboxRelay("customer_svc", customer_runtime.sessionmaker, customer_runtime.messaging.outbox,
+                             customer_runtime.publisher, batch_size=20) for _ in range(2)]
+        # Two more replicas race the session's own relay over the same rows.
+        counts = await asyncio.gather(*(r.run_once() for r in extra for _ in range(3)))
+        assert sum(counts) > 0
+        events = await event_tap.wait_for("test.relay.probe.v1", subject=run, count=300, timeout=30)
+        await asyncio.sleep(0.5)
+        events = event_tap.matching("test.relay.probe.v1", subject=run)
+        assert sorted(e.data["n"] for e in events) == list(range(300))
