@@ -1,15 +1,14 @@
 """RFC 9457 problem details for every error, with a stable ``type`` per error class.
 
 Services raise :class:`AppError` subclasses; :func:`install_error_handlers` renders them, request
-validation errors (422, each naming its field), framework HTTP errors and unexpected exceptions
-(a generic 500 that leaks nothing) as ``application/problem+json``.
+validation errors (422, each naming its field) and framework HTTP errors as ``application/problem+json``;
+unexpected exceptions become a bare 500 problem in ``RequestContextMiddleware`` (it knows the request id).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,7 +19,6 @@ from shared.observability.context import request_id_var
 
 PROBLEM_BASE = "https://aftercare.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
-log = structlog.get_logger("errors")
 
 
 class FieldError(BaseModel):
@@ -150,12 +148,6 @@ def install_error_handlers(app: FastAPI) -> None:
                 413: "payload_too_large", 406: "not_acceptable", 415: "unsupported_media_type"}.get(exc.status_code, "http_error")
         title = str(exc.detail) if exc.detail else code.replace("_", " ").capitalize()
         return problem_response(exc.status_code, code, title, request, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path)
-        return problem_response(500, "internal_error", "Internal server error", request,
-                                "The error was logged with this request id.")
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

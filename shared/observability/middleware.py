@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+
+import structlog
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.observability.context import correlation_id_var, request_id_var, traceparent_var
 
+log = structlog.get_logger("http")
 REQUESTS = Counter("http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 LATENCY = Histogram(
     "http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"],
@@ -50,8 +54,26 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_wrapper(message)
+
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, send_tracking)
+        except Exception:  # noqa: BLE001 - the last line of defence: log it, answer a bare 500 problem
+            log.exception("unhandled_error", path=scope.get("path"))
+            if not started:
+                body = json.dumps({
+                    "type": "https://aftercare.dev/problems/internal-error", "title": "Internal server error",
+                    "status": 500, "code": "internal_error", "instance": scope.get("path"), "request_id": rid,
+                    "detail": "The error was logged with this request id.",
+                }).encode()
+                await send_wrapper({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]})
+                await send_wrapper({"type": "http.response.body", "body": body})
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")

@@ -1,0 +1,71 @@
+"""Logs mask personal data and carry request ids; health, readiness and metrics endpoints; errors never leak."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from fastapi import APIRouter
+
+from customer_svc.app import CustomerRuntime
+from shared.http.app import create_app
+from shared.observability.logging import configure_logging, mask_phone
+from tests.conftest import Infra
+
+
+def test_logs_are_json_with_phones_and_names_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    import structlog
+
+    configure_logging("test_svc", "INFO", json=True)
+    structlog.get_logger("t").info("called customer", name="张三丰", phone="+8613800138000",
+                                   note="customer asked to call 138 0013 8000 later".replace(" 0013 8000", "00138000"))
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["name"] == "张**" and line["phone"] == "+86138****8000"
+    assert "13800138000" not in json.dumps(line, ensure_ascii=False)
+    assert line["service"] == "test_svc" and line["level"] == "info"
+    assert mask_phone("tel 13912345678.") == "tel 139****5678."
+
+
+@pytest.fixture
+async def app_client(customer_runtime: CustomerRuntime) -> httpx.AsyncClient:
+    boom = APIRouter()
+
+    @boom.get("/boom")
+    async def explode() -> None:
+        raise RuntimeError("secret internal detail: password=hunter2")
+
+    app = create_app(title="t", description="t", runtimes=[customer_runtime], routers=[boom], run_workers=False)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t")
+
+
+async def test_request_id_echoed_or_generated(app_client: httpx.AsyncClient) -> None:
+    given = await app_client.get("/healthz", headers={"X-Request-ID": "front-end-42"})
+    assert given.headers["x-request-id"] == "front-end-42"
+    made = await app_client.get("/healthz")
+    assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_unexpected_error_is_a_bare_problem(app_client: httpx.AsyncClient) -> None:
+    resp = await app_client.get("/boom", headers={"X-Request-ID": "rid-1"})
+    assert resp.status_code == 500 and resp.headers["content-type"] == "application/problem+json"
+    body = resp.json()
+    assert body["request_id"] == "rid-1" and "hunter2" not in resp.text and "RuntimeError" not in resp.text
+
+
+async def test_health_readiness_and_metrics(app_client: httpx.AsyncClient) -> None:
+    assert (await app_client.get("/healthz")).json() == {"status": "ok"}
+    ready = await app_client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    metrics = (await app_client.get("/metrics")).text
+    assert 'http_requests_total{method="GET",route="/healthz"' in metrics
+
+
+async def test_readiness_fails_when_the_database_is_down(infra_env: Infra) -> None:
+    runtime = CustomerRuntime(infra_env.customer_settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/x"))
+    app = create_app(title="t", description="t", runtimes=[runtime], routers=[], run_workers=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        resp = await client.get("/readyz")
+    await runtime.dispose()
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["database"].startswith("down") and resp.json()["checks"]["broker"] == "ok"

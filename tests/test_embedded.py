@@ -1,0 +1,103 @@
+"""Embedded mode (what `make run` starts): SQLite under var/, the in-process bus with the same
+outbox/inbox guarantees, the demo seed; and the settings that choose between the two modes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aftercare.embedded import create_embedded_app
+from customer_svc.app import CustomerRuntime
+from customer_svc.bootstrap import DEMO_PASSWORD
+from customer_svc.settings import CustomerSettings
+from shared.cli import parked
+from shared.events.envelope import CloudEvent
+from shared.messaging.consumer import EventConsumer, Subscription
+from shared.messaging.memory import InProcessBus, db_parker
+from tests.shared.test_messaging import eventually
+
+PLATFORM_ENV = ("AFTERCARE_DATABASE_URL", "AFTERCARE_AMQP_URL", "CUSTOMER_DATABASE_URL", "CUSTOMER_AMQP_URL",
+                "AFTERCARE_JWT_PUBLIC_KEY", "CUSTOMER_JWT_PRIVATE_KEY")
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in PLATFORM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AFTERCARE_VAR_DIR", str(tmp_path / "var"))
+    return tmp_path / "var"
+
+
+@pytest.fixture
+async def embedded(embedded_env: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_embedded_app()
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://embedded") as client:
+            yield client
+
+
+async def test_make_run_platform_works_end_to_end(embedded: httpx.AsyncClient, embedded_env: Path) -> None:
+    assert (embedded_env / "customer_svc.db").exists()
+    login = await embedded.post("/api/v1/auth/login",
+                                json={"tenant": "demo", "employee_no": "admin", "password": DEMO_PASSWORD})
+    assert login.status_code == 200, login.text
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    stores = (await embedded.get("/api/v1/stores", headers=headers)).json()
+    assert len(stores) == 2
+    staff = (await embedded.get("/api/v1/staff", headers=headers, params={"limit": 50})).json()["items"]
+    assert {r for s in staff for r in s["roles"]} >= {"sales_consultant", "service_advisor", "cs_agent", "admin",
+                                                      "sales_manager", "service_manager", "cs_manager", "cs_director"}
+    c = await embedded.post("/api/v1/customers", headers=headers,
+                            json={"store_id": stores[0]["id"], "name": "嵌入式", "phones": [{"number": "13700000001"}]})
+    assert c.status_code == 201, c.text
+
+    async def timeline() -> list | None:
+        items = (await embedded.get(f"/api/v1/customers/{c.json()['id']}/timeline", headers=headers)).json()["items"]
+        return items or None
+
+    [entry] = await eventually(timeline, timeout=10)
+    assert entry["event_type"] == "customer.customer.created.v1"
+    assert (await embedded.get("/readyz")).json()["status"] == "ok"
+    assert "customer.customer.created.v1" in (await embedded.get("/asyncapi.json")).json()["channels"].__str__()
+
+
+async def test_in_process_bus_dedups_retries_and_parks(embedded_env: Path) -> None:
+    runtime = CustomerRuntime(CustomerSettings(), InProcessBus(retry_delays_ms=[10, 10]))
+    await runtime.prepare()
+    calls: list[str] = []
+
+    async def flaky(session, event: CloudEvent) -> None:  # type: ignore[no-untyped-def]
+        calls.append(event.data["kind"])
+        if event.data["kind"] == "poison":
+            raise ValueError("cannot handle")
+
+    consumer = EventConsumer("probe", runtime.sessionmaker, runtime.messaging.inbox,
+                             [Subscription("flaky", ("test.#",), flaky)])
+    assert runtime.bus is not None
+    runtime.bus.attach(consumer, db_parker(runtime.sessionmaker, runtime.messaging.parked))
+    good = CloudEvent(id=uuid.uuid4(), source="t", type="test.thing.v1", time="2026-11-23T00:00:00Z", data={"kind": "good"})
+    poison = CloudEvent(id=uuid.uuid4(), source="t", type="test.thing.v1", time="2026-11-23T00:00:00Z", data={"kind": "poison"})
+
+    assert await runtime.bus.publish_batch([good, good, poison]) == [None, None, None]
+    assert calls == ["good", "poison", "poison", "poison"]  # duplicate skipped; poison tried 3 times
+    listed = await parked(runtime, "list", None)
+    assert [p["message_id"] for p in listed] == [str(poison.id)] and listed[0]["attempts"] == 3
+    await runtime.dispose()
+
+
+def test_settings_choose_the_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in PLATFORM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AFTERCARE_VAR_DIR", str(tmp_path))
+    embedded = CustomerSettings()
+    assert embedded.embedded and embedded.effective_database_url.startswith("sqlite+aiosqlite:///")
+    monkeypatch.setenv("AFTERCARE_DATABASE_URL", "postgresql+asyncpg://u@db/platform")
+    monkeypatch.setenv("AFTERCARE_AMQP_URL", "amqp://u:p@mq/")
+    prod = CustomerSettings()
+    assert not prod.embedded and prod.database_url == "postgresql+asyncpg://u@db/platform"
+    monkeypatch.setenv("CUSTOMER_DATABASE_URL", "postgresql+asyncpg://customer_svc@db/platform")
+    assert CustomerSettings().database_url == "postgresql+asyncpg://customer_svc@db/platform"
