@@ -15,6 +15,7 @@ from shared.db.migrations import prepare_database
 from shared.http.idempotency import Idempotency
 from shared.messaging.amqp import AmqpConsumerRunner, AmqpPublisher
 from shared.messaging.consumer import EventConsumer, Subscription
+from shared.messaging.housekeeping import run_housekeeping
 from shared.messaging.memory import InProcessBus, db_parker
 from shared.messaging.outbox import Outbox
 from shared.messaging.relay import OutboxRelay
@@ -63,7 +64,9 @@ class ServiceRuntime:
 
     def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Outbox relay and event consumers (the worker process; embedded mode runs them in the API process)."""
-        tasks = [asyncio.create_task(self.relay.run(stop), name=f"{self.name}.relay")]
+        tasks = [asyncio.create_task(self.relay.run(stop), name=f"{self.name}.relay"),
+                 asyncio.create_task(run_housekeeping(self.sessionmaker, self.messaging.outbox, self.messaging.inbox,
+                                                      stop), name=f"{self.name}.housekeeping")]
         if not self.consumer.subscriptions:
             return tasks
         if self.bus is not None:

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events.envelope import CloudEvent, topic_matches
-from shared.observability.context import causation_id_var, correlation_id_var
+from shared.observability.context import causation_id_var, correlation_id_var, traceparent_var
 
 log = structlog.get_logger("consumer")
 HANDLED = Counter("events_handled_total", "Events handled", ["service", "handler", "outcome"])
@@ -50,7 +50,9 @@ class EventConsumer:
 
     async def handle(self, event: CloudEvent) -> None:
         """Run every matching handler once; a handler that already committed this event is skipped."""
-        tokens = (correlation_id_var.set(event.correlationid or str(event.id)), causation_id_var.set(str(event.id)))
+        # Events a handler emits carry this event's correlation id and trace, and name it as their cause.
+        tokens = (correlation_id_var.set(event.correlationid or str(event.id)), causation_id_var.set(str(event.id)),
+                  traceparent_var.set(event.traceparent))
         try:
             for sub in self.subscriptions:
                 if sub.matches(event.type):
@@ -58,6 +60,7 @@ class EventConsumer:
         finally:
             correlation_id_var.reset(tokens[0])
             causation_id_var.reset(tokens[1])
+            traceparent_var.reset(tokens[2])
 
     async def _handle_one(self, sub: Subscription, event: CloudEvent) -> None:
         consumer = f"{self.service}.{sub.name}"

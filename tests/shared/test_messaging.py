@@ -184,3 +184,26 @@ class TestRelayReplicas:
         await asyncio.sleep(0.5)
         events = event_tap.matching("test.relay.probe.v1", subject=run)
         assert sorted(e.data["n"] for e in events) == list(range(300))
+
+
+class TestHousekeeping:
+    async def test_old_published_outbox_rows_and_old_inbox_ids_are_pruned(self, customer_runtime: CustomerRuntime) -> None:
+        from datetime import timedelta
+
+        from shared.db.base import utcnow
+        from shared.messaging.housekeeping import prune
+
+        m = customer_runtime.messaging
+        old, fresh = uuid.uuid4(), uuid.uuid4()
+        async with customer_runtime.sessionmaker() as s, s.begin():
+            for event_id, age in ((old, timedelta(days=8)), (fresh, timedelta(hours=1))):
+                e = build_event(ProbeEvent(run="prune", n=0), source="t", tenant_id=None, store_id=None)
+                s.add(m.outbox(id=event_id, event_type=e.type, payload=e.model_dump(mode="json"),
+                               occurred_at=utcnow() - age, published_at=utcnow() - age))
+                s.add(m.inbox(event_id=event_id, consumer="t.prune", event_type=e.type,
+                              received_at=utcnow() - age * 4))
+        await prune(customer_runtime.sessionmaker, m.outbox, m.inbox)
+        async with customer_runtime.sessionmaker() as s:
+            outbox_left = set((await s.scalars(sa.select(m.outbox.id).where(m.outbox.id.in_([old, fresh])))).all())
+            inbox_left = set((await s.scalars(sa.select(m.inbox.event_id).where(m.inbox.event_id.in_([old, fresh])))).all())
+        assert outbox_left == {fresh} and inbox_left == {fresh}
