@@ -126,6 +126,14 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _field_error(e: dict[str, Any]) -> FieldError:
+    if e["type"] == "json_invalid":  # loc is ("body", <character offset>): the body as a whole is malformed
+        where = f" at character {e['loc'][1]}" if len(e["loc"]) > 1 else ""
+        reason = (e.get("ctx") or {}).get("error")
+        return FieldError(field="body", message=f"{e['msg']}{': ' + reason if reason else ''}{where}", type=e["type"])
+    return FieldError(field=_field_path(e["loc"]), message=e["msg"], type=e["type"])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -136,9 +144,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            FieldError(field=_field_path(e["loc"]), message=e["msg"], type=e["type"]) for e in exc.errors()
-        ]
+        errors = [_field_error(e) for e in exc.errors()]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
         return problem_response(422, "validation_error", "Request validation failed", request, detail, errors=errors)
 

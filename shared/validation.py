@@ -1,8 +1,10 @@
-"""Checked value types used in request schemas: phones (E.164), VINs (ISO 3779), Chinese plates, store time zones."""
+"""Checked value types used in request schemas: phones (E.164), VINs (ISO 3779), Chinese plates, store time zones,
+ISO 8601 dates and date-times."""
 
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -77,3 +79,14 @@ Vin = Annotated[str, Field(min_length=17, max_length=17, examples=["LSVAU218XN21
 Plate = Annotated[str, Field(min_length=7, max_length=12, examples=["粤B12345"]), AfterValidator(normalize_plate)]
 TimeZone = Annotated[str, Field(max_length=64, examples=["Asia/Shanghai"]), AfterValidator(check_timezone)]
 Trimmed = BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v)
+
+
+def iso_only(value: object) -> object:
+    """Dates and times are ISO 8601 strings; pydantic would also read numbers as Unix timestamps."""
+    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\s*[-+]?[\d.]+\s*", value)):
+        raise ValueError("give an ISO 8601 date (2026-01-31) or date-time (2026-01-31T09:00:00+08:00)")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(iso_only)]
+IsoDateTime = Annotated[datetime, BeforeValidator(iso_only)]

@@ -11,11 +11,13 @@ from customer_svc.audit.router import router as audit_router
 from customer_svc.auth.router import keys_router, router as auth_router
 from customer_svc.consumers import subscriptions
 from customer_svc.customers.router import router as customers_router
+from customer_svc.membership.router import router as memberships_router, tiers_router
 from customer_svc.models import Base, messaging
 from customer_svc.settings import CustomerSettings
 from customer_svc.staff.router import router as staff_router
 from customer_svc.stores.router import router as stores_router
 from customer_svc.vehicles.router import router as vehicles_router
+from customer_svc.visits.router import router as visits_router
 from shared.auth.tokens import TokenIssuer, load_or_create_dev_keys, read_key
 from shared.http.app import create_app
 from shared.messaging.memory import InProcessBus
@@ -24,7 +26,7 @@ from shared.runtime import ServiceRuntime
 MIGRATIONS = Path(__file__).parent / "migrations"
 settings_class = CustomerSettings
 ROUTERS: list[APIRouter] = [auth_router, keys_router, stores_router, staff_router, customers_router,
-                            vehicles_router, audit_router]
+                            vehicles_router, audit_router, visits_router, tiers_router, memberships_router]
 TITLE = "Aftercare customer service"
 DESCRIPTION = "Basic data: stores, staff and logins, customers, vehicles, visits, membership, audit."
 

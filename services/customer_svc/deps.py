@@ -46,7 +46,7 @@ class Ctx:
         return audit_log
 
 
-def get_ctx(session: SessionDep, principal: CurrentPrincipal, runtime: RuntimeDep) -> Ctx:
+async def get_ctx(session: SessionDep, principal: CurrentPrincipal, runtime: RuntimeDep) -> Ctx:
     return Ctx(session, principal, runtime)
 
 

@@ -15,7 +15,7 @@ from shared.errors import Forbidden, Unauthorized
 _bearer = HTTPBearer(auto_error=False, description="Access token from `POST /api/v1/auth/login` or `/auth/token`.")
 
 
-def get_principal(request: Request,
+async def get_principal(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send `Authorization: Bearer <access token>`.")
@@ -30,7 +30,7 @@ def require_roles(*roles: Role, scope: str | None = None):  # type: ignore[no-un
     """Dependency: the caller needs one of ``roles`` (integrations: the ``scope`` instead)."""
     allowed = frozenset(roles)
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.roles & allowed:
             return principal
         if scope is not None and principal.kind == "integration" and scope in principal.scopes:

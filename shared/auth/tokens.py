@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -67,16 +69,29 @@ class TokenIssuer:
 
 
 class TokenVerifier:
-    def __init__(self, public_key_pem: str, issuer: str, audience: str) -> None:
+    """Verifies access tokens. A token that verified once is remembered (bounded, first in first out) with its
+    ``exp``, so repeat requests with it skip the signature check and claim parsing (~0.1 ms of CPU each); the
+    expiry is still checked on every use, exactly as PyJWT does (expired once ``exp <= now``)."""
+
+    def __init__(self, public_key_pem: str, issuer: str, audience: str, cache_size: int = 4096) -> None:
         self.key = public_key_pem
         self.issuer = issuer
         self.audience = audience
+        self._public_key = serialization.load_pem_public_key(public_key_pem.encode())
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._cache_size = cache_size
 
     def verify(self, token: str) -> Principal:
+        hit = self._cache.get(token)
+        if hit is not None:
+            if hit[0] > time.time():
+                return hit[1]
+            self._cache.pop(token, None)
+            raise Unauthorized("The access token has expired.")
         try:
-            claims = jwt.decode(token, self.key, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
-                                options={"require": ["exp", "sub", "iss", "aud"]})
-            return Principal(
+            claims = jwt.decode(token, self._public_key, algorithms=[ALGORITHM], audience=self.audience,
+                                issuer=self.issuer, options={"require": ["exp", "sub", "iss", "aud"]})
+            principal = Principal(
                 subject=uuid.UUID(claims["sub"]),
                 tenant_id=uuid.UUID(claims["tenant"]),
                 store_ids=frozenset(uuid.UUID(s) for s in claims.get("stores", [])),
@@ -84,7 +99,13 @@ class TokenVerifier:
                 scopes=frozenset(claims.get("scope", "").split()),
                 kind=claims.get("kind", "staff"),
             )
+            exp = int(claims["exp"])
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The access token has expired.") from exc
         except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
             raise Unauthorized("The access token is not valid.") from exc
+        if len(self._cache) >= self._cache_size:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del self._cache[next(iter(self._cache))]
+        self._cache[token] = (exp, principal)
+        return principal

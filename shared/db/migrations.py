@@ -50,7 +50,10 @@ def run_env(metadata: sa.MetaData) -> None:
         return False
 
     def do_run(connection: sa.Connection) -> None:
-        connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        # Production: deploy/postgres/roles.sql creates the schema owned by the service's role, which has no
+        # CREATE on the database, and Postgres checks that privilege even for CREATE SCHEMA IF NOT EXISTS.
+        if not sa.inspect(connection).has_schema(schema):
+            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         context.configure(
             connection=connection,
             target_metadata=metadata,

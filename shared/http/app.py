@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
-from shared.errors import install_error_handlers
+from shared.errors import PROBLEM_JSON, Problem, install_error_handlers
 from shared.events.asyncapi import asyncapi_document
 from shared.observability.health import health_router
 from shared.observability.middleware import RequestContextMiddleware
@@ -22,10 +24,38 @@ if TYPE_CHECKING:
 def runtime_dependency(service: str):  # type: ignore[no-untyped-def]
     """``Depends`` target returning the named service's runtime from whichever app serves the request."""
 
-    def get(request: Request) -> ServiceRuntime:
+    async def get(request: Request) -> ServiceRuntime:
         return request.app.state.runtimes[service]
 
     return get
+
+
+def _nul_locations(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield (*loc, key)
+            yield from _nul_locations(item, (*loc, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _nul_locations(item, (*loc, i))
+
+
+async def reject_nul_characters(request: Request) -> None:
+    """Postgres text and JSONB cannot hold U+0000: name the field (422) instead of failing in the database."""
+    locations = [("query", key) for key, value in request.query_params.multi_items() if "\x00" in key + value]
+    body = await request.body()
+    if b"\\u0000" in body:
+        try:
+            locations += _nul_locations(json.loads(body), ("body",))
+        except ValueError:
+            pass  # not JSON: the route's own body validation reports it
+    if locations:
+        raise RequestValidationError([{"type": "string_nul", "loc": loc, "input": None,
+                                       "msg": "must not contain the NUL character (U+0000)"} for loc in locations])
 
 
 def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntime], routers: Sequence[APIRouter],
@@ -54,7 +84,8 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
             for rt in runtimes:
                 await rt.dispose()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
+                  dependencies=[Depends(reject_nul_characters)])
     app.state.runtimes = {rt.name: rt for rt in runtimes}
     app.state.token_verifier = runtimes[0].verifier
     app.state.startup_hooks = []
@@ -80,4 +111,39 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
 
     for router in routers:
         app.include_router(router)
+    document_common_errors(app)
     return app
+
+
+def document_common_errors(app: FastAPI) -> None:
+    """Problems every operation of a kind can answer, documented once for all services:
+
+    - 400 where a request body is taken: the body could not be read at all (not UTF-8, say); a body that is read
+      but invalid is a 422 naming its fields;
+    - 403 where a bearer token is required: the caller is authenticated but its roles or scopes do not allow it.
+    """
+    generate = app.openapi
+
+    def problem(description: str) -> dict:
+        return {"description": description,
+                "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+    def openapi() -> dict:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "Problem" not in components:
+            definition = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(definition.pop("$defs", {}))
+            components["Problem"] = definition
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                if not isinstance(operation, dict):
+                    continue
+                responses = operation.setdefault("responses", {})
+                if "requestBody" in operation:
+                    responses.setdefault("400", problem("The body could not be read"))
+                if operation.get("security"):
+                    responses.setdefault("403", problem("Not allowed"))
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

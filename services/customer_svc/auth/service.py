@@ -22,7 +22,7 @@ from shared.db.base import utcnow
 from shared.errors import InvalidField, NotFound, TooManyRequests, Unauthorized
 
 SCOPES = frozenset({"customers:read", "customers:write", "vehicles:read", "vehicles:write", "visits:write",
-                    "surveys:read", "pii:read"})
+                    "surveys:read", "pii:read", "visits:read"})
 
 
 def _sha(value: str) -> str:

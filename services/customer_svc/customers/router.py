@@ -1,22 +1,23 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from customer_svc.customers import repository as repo
+from customer_svc.customers import merge as merge_service
 from customer_svc.customers import service
-from customer_svc.customers.schemas import (ConsentIn, CustomerCreate, CustomerRead, CustomerUpdate, LostRequest,
-                                            TimelineItem)
-from customer_svc.customers.views import customer_view
+from customer_svc.customers.schemas import (ConsentIn, CustomerCreate, CustomerRead, CustomerUpdate, DuplicateRead,
+                                            LostRequest, MergeRequest, TimelineItem)
+from customer_svc.customers.views import customer_view, duplicate_view
 from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch
 from shared.auth import Role, require_roles
+from shared.auth.roles import MANAGERS
 from shared.errors import InvalidField, problem_responses
 from shared.http.etag import etag_for
 from shared.http.pagination import Page, PageParams, make_page, page_params
-from shared.validation import normalize_phone, normalize_plate, normalize_vin
+from shared.validation import IsoDate, IsoDateTime, normalize_phone, normalize_plate, normalize_vin
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"], responses=problem_responses(401, 422))
 can_read = require_roles(*service.WRITERS, scope="customers:read")
@@ -61,10 +62,10 @@ async def search_customers(
     relationship_type: Literal["prospect", "owner", "lost"] | None = None,
     intent_level: Literal["O", "H", "A", "B", "C"] | None = None,
     assigned_to: uuid.UUID | None = None,
-    created_from: datetime | None = None,
-    created_to: datetime | None = None,
-    birthday_from: Annotated[date | None, Query(description="With birthday_to: birthdays (solar or lunar) falling in this date range.")] = None,
-    birthday_to: date | None = None,
+    created_from: IsoDateTime | None = None,
+    created_to: IsoDateTime | None = None,
+    birthday_from: Annotated[IsoDate | None, Query(description="With birthday_to: birthdays (solar or lunar) falling in this date range.")] = None,
+    birthday_to: IsoDate | None = None,
 ) -> dict:
     """Search customers of your stores; newest first, cursor-paginated."""
     if (birthday_from is None) != (birthday_to is None):
@@ -87,7 +88,7 @@ async def search_customers(
 @router.get("/{customer_id}", response_model=CustomerRead, dependencies=[can_read], responses=problem_responses(404))
 async def get_customer(ctx: CtxDep, customer_id: uuid.UUID, response: Response) -> dict:
     """One customer, with phones masked unless your role reads personal data."""
-    customer = await service.get_customer(ctx, customer_id)
+    customer = await service.read_customer(ctx, customer_id)
     response.headers["ETag"] = etag_for(customer.version)
     return customer_view(customer, ctx.principal)
 
@@ -126,3 +127,25 @@ async def timeline(ctx: CtxDep, customer_id: uuid.UUID, params: Annotated[PagePa
     """Everything that happened with this customer (data changes, vehicles, calls, messages, surveys, cases),
     newest first, as the services published it."""
     return make_page(await service.timeline(ctx, customer_id, params), params)
+
+
+@router.get("/{customer_id}/duplicates", response_model=list[DuplicateRead], dependencies=[can_read],
+            responses=problem_responses(404))
+async def duplicates(ctx: CtxDep, customer_id: uuid.UUID) -> list:
+    """The same person (same phone or ID number) in other stores of your dealer group, oldest first. Each store
+    keeps its own relationship; this tells you the group already knows the person. Records outside your stores
+    show only their id, store, the matched keys and when they were created."""
+    found = await merge_service.find_duplicates(ctx, customer_id)
+    return [duplicate_view(c, matched, ctx.principal) for c, matched in found]
+
+
+@router.post("/{customer_id}/merge", response_model=CustomerRead, dependencies=[require_roles(*MANAGERS)],
+             responses=problem_responses(403, 404, 412, 428))
+async def merge(ctx: CtxDep, customer_id: uuid.UUID, body: MergeRequest, response: Response,
+                if_match: IfMatch = None) -> dict:
+    """Fold a duplicate record of the same store into this one (managers; `If-Match` of this customer): phones,
+    tags and consents are unioned (the latest consent wins), vehicles, memberships and visits move here, and empty
+    fields are filled from the duplicate, which then answers 404. Repeating a done merge answers 200."""
+    customer = await merge_service.merge(ctx, customer_id, body, if_match)
+    response.headers["ETag"] = etag_for(customer.version)
+    return customer_view(customer, ctx.principal)

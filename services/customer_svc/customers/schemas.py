@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.validation import Phone
+from shared.validation import IsoDate, Phone
 
 Channel = Literal["sms", "wechat", "phone", "email"]
 Purpose = Literal["service", "marketing"]
@@ -48,9 +48,9 @@ class CustomerFields(BaseModel):
     contact_person: str | None = Field(default=None, max_length=100)
     id_number: str | None = Field(default=None, max_length=18, description="Resident ID (person) for dedup.")
     gender: Literal["male", "female", "other"] | None = None
-    birthday: date | None = Field(default=None, description="In the calendar named by `birthday_calendar`.")
+    birthday: IsoDate | None = Field(default=None, description="In the calendar named by `birthday_calendar`.")
     birthday_calendar: Literal["solar", "lunar"] | None = None
-    wedding_anniversary: date | None = None
+    wedding_anniversary: IsoDate | None = None
     wechat_openid: str | None = Field(default=None, max_length=64)
     wechat_unionid: str | None = Field(default=None, max_length=64)
     address: str | None = Field(default=None, max_length=500)
@@ -209,3 +209,22 @@ class TimelineItem(BaseModel):
     occurred_at: datetime
     store_id: uuid.UUID | None
     data: dict[str, Any]
+
+
+class DuplicateRead(BaseModel):
+    """A record of the same person in another store. Outside your stores only id, store, keys and date show."""
+
+    id: uuid.UUID
+    store_id: uuid.UUID
+    matched: list[Literal["phone", "id_number"]] = Field(description="Which identity keys are the same.")
+    created_at: datetime
+    in_your_stores: bool
+    customer_no: str | None = Field(default=None, description="Only for records in your stores.")
+    name: str | None = Field(default=None,
+                             description="Only for records in your stores; masked without PII permission.")
+    phone: str | None = Field(default=None, description="Primary phone, as for `name`.")
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    duplicate_id: uuid.UUID = Field(description="The record folded into this one; it then disappears from searches.")

@@ -101,6 +101,14 @@ async def get_customer(ctx: Ctx, customer_id: uuid.UUID) -> Customer:
     return customer
 
 
+async def read_customer(ctx: Ctx, customer_id: uuid.UUID) -> Any:
+    """For rendering only (``GET``): the same values as :func:`get_customer`, in one round trip, no ORM object."""
+    customer = await repo.read_visible(ctx.session, ctx.principal, customer_id)
+    if customer is None:
+        raise NotFound("Customer not found.")
+    return customer
+
+
 async def create_customer(ctx: Ctx, data: CustomerCreate) -> Customer:
     ensure_store(ctx.principal, data.store_id)
     async with ctx.session.begin():
@@ -116,8 +124,8 @@ async def create_customer(ctx: Ctx, data: CustomerCreate) -> Customer:
                 Customer.tenant_id == ctx.principal.tenant_id, Customer.customer_no == customer_no)):
             raise InvalidField("body.customer_no", "already used by another customer")
         customer = Customer(id=customer_id, tenant_id=ctx.principal.tenant_id, store_id=data.store_id,
-                            customer_no=customer_no, created_by=ctx.principal.subject, family={}, hobbies=[],
-                            consents=[], tag_rows=[], **fields)
+                            customer_no=customer_no, created_by=ctx.principal.subject, consents=[], tag_rows=[],
+                            **{"family": {}, "hobbies": [], **fields})
         customer.birthday_md = _birthday_md(customer)
         customer.phones = _phones(customer, data.phones)
         customer.tag_rows = [CustomerTag(tag=t, tenant_id=customer.tenant_id) for t in data.tags or []]

@@ -35,3 +35,20 @@ def customer_view(c: Customer, principal: Principal) -> dict[str, Any]:
                       "recorded_at": x.recorded_at} for x in sorted(c.consents, key=lambda x: (x.channel, x.purpose))],
         "pii_masked": not pii,
     }
+
+
+def mask_name(name: str) -> str:
+    """张三丰 -> 张**: the family name only, as staff say it on the phone."""
+    return name[:1] + "*" * max(len(name) - 1, 1)
+
+
+def duplicate_view(c: Customer, matched: list[str], principal: Principal) -> dict[str, Any]:
+    """Same person in another store: beyond the caller's stores nothing but id, store, keys and date leaves."""
+    mine = principal.can_access_store(c.store_id)
+    view: dict[str, Any] = {"id": c.id, "store_id": c.store_id, "matched": matched, "created_at": c.created_at,
+                            "in_your_stores": mine}
+    if mine:
+        pii, phone = principal.sees_pii, c.primary_phone
+        view.update(customer_no=c.customer_no, name=c.name if pii else mask_name(c.name),
+                    phone=phone if pii or phone is None else mask_number(phone))
+    return view

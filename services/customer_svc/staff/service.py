@@ -86,6 +86,9 @@ async def update_staff(ctx: Ctx, staff_id: uuid.UUID, data: StaffUpdate, if_matc
         check_if_match(if_match, staff.version)
         before = {**snapshot(staff), "store_ids": staff.store_ids}
         changes = data.model_dump(exclude_unset=True)
+        for required in ("name", "roles", "store_ids", "active", "password"):
+            if required in changes and changes[required] is None:
+                raise InvalidField(f"body.{required}", "cannot be null")
         if "store_ids" in changes and data.store_ids is not None:
             await _check_stores(ctx, data.store_ids)
             staff.stores = [StaffStore(store_id=s) for s in dict.fromkeys(data.store_ids)]
@@ -105,4 +108,12 @@ async def update_staff(ctx: Ctx, staff_id: uuid.UUID, data: StaffUpdate, if_matc
         ctx.audit.record(ctx.session, ctx.principal, "update", "staff", staff.id, tenant_id=staff.tenant_id,
                          store_id=None, before=before, after={**snapshot(staff), "store_ids": staff.store_ids})
         ctx.outbox.append(ctx.session, staff_event(staff), tenant_id=staff.tenant_id, store_id=None)
+    return staff
+
+
+async def require_active_staff(ctx: Ctx, staff_id: uuid.UUID, field: str) -> Staff:
+    """A staff member named in a request (advisor, points operator): active and of the caller's dealer group."""
+    staff = await ctx.session.get(Staff, staff_id)
+    if staff is None or staff.tenant_id != ctx.principal.tenant_id or not staff.active:
+        raise InvalidField(field, "no active staff member with this id in your dealer group")
     return staff

@@ -10,7 +10,7 @@ from customer_svc.deps import Ctx
 from customer_svc.models import Store
 from customer_svc.stores.schemas import StoreCreate, StoreUpdate
 from shared.audit import snapshot
-from shared.errors import Duplicate, NotFound
+from shared.errors import Duplicate, InvalidField, NotFound
 from shared.events.catalog.customer import StoreUpserted
 from shared.http.etag import check_if_match
 
@@ -53,8 +53,12 @@ async def update_store(ctx: Ctx, store_id: uuid.UUID, data: StoreUpdate, if_matc
     async with ctx.session.begin():
         store = await get_store(ctx, store_id)
         check_if_match(if_match, store.version)
+        changes = data.model_dump(exclude_unset=True)
+        for required in ("name", "timezone", "business_hours", "active"):
+            if required in changes and changes[required] is None:
+                raise InvalidField(f"body.{required}", "cannot be null")
         before = snapshot(store)
-        for key, value in data.model_dump(exclude_unset=True).items():
+        for key, value in changes.items():
             setattr(store, key, value)
         store.version += 1
         await ctx.session.flush()

@@ -4,9 +4,9 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.validation import Plate, Vin
+from shared.validation import IsoDate, Plate, Vin
 
 
 class VehicleFields(BaseModel):
@@ -18,32 +18,35 @@ class VehicleFields(BaseModel):
     model: str | None = Field(default=None, max_length=100, examples=["Passat 330TSI"])
     colour: str | None = Field(default=None, max_length=40)
     interior_colour: str | None = Field(default=None, max_length=40)
-    purchase_date: date | None = None
+    purchase_date: IsoDate | None = None
     purchase_method: Literal["full", "installment"] | None = None
     selling_consultant_id: uuid.UUID | None = None
     mileage_km: int | None = Field(default=None, ge=0, le=2_000_000)
     insurer: str | None = Field(default=None, max_length=60)
-    insurance_expiry: date | None = None
-    next_inspection_date: date | None = None
-    warranty_end: date | None = None
+    insurance_expiry: IsoDate | None = None
+    next_inspection_date: IsoDate | None = None
+    warranty_end: IsoDate | None = None
 
-    @model_validator(mode="after")
-    def _dates(self) -> VehicleFields:
-        if self.purchase_date and self.purchase_date > date.today():
-            raise ValueError("purchase_date cannot be in the future")
-        return self
+    @field_validator("purchase_date")
+    @classmethod
+    def _purchase_not_future(cls, v: date | None) -> date | None:
+        if v is not None and v > date.today():
+            raise ValueError("cannot be in the future")
+        return v
 
 
 class VehicleCreate(VehicleFields):
     customer_id: uuid.UUID
     vin: Vin
-    delivery_date: date | None = Field(default=None, description="Set when the car is handed over (交车).")
+    delivery_date: IsoDate | None = Field(default=None, description="Set when the car is handed over (交车).")
 
-    @model_validator(mode="after")
-    def _delivery(self) -> VehicleCreate:
-        if self.delivery_date and self.purchase_date and self.delivery_date < self.purchase_date:
-            raise ValueError("delivery_date is before purchase_date")
-        return self
+    @field_validator("delivery_date")
+    @classmethod
+    def _delivery_after_purchase(cls, v: date | None, info: ValidationInfo) -> date | None:
+        purchased = info.data.get("purchase_date")
+        if v is not None and purchased is not None and v < purchased:
+            raise ValueError("is before purchase_date")
+        return v
 
 
 class VehicleUpdate(VehicleFields):
@@ -52,7 +55,7 @@ class VehicleUpdate(VehicleFields):
 
 class DeliveryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    delivery_date: date
+    delivery_date: IsoDate
 
 
 class TransferRequest(BaseModel):

@@ -1,0 +1,1 @@
+"""Service visits (repair orders) recorded at reception or imported from a DMS."""

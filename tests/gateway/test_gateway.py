@@ -1,0 +1,230 @@
+"""The nginx gateway for real: customer_svc served by ``python -m customer_svc api`` (uvicorn, production settings:
+the session's Postgres database and RabbitMQ vhost), nginx rendered from deploy/gateway/nginx.conf in front, real
+HTTP through it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aftercare.gateway import ROOT, Gateway, free_port, render
+from customer_svc.app import CustomerRuntime
+from tests.conftest import PASSWORD, Infra, customer_body, make_group
+
+PROBLEM = "application/problem+json"
+GATEWAY_404 = "No service serves this path."
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited: {log.read_text()[-3000:] if log else ''}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s: {log.read_text()[-3000:] if log else ''}")
+
+
+@pytest.fixture(scope="module")
+def api(infra_env: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """customer_svc's API in its own process, configured only through the environment like in production."""
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("customer_api")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "CUSTOMER_"))}
+    env.update({
+        "AFTERCARE_ENVIRONMENT": "prod",
+        "CUSTOMER_DATABASE_URL": infra_env.database_url,
+        "AFTERCARE_AMQP_URL": infra_env.amqp_url,
+        "AFTERCARE_EXCHANGE": infra_env.exchange,
+        "AFTERCARE_JWT_PUBLIC_KEY": infra_env.public_key,     # PEM inline ...
+        "CUSTOMER_JWT_PRIVATE_KEY": str(workdir / "jwt.pem"),  # ... or a file path
+        "AFTERCARE_VAR_DIR": str(workdir / "var"),
+    })
+    (workdir / "jwt.pem").write_text(infra_env.private_key)
+    log = workdir / "api.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "customer_svc", "api", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_gateway(workdir: Path, upstream: str, **render_kw: object) -> tuple[Gateway, str]:
+    port = free_port()
+    conf = render({"customer_svc": [upstream]}, port, workdir, access_log=False, **render_kw)  # type: ignore[arg-type]
+    return Gateway(conf, port).start(), f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+async def gw(api: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway as committed (rate and burst included) in front of the API."""
+    gateway, base = start_gateway(tmp_path_factory.mktemp("gateway"), api)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            yield client
+    finally:
+        gateway.stop()
+
+
+def assert_problem(resp: httpx.Response, status: int, code: str) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM)
+    body = resp.json()
+    assert body["status"] == status and body["code"] == code
+    assert body["type"].startswith("https://")
+    assert body["request_id"] == resp.headers["x-request-id"]
+    return body
+
+
+def served_by_service(resp: httpx.Response) -> bool:
+    """Anything but the gateway's own 404 came from the service behind it."""
+    if resp.status_code != 404:
+        return True
+    return resp.json().get("detail") != GATEWAY_404
+
+
+async def test_every_resource_of_the_service_is_routed(gw: httpx.AsyncClient, api: str) -> None:
+    """Each /api/v1/<resource> in customer_svc's OpenAPI reaches it through the gateway (nothing is left unrouted)."""
+    async with httpx.AsyncClient(base_url=f"http://{api}") as direct:
+        paths = (await direct.get("/openapi.json")).json()["paths"]
+    resources = {p.split("/")[3] for p in paths if p.startswith("/api/v1/")}
+    assert {"auth", "api-keys", "stores", "staff", "customers", "vehicles", "audit"} <= resources
+    for resource in sorted(resources):
+        for path in (f"/api/v1/{resource}", f"/api/v1/{resource}/{uuid.uuid4()}"):
+            resp = await gw.get(path)
+            assert served_by_service(resp), f"{path} is not routed to customer_svc"
+            assert resp.status_code in (401, 404, 405), (path, resp.status_code, resp.text)
+            assert resp.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_login_and_work_through_the_gateway(gw: httpx.AsyncClient, customer_runtime: CustomerRuntime) -> None:
+    group = await make_group(customer_runtime)
+    login = await gw.post("/api/v1/auth/login", json={"tenant": group.code, "employee_no": "admin-A",
+                                                       "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    stores = await gw.get("/api/v1/stores", headers=auth)
+    assert stores.status_code == 200, stores.text
+    created = await gw.post("/api/v1/customers", headers=auth, json=customer_body(group.store_a))
+    assert created.status_code == 201, created.text
+    assert created.headers.get("etag") and created.headers.get("location")
+    fetched = await gw.get(f"/api/v1/customers/{created.json()['id']}", headers=auth)
+    assert fetched.status_code == 200 and fetched.json()["id"] == created.json()["id"]
+    wrong = await gw.post("/api/v1/auth/login", json={"tenant": group.code, "employee_no": "admin-A", "password": "x" * 12})
+    assert wrong.status_code == 401 and served_by_service(wrong)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/no-such-resource", "/api/v2/customers", "/", "/customer_svc/readyz"])
+async def test_unknown_path_is_a_problem_404(gw: httpx.AsyncClient, path: str) -> None:
+    body = assert_problem(await gw.get(path), 404, "not_found")
+    assert body["detail"] == GATEWAY_404
+
+
+async def test_request_id_is_generated_once_and_reaches_the_service(gw: httpx.AsyncClient) -> None:
+    resp = await gw.get("/api/v1/stores")  # 401 from the service: its problem body names the request id it saw
+    ids = resp.headers.get_list("x-request-id")
+    assert len(ids) == 1 and len(ids[0]) == 32, ids
+    assert served_by_service(resp)
+    assert resp.json()["request_id"] == ids[0]
+    other = await gw.get("/api/v1/stores")
+    assert other.headers["x-request-id"] != ids[0]
+
+
+async def test_request_id_sent_by_the_caller_is_kept(gw: httpx.AsyncClient) -> None:
+    rid = f"frontend-{uuid.uuid4().hex[:12]}"
+    resp = await gw.get("/api/v1/customers", headers={"X-Request-ID": rid})
+    assert resp.headers.get_list("x-request-id") == [rid]
+    assert resp.json()["request_id"] == rid  # the service saw the same id
+    missing = await gw.get("/api/v1/nothing-here", headers={"X-Request-ID": rid})
+    assert missing.headers["x-request-id"] == rid and missing.json()["request_id"] == rid
+
+
+async def test_body_over_one_mib_is_413(gw: httpx.AsyncClient) -> None:
+    big = json.dumps({"name": "x" * (1024 * 1024)}).encode()
+    resp = await gw.post("/api/v1/customers", content=big, headers={"Content-Type": "application/json"})
+    body = assert_problem(resp, 413, "payload_too_large")
+    assert "1 MiB" in body["detail"]
+    # just under the limit passes the gateway (and the service answers: no token)
+    small = json.dumps({"name": "x" * (1000 * 1000)}).encode()
+    resp = await gw.post("/api/v1/customers", content=small, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 401 and served_by_service(resp)
+
+
+async def test_cors_preflight_from_a_front_end(gw: httpx.AsyncClient) -> None:
+    origin = "http://localhost:3000"
+    resp = await gw.options("/api/v1/customers", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,idempotency-key"})
+    assert resp.status_code == 204
+    assert resp.headers["access-control-allow-origin"] == origin
+    assert resp.headers["access-control-allow-credentials"] == "true"
+    assert "POST" in resp.headers["access-control-allow-methods"]
+    allowed = resp.headers["access-control-allow-headers"].lower()
+    assert {"authorization", "content-type", "idempotency-key", "if-match"} <= {h.strip() for h in allowed.split(",")}
+    # a real request from that origin carries the CORS headers too (and exposes the ones a front end reads)
+    resp = await gw.get("/api/v1/stores", headers={"Origin": origin})
+    assert resp.headers["access-control-allow-origin"] == origin
+    assert "X-Request-ID" in resp.headers["access-control-expose-headers"]
+    assert "access-control-allow-methods" not in resp.headers
+    # an origin not on the list gets no CORS grant
+    resp = await gw.options("/api/v1/customers", headers={"Origin": "https://evil.example",
+                                                         "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in resp.headers
+
+
+async def test_gateway_health_and_service_readiness(gw: httpx.AsyncClient) -> None:
+    assert (await gw.get("/healthz")).json() == {"status": "ok", "component": "gateway"}
+    ready = await gw.get("/readyz/customer_svc")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+async def test_rate_limit_answers_429_problem_with_retry_after(api: str, tmp_path: Path) -> None:
+    gateway, base = start_gateway(tmp_path, api, rate="5r/s", burst=3)
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            responses = await asyncio.gather(*(client.get("/api/v1/stores") for _ in range(20)))
+            statuses = [r.status_code for r in responses]
+            assert statuses.count(401) >= 4 and statuses.count(429) >= 10, statuses  # 1 + burst pass
+            limited = next(r for r in responses if r.status_code == 429)
+            assert_problem(limited, 429, "too_many_requests")
+            assert int(limited.headers["retry-after"]) >= 1
+            # the limit is per client: another bearer token has its own budget
+            other = await client.get("/api/v1/stores", headers={"Authorization": "Bearer someone-else"})
+            assert other.status_code == 401
+    finally:
+        gateway.stop()
+
+
+async def test_upstream_down_is_a_problem_503(tmp_path: Path) -> None:
+    gateway, base = start_gateway(tmp_path, f"127.0.0.1:{free_port()}")  # nothing listens there
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            resp = await client.get("/api/v1/customers", headers={"X-Request-ID": "down-1"})
+            body = assert_problem(resp, 503, "service_unavailable")
+            assert body["request_id"] == "down-1"
+            assert resp.headers["retry-after"] == "5"
+    finally:
+        gateway.stop()
