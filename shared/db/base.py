@@ -78,3 +78,12 @@ class TenantScopedMixin:
     @declared_attr
     def store_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(sa.Uuid(), index=True)
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, with the user's ``%``, ``_`` and ``\\`` taken literally.
+
+    Use with ``column.like(contains_pattern(q), escape="\\\\")``.
+    """
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

@@ -13,12 +13,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth.principal import Principal
 from shared.errors import Conflict, InvalidField
+from shared.http.etag import etag_for
 
 Created = tuple[dict[str, Any], dict[str, str]]  # body, headers
 
@@ -61,3 +63,18 @@ class Idempotency:
         async with self.sessionmaker() as session, session.begin():
             await session.execute(sa.update(t).where(where).values(status_code=status_code, response=body, headers=headers))
         return JSONResponse(body, status_code=status_code, headers=headers)
+
+    async def create(self, principal: Principal, key: str | None, endpoint: str, body: BaseModel,
+                     make: Callable[[], Awaitable[Any]], schema: type[BaseModel], location: str,
+                     view: Callable[[Any], Any] | None = None, secret: frozenset[str] = frozenset()) -> JSONResponse:
+        """The usual creating POST: ``make()`` the record, answer 201 with it, its ETag and its Location.
+
+        ``secret`` names body fields (passwords) kept out of the stored request fingerprint.
+        """
+
+        async def created() -> Created:
+            obj = await make()
+            dumped = schema.model_validate(view(obj) if view else obj).model_dump(mode="json")
+            return dumped, {"ETag": etag_for(obj.version), "Location": f"{location}/{obj.id}"}
+
+        return await self.run(principal, key, endpoint, body.model_dump(mode="json", exclude=set(secret)), created)

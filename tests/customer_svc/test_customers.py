@@ -161,3 +161,15 @@ class TestConsent:
         consents = resp.json()["consents"]
         assert [(x["channel"], x["purpose"], x["granted"], x["source"]) for x in consents] == [
             ("sms", "marketing", True, "phone call")]
+
+
+class TestVehicleDates:
+    async def test_patch_cannot_put_purchase_after_delivery(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group)
+        v = (await client.post("/api/v1/vehicles", headers=group.headers(), json={
+            "customer_id": c["id"], "vin": "1M8GDM9AXKP042788", "purchase_date": "2026-01-05",
+            "delivery_date": "2026-01-10"})).json()
+        resp = await client.patch(f"/api/v1/vehicles/{v['id']}", json={"purchase_date": "2026-02-01"},
+                                  headers=group.headers(**{"If-Match": 'W/"1"'}))
+        assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body.purchase_date"
+        assert (await client.get(f"/api/v1/vehicles/{v['id']}", headers=group.headers())).json()["purchase_date"] == "2026-01-05"

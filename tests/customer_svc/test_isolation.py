@@ -331,3 +331,24 @@ class TestIntegrationScopedToStoreA:
         tag = world.b_customer["tags"][0]
         assert await ids(client, "/api/v1/customers", headers, tag=tag) == [world.a_customer["id"]]
         assert await ids(client, "/api/v1/vehicles", headers, vin=world.b_vehicle["vin"]) == []
+
+
+async def test_integration_tokens_cannot_list_staff(client, group) -> None:  # type: ignore[no-untyped-def]
+    from shared.auth.roles import Role
+
+    created = await client.post("/api/v1/api-keys", headers=group.headers(Role.ADMIN),
+                                json={"name": "dms", "scopes": ["customers:read"], "store_ids": [str(group.store_a)]})
+    token = (await client.post("/api/v1/auth/token", json={"api_key": created.json()["api_key"]})).json()["access_token"]
+    resp = await client.get("/api/v1/staff", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 403
+
+
+async def test_search_treats_like_wildcards_literally(client, group) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import customer_body
+
+    await client.post("/api/v1/customers", json=customer_body(group.store_a, name="王小明"), headers=group.headers())
+    for q in ("%", "_", "王%"):
+        page = (await client.get("/api/v1/customers", params={"q": q}, headers=group.headers())).json()
+        assert page["items"] == [], q
+    page = (await client.get("/api/v1/customers", params={"q": "小"}, headers=group.headers())).json()
+    assert [c["name"] for c in page["items"]] == ["王小明"]

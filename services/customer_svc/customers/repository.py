@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, TimelineEntry, Vehicle
 from shared.auth import Principal, scoped
+from shared.db.base import contains_pattern
 from shared.http.pagination import PageParams, paginate
 
 
@@ -76,7 +77,7 @@ async def search(session: AsyncSession, principal: Principal, params: PageParams
                  birthday_to: date | None = None) -> list[Customer]:
     stmt = visible(principal)
     if q:
-        stmt = stmt.where(sa.or_(Customer.name.like(f"%{q}%"), Customer.customer_no == q))
+        stmt = stmt.where(sa.or_(Customer.name.like(contains_pattern(q), escape="\\"), Customer.customer_no == q))
     if phone:
         stmt = stmt.where(Customer.id.in_(sa.select(CustomerPhone.customer_id).where(
             CustomerPhone.tenant_id == principal.tenant_id, CustomerPhone.e164 == phone)))

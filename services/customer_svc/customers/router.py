@@ -15,7 +15,7 @@ from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch
 from shared.auth import Role, require_roles
 from shared.auth.roles import MANAGERS
 from shared.errors import InvalidField, problem_responses
-from shared.http.etag import etag_for
+from shared.http.etag import tagged
 from shared.http.pagination import Page, PageParams, make_page, page_params
 from shared.validation import IsoDate, IsoDateTime, normalize_phone, normalize_plate, normalize_vin
 
@@ -38,14 +38,9 @@ def _normalized(field: str, value: str | None, fn) -> str | None:  # type: ignor
 async def create_customer(ctx: CtxDep, body: CustomerCreate, idempotency_key: IdempotencyKey = None) -> Response:
     """Create a customer in one of your stores. A phone or ID number already known in that store answers 409
     with `existing_id`. Honours `Idempotency-Key`."""
-
-    async def create():  # type: ignore[no-untyped-def]
-        customer = await service.create_customer(ctx, body)
-        return (CustomerRead.model_validate(customer_view(customer, ctx.principal)).model_dump(mode="json"),
-                {"ETag": etag_for(customer.version), "Location": f"/api/v1/customers/{customer.id}"})
-
-    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /customers",
-                                             body.model_dump(mode="json"), create)
+    return await ctx.runtime.idempotency.create(ctx.principal, idempotency_key, "POST /customers", body,
+                                                lambda: service.create_customer(ctx, body), CustomerRead,
+                                                "/api/v1/customers", view=lambda c: customer_view(c, ctx.principal))
 
 
 @router.get("", response_model=Page[CustomerRead], dependencies=[can_read])
@@ -88,8 +83,7 @@ async def search_customers(
 @router.get("/{customer_id}", response_model=CustomerRead, dependencies=[can_read], responses=problem_responses(404))
 async def get_customer(ctx: CtxDep, customer_id: uuid.UUID, response: Response) -> dict:
     """One customer, with phones masked unless your role reads personal data."""
-    customer = await service.read_customer(ctx, customer_id)
-    response.headers["ETag"] = etag_for(customer.version)
+    customer = tagged(response, await service.read_customer(ctx, customer_id))
     return customer_view(customer, ctx.principal)
 
 
@@ -98,8 +92,7 @@ async def get_customer(ctx: CtxDep, customer_id: uuid.UUID, response: Response) 
 async def update_customer(ctx: CtxDep, customer_id: uuid.UUID, body: CustomerUpdate, response: Response,
                           if_match: IfMatch = None) -> dict:
     """Change fields (only those sent). Requires `If-Match`; a stale ETag answers 412."""
-    customer = await service.update_customer(ctx, customer_id, body, if_match)
-    response.headers["ETag"] = etag_for(customer.version)
+    customer = tagged(response, await service.update_customer(ctx, customer_id, body, if_match))
     return customer_view(customer, ctx.principal)
 
 
@@ -107,8 +100,7 @@ async def update_customer(ctx: CtxDep, customer_id: uuid.UUID, body: CustomerUpd
             responses=problem_responses(403, 404))
 async def set_consent(ctx: CtxDep, customer_id: uuid.UUID, body: ConsentIn, response: Response) -> dict:
     """Grant or withdraw consent for one channel and purpose (service or marketing), recording its source."""
-    customer = await service.set_consent(ctx, customer_id, body)
-    response.headers["ETag"] = etag_for(customer.version)
+    customer = tagged(response, await service.set_consent(ctx, customer_id, body))
     return customer_view(customer, ctx.principal)
 
 
@@ -116,8 +108,7 @@ async def set_consent(ctx: CtxDep, customer_id: uuid.UUID, body: ConsentIn, resp
              responses=problem_responses(403, 404))
 async def mark_lost(ctx: CtxDep, customer_id: uuid.UUID, body: LostRequest, response: Response) -> dict:
     """A sales manager confirms a prospect lost (战败 / 失控) with the reason."""
-    customer = await service.mark_lost(ctx, customer_id, body)
-    response.headers["ETag"] = etag_for(customer.version)
+    customer = tagged(response, await service.mark_lost(ctx, customer_id, body))
     return customer_view(customer, ctx.principal)
 
 
@@ -146,6 +137,5 @@ async def merge(ctx: CtxDep, customer_id: uuid.UUID, body: MergeRequest, respons
     """Fold a duplicate record of the same store into this one (managers; `If-Match` of this customer): phones,
     tags and consents are unioned (the latest consent wins), vehicles, memberships and visits move here, and empty
     fields are filled from the duplicate, which then answers 404. Repeating a done merge answers 200."""
-    customer = await merge_service.merge(ctx, customer_id, body, if_match)
-    response.headers["ETag"] = etag_for(customer.version)
+    customer = tagged(response, await merge_service.merge(ctx, customer_id, body, if_match))
     return customer_view(customer, ctx.principal)

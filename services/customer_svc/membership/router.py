@@ -12,7 +12,7 @@ from customer_svc.membership.schemas import (MembershipCreate, MembershipRead, M
 from shared.auth import require_roles
 from shared.auth.roles import MANAGERS, STAFF
 from shared.errors import problem_responses
-from shared.http.etag import etag_for
+from shared.http.etag import tagged
 from shared.http.pagination import Page, PageParams, make_page, page_params
 
 tiers_router = APIRouter(prefix="/api/v1/membership-tiers", tags=["membership"], responses=problem_responses(401, 422))
@@ -25,14 +25,8 @@ managers = require_roles(*MANAGERS)
                    responses=problem_responses(403, 409))
 async def create_tier(ctx: CtxDep, body: TierCreate, idempotency_key: IdempotencyKey = None) -> Response:
     """Add a membership tier (类别) for the whole dealer group, with its discount, fee and bonus points (managers)."""
-
-    async def create():  # type: ignore[no-untyped-def]
-        tier = await service.create_tier(ctx, body)
-        return (TierRead.model_validate(tier).model_dump(mode="json"),
-                {"ETag": etag_for(tier.version), "Location": f"/api/v1/membership-tiers/{tier.id}"})
-
-    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /membership-tiers",
-                                             body.model_dump(mode="json"), create)
+    return await ctx.runtime.idempotency.create(ctx.principal, idempotency_key, "POST /membership-tiers", body,
+                                                lambda: service.create_tier(ctx, body), TierRead, "/api/v1/membership-tiers")
 
 
 @tiers_router.get("", response_model=list[TierRead], dependencies=[staff])
@@ -43,9 +37,7 @@ async def list_tiers(ctx: CtxDep) -> list:
 
 @tiers_router.get("/{tier_id}", response_model=TierRead, dependencies=[staff], responses=problem_responses(404))
 async def get_tier(ctx: CtxDep, tier_id: uuid.UUID, response: Response):  # type: ignore[no-untyped-def]
-    tier = await service.get_tier(ctx, tier_id)
-    response.headers["ETag"] = etag_for(tier.version)
-    return tier
+    return tagged(response, await service.get_tier(ctx, tier_id))
 
 
 @tiers_router.patch("/{tier_id}", response_model=TierRead, dependencies=[managers],
@@ -53,9 +45,7 @@ async def get_tier(ctx: CtxDep, tier_id: uuid.UUID, response: Response):  # type
 async def update_tier(ctx: CtxDep, tier_id: uuid.UUID, body: TierUpdate, response: Response,
                       if_match: IfMatch = None):  # type: ignore[no-untyped-def]
     """Rename a tier, change its discount, fee or bonus, or retire it (managers). Requires `If-Match`."""
-    tier = await service.update_tier(ctx, tier_id, body, if_match)
-    response.headers["ETag"] = etag_for(tier.version)
-    return tier
+    return tagged(response, await service.update_tier(ctx, tier_id, body, if_match))
 
 
 @router.post("", status_code=201, response_model=MembershipRead, dependencies=[staff],
@@ -63,14 +53,8 @@ async def update_tier(ctx: CtxDep, tier_id: uuid.UUID, body: TierUpdate, respons
 async def join(ctx: CtxDep, body: MembershipCreate, idempotency_key: IdempotencyKey = None) -> Response:
     """Join (入会) with a new card for a registered vehicle; its owner becomes the member. Paying the tier's fee in
     full credits its bonus points. Honours `Idempotency-Key`."""
-
-    async def create():  # type: ignore[no-untyped-def]
-        membership = await service.join(ctx, body)
-        return (MembershipRead.model_validate(membership).model_dump(mode="json"),
-                {"ETag": etag_for(membership.version), "Location": f"/api/v1/memberships/{membership.id}"})
-
-    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /memberships",
-                                             body.model_dump(mode="json"), create)
+    return await ctx.runtime.idempotency.create(ctx.principal, idempotency_key, "POST /memberships", body,
+                                                lambda: service.join(ctx, body), MembershipRead, "/api/v1/memberships")
 
 
 @router.get("", response_model=Page[MembershipRead], dependencies=[staff])
@@ -101,9 +85,7 @@ async def adjust_points_batch(ctx: CtxDep, body: PointsBatch, idempotency_key: I
 @router.get("/{membership_id}", response_model=MembershipRead, dependencies=[staff],
             responses=problem_responses(404))
 async def get_membership(ctx: CtxDep, membership_id: uuid.UUID, response: Response):  # type: ignore[no-untyped-def]
-    membership = await service.get_membership(ctx, membership_id)
-    response.headers["ETag"] = etag_for(membership.version)
-    return membership
+    return tagged(response, await service.get_membership(ctx, membership_id))
 
 
 @router.patch("/{membership_id}", response_model=MembershipRead, dependencies=[staff],
@@ -112,9 +94,7 @@ async def update_membership(ctx: CtxDep, membership_id: uuid.UUID, body: Members
                             if_match: IfMatch = None):  # type: ignore[no-untyped-def]
     """Upgrade the tier, renew (`expires_at`) or set the status (active, expired, frozen, withdrawn).
     Requires `If-Match`."""
-    membership = await service.update_membership(ctx, membership_id, body, if_match)
-    response.headers["ETag"] = etag_for(membership.version)
-    return membership
+    return tagged(response, await service.update_membership(ctx, membership_id, body, if_match))
 
 
 @router.delete("/{membership_id}", status_code=204, response_class=Response, dependencies=[managers],

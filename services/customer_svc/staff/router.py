@@ -9,8 +9,9 @@ from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch
 from customer_svc.staff import service
 from customer_svc.staff.schemas import StaffCreate, StaffRead, StaffUpdate
 from shared.auth import Role, require_roles
+from shared.auth.roles import STAFF
 from shared.errors import problem_responses
-from shared.http.etag import etag_for
+from shared.http.etag import tagged
 from shared.http.pagination import Page, PageParams, page_params
 
 router = APIRouter(prefix="/api/v1/staff", tags=["staff"], responses=problem_responses(401, 422))
@@ -20,17 +21,12 @@ router = APIRouter(prefix="/api/v1/staff", tags=["staff"], responses=problem_res
              responses=problem_responses(403, 409))
 async def create_staff(ctx: CtxDep, body: StaffCreate, idempotency_key: IdempotencyKey = None) -> Response:
     """Create a staff account with roles and stores (admins)."""
-
-    async def create():  # type: ignore[no-untyped-def]
-        staff = await service.create_staff(ctx, body)
-        return (StaffRead.model_validate(staff).model_dump(mode="json"),
-                {"ETag": etag_for(staff.version), "Location": f"/api/v1/staff/{staff.id}"})
-
-    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /staff",
-                                             body.model_dump(mode="json", exclude={"password"}), create)
+    return await ctx.runtime.idempotency.create(ctx.principal, idempotency_key, "POST /staff", body,
+                                                lambda: service.create_staff(ctx, body), StaffRead, "/api/v1/staff",
+                                                secret=frozenset({"password"}))
 
 
-@router.get("", response_model=Page[StaffRead])
+@router.get("", response_model=Page[StaffRead], dependencies=[require_roles(*STAFF)])
 async def search_staff(
     ctx: CtxDep, params: Annotated[PageParams, Depends(page_params)],
     q: Annotated[str | None, Query(max_length=100, description="Employee number (exact) or part of the name.")] = None,
@@ -42,11 +38,10 @@ async def search_staff(
     return await service.search_staff(ctx, params, q, department, store_id, active)
 
 
-@router.get("/{staff_id}", response_model=StaffRead, responses=problem_responses(404))
+@router.get("/{staff_id}", response_model=StaffRead, dependencies=[require_roles(*STAFF)],
+            responses=problem_responses(404))
 async def get_staff(ctx: CtxDep, staff_id: uuid.UUID, response: Response):  # type: ignore[no-untyped-def]
-    staff = await service.get_staff(ctx, staff_id)
-    response.headers["ETag"] = etag_for(staff.version)
-    return staff
+    return tagged(response, await service.get_staff(ctx, staff_id))
 
 
 @router.patch("/{staff_id}", response_model=StaffRead, dependencies=[require_roles(Role.ADMIN)],
@@ -54,6 +49,4 @@ async def get_staff(ctx: CtxDep, staff_id: uuid.UUID, response: Response):  # ty
 async def update_staff(ctx: CtxDep, staff_id: uuid.UUID, body: StaffUpdate, response: Response,
                        if_match: IfMatch = None):  # type: ignore[no-untyped-def]
     """Change a staff account (admins); `active: false` revokes its refresh tokens at once."""
-    staff = await service.update_staff(ctx, staff_id, body, if_match)
-    response.headers["ETag"] = etag_for(staff.version)
-    return staff
+    return tagged(response, await service.update_staff(ctx, staff_id, body, if_match))

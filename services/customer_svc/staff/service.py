@@ -11,7 +11,7 @@ from customer_svc.deps import Ctx
 from customer_svc.models import RefreshToken, Staff, StaffStore, Store
 from customer_svc.staff.schemas import StaffCreate, StaffUpdate
 from shared.audit import snapshot
-from shared.db.base import utcnow
+from shared.db.base import contains_pattern, utcnow
 from shared.errors import Duplicate, InvalidField, NotFound
 from shared.events.catalog.customer import StaffUpserted
 from shared.http.etag import check_if_match
@@ -49,8 +49,7 @@ async def search_staff(ctx: Ctx, params: PageParams, q: str | None, department: 
                        store_id: uuid.UUID | None, active: bool | None) -> dict:
     stmt = _visible(ctx)
     if q:
-        like = f"%{q}%"
-        stmt = stmt.where(sa.or_(Staff.employee_no == q, Staff.name.like(like)))
+        stmt = stmt.where(sa.or_(Staff.employee_no == q, Staff.name.like(contains_pattern(q), escape="\\")))
     if department:
         stmt = stmt.where(Staff.department == department)
     if store_id:

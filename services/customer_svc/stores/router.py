@@ -9,7 +9,7 @@ from customer_svc.stores import service
 from customer_svc.stores.schemas import StoreCreate, StoreRead, StoreUpdate
 from shared.auth import Role, require_roles
 from shared.errors import problem_responses
-from shared.http.etag import etag_for
+from shared.http.etag import tagged
 
 router = APIRouter(prefix="/api/v1/stores", tags=["stores"], responses=problem_responses(401, 422))
 
@@ -18,14 +18,8 @@ router = APIRouter(prefix="/api/v1/stores", tags=["stores"], responses=problem_r
              responses=problem_responses(403, 409))
 async def create_store(ctx: CtxDep, body: StoreCreate, idempotency_key: IdempotencyKey = None) -> Response:
     """Create a store of the caller's dealer group (admins)."""
-
-    async def create():  # type: ignore[no-untyped-def]
-        store = await service.create_store(ctx, body)
-        return (StoreRead.model_validate(store).model_dump(mode="json"),
-                {"ETag": etag_for(store.version), "Location": f"/api/v1/stores/{store.id}"})
-
-    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /stores",
-                                             body.model_dump(mode="json"), create)
+    return await ctx.runtime.idempotency.create(ctx.principal, idempotency_key, "POST /stores", body,
+                                                lambda: service.create_store(ctx, body), StoreRead, "/api/v1/stores")
 
 
 @router.get("", response_model=list[StoreRead])
@@ -36,9 +30,7 @@ async def list_stores(ctx: CtxDep) -> list:
 
 @router.get("/{store_id}", response_model=StoreRead, responses=problem_responses(404))
 async def get_store(ctx: CtxDep, store_id: uuid.UUID, response: Response):  # type: ignore[no-untyped-def]
-    store = await service.get_store(ctx, store_id)
-    response.headers["ETag"] = etag_for(store.version)
-    return store
+    return tagged(response, await service.get_store(ctx, store_id))
 
 
 @router.patch("/{store_id}", response_model=StoreRead, dependencies=[require_roles(Role.ADMIN)],
@@ -46,6 +38,4 @@ async def get_store(ctx: CtxDep, store_id: uuid.UUID, response: Response):  # ty
 async def update_store(ctx: CtxDep, store_id: uuid.UUID, body: StoreUpdate, response: Response,
                        if_match: IfMatch = None):  # type: ignore[no-untyped-def]
     """Change a store (admins). Requires `If-Match` with the ETag you read."""
-    store = await service.update_store(ctx, store_id, body, if_match)
-    response.headers["ETag"] = etag_for(store.version)
-    return store
+    return tagged(response, await service.update_store(ctx, store_id, body, if_match))

@@ -11,7 +11,7 @@ from customer_svc.vehicles.schemas import (DeliveryRequest, OwnershipRead, Trans
                                            VehicleRead, VehicleUpdate)
 from shared.auth import Role, require_roles
 from shared.errors import InvalidField, problem_responses
-from shared.http.etag import etag_for
+from shared.http.etag import tagged
 from shared.http.pagination import Page, PageParams, make_page, page_params
 from shared.validation import normalize_plate, normalize_vin
 
@@ -25,14 +25,8 @@ can_write = require_roles(*STAFF, scope="vehicles:write")
              responses=problem_responses(403, 409))
 async def register_vehicle(ctx: CtxDep, body: VehicleCreate, idempotency_key: IdempotencyKey = None) -> Response:
     """Register a vehicle to a customer. The VIN is unique in the dealer group (409 with `existing_id`)."""
-
-    async def create():  # type: ignore[no-untyped-def]
-        vehicle = await service.register_vehicle(ctx, body)
-        return (VehicleRead.model_validate(vehicle).model_dump(mode="json"),
-                {"ETag": etag_for(vehicle.version), "Location": f"/api/v1/vehicles/{vehicle.id}"})
-
-    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /vehicles",
-                                             body.model_dump(mode="json"), create)
+    return await ctx.runtime.idempotency.create(ctx.principal, idempotency_key, "POST /vehicles", body,
+                                                lambda: service.register_vehicle(ctx, body), VehicleRead, "/api/v1/vehicles")
 
 
 @router.get("", response_model=Page[VehicleRead], dependencies=[can_read])
@@ -54,9 +48,7 @@ async def list_vehicles(ctx: CtxDep, params: Annotated[PageParams, Depends(page_
 
 @router.get("/{vehicle_id}", response_model=VehicleRead, dependencies=[can_read], responses=problem_responses(404))
 async def get_vehicle(ctx: CtxDep, vehicle_id: uuid.UUID, response: Response):  # type: ignore[no-untyped-def]
-    vehicle = await service.get_vehicle(ctx, vehicle_id)
-    response.headers["ETag"] = etag_for(vehicle.version)
-    return vehicle
+    return tagged(response, await service.get_vehicle(ctx, vehicle_id))
 
 
 @router.patch("/{vehicle_id}", response_model=VehicleRead, dependencies=[can_write],
@@ -64,27 +56,21 @@ async def get_vehicle(ctx: CtxDep, vehicle_id: uuid.UUID, response: Response):  
 async def update_vehicle(ctx: CtxDep, vehicle_id: uuid.UUID, body: VehicleUpdate, response: Response,
                          if_match: IfMatch = None):  # type: ignore[no-untyped-def]
     """Change a vehicle (plate, dates that drive reminders, mileage). Requires `If-Match`."""
-    vehicle = await service.update_vehicle(ctx, vehicle_id, body, if_match)
-    response.headers["ETag"] = etag_for(vehicle.version)
-    return vehicle
+    return tagged(response, await service.update_vehicle(ctx, vehicle_id, body, if_match))
 
 
 @router.post("/{vehicle_id}/delivery", response_model=VehicleRead, dependencies=[can_write],
              responses=problem_responses(404))
 async def deliver(ctx: CtxDep, vehicle_id: uuid.UUID, body: DeliveryRequest, response: Response):  # type: ignore[no-untyped-def]
     """Record the handover (交车); repeating it with the same date is harmless."""
-    vehicle = await service.deliver(ctx, vehicle_id, body)
-    response.headers["ETag"] = etag_for(vehicle.version)
-    return vehicle
+    return tagged(response, await service.deliver(ctx, vehicle_id, body))
 
 
 @router.post("/{vehicle_id}/transfer", response_model=VehicleRead, dependencies=[can_write],
              responses=problem_responses(404))
 async def transfer(ctx: CtxDep, vehicle_id: uuid.UUID, body: TransferRequest, response: Response):  # type: ignore[no-untyped-def]
     """Move the vehicle to another customer of the same store; the ownership history keeps the previous owner."""
-    vehicle = await service.transfer(ctx, vehicle_id, body)
-    response.headers["ETag"] = etag_for(vehicle.version)
-    return vehicle
+    return tagged(response, await service.transfer(ctx, vehicle_id, body))
 
 
 @router.get("/{vehicle_id}/ownership", response_model=list[OwnershipRead], dependencies=[can_read],

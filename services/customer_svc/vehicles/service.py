@@ -98,6 +98,8 @@ async def update_vehicle(ctx: Ctx, vehicle_id: uuid.UUID, data: VehicleUpdate, i
                 ctx.session.add(MileageReading(vehicle_id=vehicle.id, km=changes["mileage_km"], source="staff"))
         for key, value in changes.items():
             setattr(vehicle, key, value)
+        if vehicle.delivery_date and vehicle.purchase_date and vehicle.delivery_date < vehicle.purchase_date:
+            raise InvalidField("body.purchase_date", f"is after the delivery date ({vehicle.delivery_date})")
         after = snapshot(vehicle)
         changed = sorted(k for k in after if before[k] != after[k] and k not in ("updated_at",))
         if changed:
