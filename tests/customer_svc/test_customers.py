@@ -136,6 +136,7 @@ class TestMasking:
         manager = (await client.get(f"/api/v1/customers/{c['id']}", headers=group.headers(Role.SERVICE_MANAGER))).json()
         assert agent["phones"][0]["number"] == f"{e164[3:6]}****{e164[-4:]}"
         assert agent["id_number"] == "1101**********002X" and agent["pii_masked"] is True
+        assert agent["name"] == "测***" and manager["name"] == "测试客户"
         assert manager["phones"][0]["number"] == e164 and manager["id_number"] == "11010519491231002X"
 
 

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from customer_svc.customers import repository as repo
 from customer_svc.customers.schemas import ConsentIn, CustomerCreate, CustomerUpdate, LostRequest, PhoneIn
 from customer_svc.deps import Ctx
-from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, Staff, Store
+from customer_svc.staff.service import require_active_staff
+from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, Store
 from shared.audit import snapshot
 from shared.auth import Role, ensure_store
 from shared.db.base import utcnow
@@ -86,12 +87,8 @@ async def _check_unique(ctx: Ctx, store_id: uuid.UUID, phones: list[str], id_num
 
 async def _check_staff(ctx: Ctx, fields: dict[str, Any]) -> None:
     for field in ("assigned_sales_id", "assigned_advisor_id"):
-        staff_id = fields.get(field)
-        if staff_id is None:
-            continue
-        staff = await ctx.session.get(Staff, staff_id)
-        if staff is None or staff.tenant_id != ctx.principal.tenant_id or not staff.active:
-            raise InvalidField(f"body.{field}", "no active staff member with this id in your dealer group")
+        if fields.get(field) is not None:
+            await require_active_staff(ctx, fields[field], f"body.{field}")
 
 
 async def get_customer(ctx: Ctx, customer_id: uuid.UUID) -> Customer:

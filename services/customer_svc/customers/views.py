@@ -1,4 +1,5 @@
-"""Customer read model for the API: masks phones, ID number and address for roles without the PII permission."""
+"""Customer read model for the API: for roles without the PII permission, a person's name (张**), phones
+(138****8000), ID number and address are masked; a company's name is not personal data and stays."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from customer_svc.models import Customer
 from shared.auth import Principal
+from shared.observability.logging import mask_name
 
 
 def mask_number(e164: str) -> str:
@@ -20,14 +22,18 @@ def customer_view(c: Customer, principal: Principal) -> dict[str, Any]:
               for p in c.phones]
     id_number = c.id_number if pii or c.id_number is None else c.id_number[:4] + "*" * 10 + c.id_number[-4:]
     address = c.address if pii or c.address is None else c.address[:6] + "****"
+    name = c.name if pii or c.kind == "company" else mask_name(c.name)
+    contact = c.contact_person if pii or c.contact_person is None else mask_name(c.contact_person)
     return {
         **{k: getattr(c, k) for k in (
-            "id", "tenant_id", "store_id", "customer_no", "kind", "name", "contact_person", "gender", "birthday",
+            "id", "tenant_id", "store_id", "customer_no", "kind", "gender", "birthday",
             "birthday_calendar", "wedding_anniversary", "wechat_openid", "wechat_unionid", "postcode", "occupation",
             "employer", "family", "hobbies", "preferred_channel", "preferred_contact_time", "do_not_call",
             "source_code", "source_detail", "relationship_type", "intent_level", "value_class", "vip", "tags", "notes",
             "assigned_sales_id", "assigned_advisor_id", "lost_reason", "lost_kind", "lost_at", "merged_into_id",
             "version", "created_at", "updated_at")},
+        "name": name,
+        "contact_person": contact,
         "phones": phones,
         "id_number": id_number,
         "address": address,
@@ -35,11 +41,6 @@ def customer_view(c: Customer, principal: Principal) -> dict[str, Any]:
                       "recorded_at": x.recorded_at} for x in sorted(c.consents, key=lambda x: (x.channel, x.purpose))],
         "pii_masked": not pii,
     }
-
-
-def mask_name(name: str) -> str:
-    """张三丰 -> 张**: the family name only, as staff say it on the phone."""
-    return name[:1] + "*" * max(len(name) - 1, 1)
 
 
 def duplicate_view(c: Customer, matched: list[str], principal: Principal) -> dict[str, Any]:
