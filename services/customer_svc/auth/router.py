@@ -56,7 +56,10 @@ async def me(principal: CurrentPrincipal) -> dict:
 
 @keys_router.post("", status_code=201, response_model=ApiKeyCreated)
 async def create_api_key(ctx: CtxDep, body: ApiKeyCreate) -> dict:
-    """Create an integration key (admins). The secret is in this response only."""
+    """Create an integration key (admins). The secret is in this response only.
+
+    Deliberately not idempotent: replaying a stored response would mean storing the secret. A retry after a lost
+    response makes a second key; list the keys and revoke the spare."""
     key, secret = await service.create_api_key(ctx, body)
     return {**ApiKeyRead.model_validate(key).model_dump(), "api_key": secret}
 
