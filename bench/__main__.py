@@ -9,10 +9,12 @@ import os
 import platform
 import sys
 import time
+from importlib import metadata
 
 from bench.env import create_env, destroy_env, seed_tenant
 from bench.http import HttpOptions, loadavg, run_http
 from bench.relay import RelayOptions, run_relay
+from customer_svc.app import CustomerRuntime
 
 KEYS = ["get_customer_rps", "get_customer_p99_ms", "create_customer_rps", "bare_rps", "get_ratio", "relay_eps",
         "raw_publish_eps", "relay_ratio"]
@@ -25,17 +27,20 @@ def machine() -> str:
         model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{os.cpu_count()} CPUs ({model or platform.machine()}), Python {platform.python_version()}, load {loadavg()}"
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in
+                         ("fastapi", "uvicorn", "uvloop", "httptools", "sqlalchemy", "asyncpg", "aio-pika"))
+    return (f"{os.cpu_count()} CPUs ({model or platform.machine()}), Python {platform.python_version()}, {versions}; "
+            f"load {loadavg()}")
 
 
 async def main(args: argparse.Namespace) -> dict[str, float]:
-    from customer_svc.app import CustomerRuntime
-
     figures: dict[str, float] = {}
     started = time.monotonic()
     print(f"Aftercare bench: {machine()}", flush=True)
     print("  (servers, nginx, wrk, Postgres and RabbitMQ share these cores with whatever else runs: figures are noisy)")
     env = await create_env()
+    if args.db_pool_size:
+        env.extra_service_env = {"CUSTOMER_DB_POOL_SIZE": str(args.db_pool_size), "CUSTOMER_DB_MAX_OVERFLOW": "0"}
     try:
         print(f"  fresh database {env.db_name}, vhost {env.vhost}, scratch {env.workdir}", flush=True)
         if not args.skip_http:
@@ -70,6 +75,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2, help="alternating raw/relay rounds; the best of each counts")
     parser.add_argument("--batch-size", type=int, default=None, help="relay batch size (default: the service setting)")
     parser.add_argument("--http", default="bare,get,post", help="which HTTP runs (default bare,get,post)")
+    parser.add_argument("--db-pool-size", type=int, default=None,
+                        help="run customer_svc with this pool size and no overflow (default: its production settings)")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-relay", action="store_true")
     args = parser.parse_args()

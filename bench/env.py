@@ -32,11 +32,12 @@ class BenchEnv:
     amqp_url: str = ""
     private_key: Path = field(default_factory=Path)
     public_key: Path = field(default_factory=Path)
+    extra_service_env: dict[str, str] = field(default_factory=dict)
 
     def settings(self, **overrides: object) -> CustomerSettings:
         values: dict[str, object] = dict(database_url=self.database_url, amqp_url=self.amqp_url, exchange=EXCHANGE,
                                          jwt_private_key=str(self.private_key), jwt_public_key=str(self.public_key),
-                                         environment="prod", log_level="WARNING", var_dir=self.workdir / "var")
+                                         environment="prod", var_dir=self.workdir / "var")
         values.update(overrides)
         return CustomerSettings(**values)  # type: ignore[arg-type]
 
@@ -49,8 +50,8 @@ class BenchEnv:
             "CUSTOMER_EXCHANGE": EXCHANGE,
             "CUSTOMER_JWT_PRIVATE_KEY": str(self.private_key),
             "CUSTOMER_JWT_PUBLIC_KEY": str(self.public_key),
-            "CUSTOMER_LOG_LEVEL": "WARNING",
             "CUSTOMER_VAR_DIR": str(self.workdir / "var"),
+            **self.extra_service_env,
         }
 
 

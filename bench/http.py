@@ -49,6 +49,15 @@ def seed_customers(base_url: str, tenant: Tenant, n: int) -> list[str]:
     return ids
 
 
+def check_read(url: str, customer_id: str, token: str) -> None:
+    """One read through nginx before measuring: the right record, its ETag, phones unmasked for this role."""
+    req = urllib.request.Request(f"{url}/api/v1/customers/{customer_id}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback only
+        body, etag = json.loads(resp.read()), resp.headers.get("ETag")
+    if body.get("id") != customer_id or not etag or not body.get("phones") or body.get("pii_masked"):
+        raise RuntimeError(f"unexpected read through the gateway: {etag} {body}")
+
+
 class Stack:
     """One uvicorn app behind its own nginx (the committed config, rendered with a high rate limit, no access log)."""
 
@@ -119,6 +128,7 @@ def run_http(env: BenchEnv, tenant: Tenant, opts: HttpOptions) -> dict[str, floa
         print(f"  customer_svc api pid {customer.server.pid} behind nginx :{customer.gateway_port}; "
               f"bare app pid {bare.server.pid} behind nginx :{bare.gateway_port}", flush=True)
         ids = seed_customers(f"http://127.0.0.1:{customer.server.port}", tenant, opts.seed_customers)
+        check_read(customer.url, ids[0], tenant.token)
         get_script = wrk.write_get_script(work / "get.lua", ids, tenant.token)
         post_script = wrk.write_post_script(work / "post.lua", str(tenant.store_id), tenant.token)
         print(f"  seeded {len(ids)} customers; wrk -t{opts.threads} -c{opts.connections} -d{opts.duration:g}s "

@@ -50,7 +50,8 @@ class OutboxRelay:
         now = utcnow()
         async with self.sessionmaker() as session, session.begin():
             rows = (await session.execute(
-                sa.select(t.c.id, t.c.payload, t.c.attempts)
+                # The envelope as JSON text, parsed once by pydantic (not json.loads into a dict, then validated).
+                sa.select(t.c.id, sa.cast(t.c.payload, sa.Text).label("payload"), t.c.attempts)
                 .where(t.c.published_at.is_(None), t.c.next_attempt_at <= now)
                 .order_by(t.c.occurred_at)
                 .limit(self.batch_size)
@@ -58,7 +59,7 @@ class OutboxRelay:
             )).all()
             if not rows:
                 return 0
-            events = [CloudEvent.model_validate(r.payload) for r in rows]
+            events = [CloudEvent.model_validate_json(r.payload) for r in rows]
             results = await self.publisher.publish_batch(events)
             ok = [r.id for r, err in zip(rows, results) if err is None]
             if ok:
