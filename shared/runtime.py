@@ -12,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase
 from shared.auth.tokens import TokenVerifier, load_or_create_dev_keys, read_key
 from shared.db.engine import create_engine, make_sessionmaker
 from shared.db.migrations import prepare_database
+from shared.db.reader import Reader
 from shared.http.idempotency import Idempotency
 from shared.messaging.amqp import AmqpConsumerRunner, AmqpPublisher
 from shared.messaging.consumer import EventConsumer, Subscription
@@ -42,6 +43,7 @@ class ServiceRuntime:
         self.migrations_dir = migrations_dir
         self.engine = create_engine(settings)
         self.sessionmaker = make_sessionmaker(self.engine)
+        self.reader = Reader(settings.database_url) if self.engine.dialect.name == "postgresql" else None
         if settings.embedded:
             self.bus = bus or InProcessBus()
             self.publisher: InProcessBus | AmqpPublisher = self.bus
@@ -90,4 +92,6 @@ class ServiceRuntime:
     async def dispose(self) -> None:
         if isinstance(self.publisher, AmqpPublisher):
             await self.publisher.close()
+        if self.reader is not None:
+            await self.reader.close()
         await self.engine.dispose()

@@ -54,6 +54,9 @@ async def test_make_run_platform_works_end_to_end(embedded: httpx.AsyncClient, e
     c = await embedded.post("/api/v1/customers", headers=headers,
                             json={"store_id": stores[0]["id"], "name": "嵌入式", "phones": [{"number": "13700000001"}]})
     assert c.status_code == 201, c.text
+    read = await embedded.get(f"/api/v1/customers/{c.json()['id']}", headers=headers)
+    assert read.status_code == 200 and read.json()["phones"][0]["number"] == "+8613700000001"
+    assert read.headers["etag"] == 'W/"1"'
 
     async def timeline() -> list | None:
         items = (await embedded.get(f"/api/v1/customers/{c.json()['id']}/timeline", headers=headers)).json()["items"]

@@ -25,8 +25,9 @@ from shared.runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 settings_class = CustomerSettings
-ROUTERS: list[APIRouter] = [auth_router, keys_router, stores_router, staff_router, customers_router,
-                            vehicles_router, audit_router, visits_router, tiers_router, memberships_router]
+#: Most-used first: routes are matched in order (the prefixes do not overlap, so order changes nothing else).
+ROUTERS: list[APIRouter] = [customers_router, vehicles_router, visits_router, memberships_router, auth_router,
+                            stores_router, staff_router, keys_router, tiers_router, audit_router]
 TITLE = "Aftercare customer service"
 DESCRIPTION = "Basic data: stores, staff and logins, customers, vehicles, visits, membership, audit."
 

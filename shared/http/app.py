@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
+from shared.auth.deps import document_bearer_auth
 from shared.errors import PROBLEM_JSON, Problem, install_error_handlers
 from shared.events.asyncapi import asyncapi_document
 from shared.observability.health import health_router
@@ -109,6 +110,7 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
     async def asyncapi() -> dict:
         return asyncapi_document(runtimes[0].settings.exchange)
 
+    document_bearer_auth(app, routers)
     for router in routers:
         app.include_router(router)
     document_common_errors(app)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 
 import sqlalchemy as sa
 from lunardate import LunarDate
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, TimelineEntry, Vehicle
+from customer_svc.models import Customer, CustomerPhone, CustomerTag, TimelineEntry, Vehicle
 from shared.auth import Principal, scoped
 from shared.db.base import contains_pattern
+from shared.db.reader import Reader
 from shared.http.pagination import PageParams, paginate
 
 
@@ -121,57 +121,34 @@ async def timeline(session: AsyncSession, tenant_id: uuid.UUID, customer_ids: li
     return list((await session.scalars(paginate(stmt, TimelineEntry.id, params))).all())
 
 
-def _child_rows(model: type, columns: tuple[sa.ColumnElement, ...], order_by: tuple[sa.ColumnElement, ...]) -> sa.ColumnElement:
-    """``ARRAY(SELECT ROW(...) ... ORDER BY ...)`` of one child table: asyncpg returns a list of tuples ([] if none)."""
-    return sa.func.array(sa.select(sa.func.row(*columns)).where(model.customer_id == Customer.id)  # type: ignore[attr-defined]
-                         .order_by(*order_by).scalar_subquery())
+#: ``GET /customers/{id}`` in one prepared statement on the raw reader. The WHERE clause is the one
+#: ``visible()`` builds through ``scoped()`` (tenant always, stores unless $3 says the caller is group-wide,
+#: never a merged-away record); the isolation tests hold the two to the same answers.
+_READ_SQL = """
+SELECT c.*,
+  ARRAY(SELECT ROW(p.e164, p.label, p.is_primary) FROM customer.customer_phone p
+        WHERE p.customer_id = c.id ORDER BY p.position) AS _phones,
+  ARRAY(SELECT t.tag FROM customer.customer_tag t WHERE t.customer_id = c.id ORDER BY t.tag) AS _tags,
+  ARRAY(SELECT ROW(x.channel, x.purpose, x.granted, x.source, x.recorded_at) FROM customer.consent x
+        WHERE x.customer_id = c.id ORDER BY x.channel, x.purpose) AS _consents
+FROM customer.customer c
+WHERE c.id = $1 AND c.tenant_id = $2 AND c.merged_into_id IS NULL AND ($3 OR c.store_id = ANY($4::uuid[]))
+"""
 
 
-_PHONES = _child_rows(CustomerPhone, (CustomerPhone.e164, CustomerPhone.label, CustomerPhone.is_primary),
-                      (CustomerPhone.position,)).label("_phones")
-_TAGS = _child_rows(CustomerTag, (CustomerTag.tag,), (CustomerTag.tag,)).label("_tags")
-_CONSENTS = _child_rows(Consent, (Consent.channel, Consent.purpose, Consent.granted, Consent.source, Consent.recorded_at),
-                        (Consent.channel, Consent.purpose)).label("_consents")
-
-
-@functools.cache
-def _read_statement(tenant_wide: bool) -> sa.Select:
-    """Built once per scoping shape, with bind parameters (building and cache-keying a 50-column statement per
-    request costs more CPU than running it); still scoped through :func:`scoped` like every customer query."""
-    params = SimpleNamespace(tenant_id=sa.bindparam("tenant_id"), store_ids=sa.bindparam("store_ids", expanding=True),
-                             tenant_wide=tenant_wide)
-    return scoped(sa.select(*Customer.__table__.c, _PHONES, _TAGS, _CONSENTS), Customer, params).where(  # type: ignore[arg-type]
-        Customer.merged_into_id.is_(None), Customer.id == sa.bindparam("customer_id"))
-
-
-async def read_visible(session: AsyncSession, principal: Principal,
-                       customer_id: uuid.UUID) -> SimpleNamespace | Customer | None:
-    """A visible customer for rendering only (``GET /customers/{id}``): the values ``get_visible`` and its three
-    selectin loads give, read in ONE statement instead of four (and, outside a transaction, on a connection held
-    for that statement only, without BEGIN/ROLLBACK: one statement is one snapshot anyway). Returns an object with the attributes ``customer_view`` reads.
-    SQLite (embedded mode) has no arrays of rows: there it is :func:`get_visible`."""
-    if session.bind.dialect.name != "postgresql":
-        return await get_visible(session, principal, customer_id)
-    params: dict[str, object] = {"tenant_id": principal.tenant_id, "customer_id": customer_id}
-    if not principal.tenant_wide:
-        params["store_ids"] = list(principal.store_ids)
-    stmt = _read_statement(principal.tenant_wide)
-    if session.in_transaction():
-        row = (await (await session.connection()).execute(stmt, params)).first()
-    else:
-        # Its own pooled connection, held for this one statement only (not until the request ends).
-        async with session.bind.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await conn.execute(stmt, params)).first()
+async def read_visible(reader: Reader, principal: Principal, customer_id: uuid.UUID) -> SimpleNamespace | None:
+    """A visible customer for rendering only: the values ``get_visible`` and its three selectin loads give, as
+    attributes ``customer_view`` reads, in one round trip and without ORM objects."""
+    row = await reader.fetchrow(_READ_SQL, customer_id, principal.tenant_id, principal.tenant_wide,
+                                list(principal.store_ids))
     if row is None:
         return None
-    values = dict(row._mapping)
+    values = dict(row)
     phones, tags, consents = values.pop("_phones"), values.pop("_tags"), values.pop("_consents")
     return SimpleNamespace(
         **values,
         phones=[SimpleNamespace(e164=e164, label=label, is_primary=primary) for e164, label, primary in phones],
-        tags=sorted(t for (t,) in tags),
-        consents=[SimpleNamespace(channel=ch, purpose=pu, granted=gr, source=so,
-                                  recorded_at=None if at is None else at.astimezone(UTC))
+        tags=list(tags),
+        consents=[SimpleNamespace(channel=ch, purpose=pu, granted=gr, source=so, recorded_at=at)
                   for ch, pu, gr, so, at in consents],
     )

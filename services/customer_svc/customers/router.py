@@ -11,11 +11,12 @@ from customer_svc.customers import service
 from customer_svc.customers.schemas import (ConsentIn, CustomerCreate, CustomerRead, CustomerUpdate, DuplicateRead,
                                             LostRequest, MergeRequest, TimelineItem)
 from customer_svc.customers.views import customer_view, duplicate_view
-from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch
-from shared.auth import Role, require_roles
+from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch, RuntimeDep
+from shared.auth import CurrentPrincipal, Role, require_roles
 from shared.auth.roles import MANAGERS
 from shared.errors import InvalidField, problem_responses
-from shared.http.etag import tagged
+from shared.http.etag import etag_for, tagged
+from shared.http.responses import json_response
 from shared.http.pagination import Page, PageParams, make_page, page_params
 from shared.validation import IsoDate, IsoDateTime, normalize_phone, normalize_plate, normalize_vin
 
@@ -81,10 +82,10 @@ async def search_customers(
 
 
 @router.get("/{customer_id}", response_model=CustomerRead, dependencies=[can_read], responses=problem_responses(404))
-async def get_customer(ctx: CtxDep, customer_id: uuid.UUID, response: Response) -> dict:
-    """One customer, with phones masked unless your role reads personal data."""
-    customer = tagged(response, await service.read_customer(ctx, customer_id))
-    return customer_view(customer, ctx.principal)
+async def get_customer(runtime: RuntimeDep, principal: CurrentPrincipal, customer_id: uuid.UUID) -> Response:
+    """One customer, with name, phones, ID number and address masked unless your role reads personal data."""
+    customer = await service.read_customer(runtime, principal, customer_id)
+    return json_response(customer_view(customer, principal), headers={"ETag": etag_for(customer.version)})
 
 
 @router.patch("/{customer_id}", response_model=CustomerRead, dependencies=[can_write],

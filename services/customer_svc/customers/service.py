@@ -13,7 +13,7 @@ from customer_svc.deps import Ctx
 from customer_svc.staff.service import require_active_staff
 from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, Store
 from shared.audit import snapshot
-from shared.auth import Role, ensure_store
+from shared.auth import Principal, Role, ensure_store
 from shared.db.base import utcnow
 from shared.errors import BusinessRuleViolation, Duplicate, Forbidden, InvalidField, NotFound
 from shared.events.catalog.customer import (ConsentState, CustomerConsentChanged, CustomerCreated, CustomerLost,
@@ -21,6 +21,7 @@ from shared.events.catalog.customer import (ConsentState, CustomerConsentChanged
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams
 from shared.ids import new_id
+from shared.runtime import ServiceRuntime
 
 WRITERS = frozenset(Role) - {Role.INTEGRATION}
 
@@ -98,9 +99,13 @@ async def get_customer(ctx: Ctx, customer_id: uuid.UUID) -> Customer:
     return customer
 
 
-async def read_customer(ctx: Ctx, customer_id: uuid.UUID) -> Any:
-    """For rendering only (``GET``): the same values as :func:`get_customer`, in one round trip, no ORM object."""
-    customer = await repo.read_visible(ctx.session, ctx.principal, customer_id)
+async def read_customer(runtime: ServiceRuntime, principal: Principal, customer_id: uuid.UUID) -> Any:
+    """For rendering only (``GET``): one prepared statement on Postgres; the ORM path on SQLite (embedded)."""
+    if runtime.reader is not None:
+        customer = await repo.read_visible(runtime.reader, principal, customer_id)
+    else:
+        async with runtime.sessionmaker() as session:
+            customer = await repo.get_visible(session, principal, customer_id)
     if customer is None:
         raise NotFound("Customer not found.")
     return customer
