@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from customer_svc.models import AuditEntry
@@ -17,6 +17,12 @@ from shared.runtime import ServiceRuntime
 
 SERVICE = "customer_svc"
 get_runtime = runtime_dependency(SERVICE)
+
+
+def get_runtime_of(request: Request) -> ServiceRuntime:
+    """The runtime without a dependency node (for the hottest routes)."""
+    return request.app.state.runtimes[SERVICE]
+
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 audit_log = AuditLog(AuditEntry)
 

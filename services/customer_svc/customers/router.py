@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from customer_svc.customers import repository as repo
 from customer_svc.customers import merge as merge_service
@@ -11,8 +11,8 @@ from customer_svc.customers import service
 from customer_svc.customers.schemas import (ConsentIn, CustomerCreate, CustomerRead, CustomerUpdate, DuplicateRead,
                                             LostRequest, MergeRequest, TimelineItem)
 from customer_svc.customers.views import customer_view, duplicate_view
-from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch, RuntimeDep
-from shared.auth import CurrentPrincipal, Role, require_roles
+from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch, get_runtime_of
+from shared.auth import Principal, Role, require_roles
 from shared.auth.roles import MANAGERS
 from shared.errors import InvalidField, problem_responses
 from shared.http.etag import etag_for, tagged
@@ -81,9 +81,11 @@ async def search_customers(
     return make_page(rows, params, lambda c: customer_view(c, ctx.principal))
 
 
-@router.get("/{customer_id}", response_model=CustomerRead, dependencies=[can_read], responses=problem_responses(404))
-async def get_customer(runtime: RuntimeDep, principal: CurrentPrincipal, customer_id: uuid.UUID) -> Response:
+@router.get("/{customer_id}", response_model=CustomerRead, responses=problem_responses(403, 404))
+async def get_customer(request: Request, principal: Annotated[Principal, can_read], customer_id: uuid.UUID) -> Response:
     """One customer, with name, phones, ID number and address masked unless your role reads personal data."""
+    # The hot read: one dependency, the runtime taken off the app, one prepared statement, orjson out.
+    runtime = get_runtime_of(request)
     customer = await service.read_customer(runtime, principal, customer_id)
     return json_response(customer_view(customer, principal), headers={"ETag": etag_for(customer.version)})
 
