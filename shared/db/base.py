@@ -87,3 +87,11 @@ def contains_pattern(text: str) -> str:
     """
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def where_given(stmt: Any, *conditions: tuple[Any, Any]) -> Any:
+    """Add ``column == value`` for each pair whose value was given (not None): the optional filters of a list."""
+    for column, value in conditions:
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return stmt

@@ -19,7 +19,7 @@ from shared.messaging.amqp import AmqpConsumerRunner, list_parked, replay_parked
 from shared.messaging.consumer import HANDLED, EventConsumer, Subscription
 from shared.messaging.relay import OutboxRelay
 from shared.testing.events import EventTap
-from tests.conftest import Group, Infra, customer_body, new_phone
+from tests.conftest import Group, Infra, customer_body
 
 
 async def eventually(check, timeout: float = 15, interval: float = 0.05):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from customer_svc.models import Customer, CustomerPhone, CustomerTag, TimelineEntry, Vehicle
 from shared.auth import Principal, scoped
-from shared.db.base import contains_pattern
+from shared.db.base import contains_pattern, where_given
 from shared.db.reader import Reader
 from shared.http.pagination import PageParams, paginate
 
@@ -88,17 +88,11 @@ async def search(session: AsyncSession, principal: Principal, params: PageParams
         if vin:
             vs = vs.where(Vehicle.vin == vin)
         stmt = stmt.where(Customer.id.in_(vs))
-    if customer_no:
-        stmt = stmt.where(Customer.customer_no == customer_no)
     if tag:
         stmt = stmt.where(Customer.id.in_(sa.select(CustomerTag.customer_id).where(
             CustomerTag.tenant_id == principal.tenant_id, CustomerTag.tag == tag)))
-    if store_id:
-        stmt = stmt.where(Customer.store_id == store_id)
-    if relationship_type:
-        stmt = stmt.where(Customer.relationship_type == relationship_type)
-    if intent_level:
-        stmt = stmt.where(Customer.intent_level == intent_level)
+    stmt = where_given(stmt, (Customer.customer_no, customer_no), (Customer.store_id, store_id),
+                       (Customer.relationship_type, relationship_type), (Customer.intent_level, intent_level))
     if assigned_to:
         stmt = stmt.where(sa.or_(Customer.assigned_sales_id == assigned_to, Customer.assigned_advisor_id == assigned_to))
     if created_from:

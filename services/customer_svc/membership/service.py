@@ -22,7 +22,7 @@ from customer_svc.staff.service import require_active_staff
 from customer_svc.vehicles import service as vehicle_service
 from shared.audit import snapshot
 from shared.auth import scoped
-from shared.db.base import utcnow
+from shared.db.base import utcnow, where_given
 from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound
 from shared.events.catalog.customer import MembershipChanged
 from shared.http.etag import check_if_match
@@ -144,15 +144,9 @@ async def get_membership(ctx: Ctx, membership_id: uuid.UUID, for_update: bool = 
 
 async def list_memberships(ctx: Ctx, params: PageParams, *, customer_id: uuid.UUID | None,
                            vehicle_id: uuid.UUID | None, card_no: str | None, status: str | None) -> list[Membership]:
-    stmt = scoped(sa.select(Membership), Membership, ctx.principal)
-    if customer_id:
-        stmt = stmt.where(Membership.customer_id == customer_id)
-    if vehicle_id:
-        stmt = stmt.where(Membership.vehicle_id == vehicle_id)
-    if card_no:
-        stmt = stmt.where(Membership.card_no == card_no)
-    if status:
-        stmt = stmt.where(Membership.status == status)
+    stmt = where_given(scoped(sa.select(Membership), Membership, ctx.principal),
+                       (Membership.customer_id, customer_id), (Membership.vehicle_id, vehicle_id),
+                       (Membership.card_no, card_no), (Membership.status, status))
     return list((await ctx.session.scalars(paginate(stmt, Membership.id, params))).all())
 
 
@@ -160,10 +154,7 @@ async def join(ctx: Ctx, data: MembershipCreate) -> Membership:
     """入会: the vehicle must already be registered; the fee paid in full credits the tier's bonus points."""
     try:
         async with ctx.session.begin():
-            try:
-                vehicle = await vehicle_service.get_vehicle(ctx, data.vehicle_id, for_update=True)
-            except NotFound:
-                raise InvalidField("body.vehicle_id", "no such vehicle in your stores; register it first") from None
+            vehicle = await vehicle_service.vehicle_named_in_body(ctx, data.vehicle_id, "; register it first")
             tier = await _usable_tier(ctx, data.tier_id)
             same_card = await ctx.session.scalar(sa.select(Membership).where(
                 Membership.tenant_id == ctx.principal.tenant_id, Membership.card_no == data.card_no))

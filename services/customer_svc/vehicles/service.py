@@ -13,7 +13,7 @@ from customer_svc.models import Customer, MileageReading, Vehicle, VehicleOwners
 from customer_svc.vehicles.schemas import DeliveryRequest, TransferRequest, VehicleCreate, VehicleUpdate
 from shared.audit import snapshot
 from shared.auth import scoped
-from shared.db.base import utcnow
+from shared.db.base import utcnow, where_given
 from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound
 from shared.events.catalog.customer import VehicleDelivered, VehicleRegistered, VehicleTransferred, VehicleUpdated
 from shared.http.etag import check_if_match
@@ -35,15 +35,19 @@ async def get_vehicle(ctx: Ctx, vehicle_id: uuid.UUID, for_update: bool = False)
     return vehicle
 
 
+async def vehicle_named_in_body(ctx: Ctx, vehicle_id: uuid.UUID, hint: str = "") -> Vehicle:
+    """The vehicle a request body names, locked for the rest of the transaction; unknown or out of scope is a 422
+    on ``body.vehicle_id`` (the same answer either way, so nothing leaks)."""
+    try:
+        return await get_vehicle(ctx, vehicle_id, for_update=True)
+    except NotFound:
+        raise InvalidField("body.vehicle_id", f"no such vehicle in your stores{hint}") from None
+
+
 async def list_vehicles(ctx: Ctx, params: PageParams, customer_id: uuid.UUID | None, plate: str | None,
                         vin: str | None) -> list[Vehicle]:
-    stmt = scoped(sa.select(Vehicle), Vehicle, ctx.principal)
-    if customer_id:
-        stmt = stmt.where(Vehicle.customer_id == customer_id)
-    if plate:
-        stmt = stmt.where(Vehicle.plate == plate)
-    if vin:
-        stmt = stmt.where(Vehicle.vin == vin)
+    stmt = where_given(scoped(sa.select(Vehicle), Vehicle, ctx.principal),
+                       (Vehicle.customer_id, customer_id), (Vehicle.plate, plate), (Vehicle.vin, vin))
     return list((await ctx.session.scalars(paginate(stmt, Vehicle.id, params))).all())
 
 

@@ -17,6 +17,7 @@ from customer_svc.staff.service import require_active_staff
 from customer_svc.vehicles import service as vehicle_service
 from customer_svc.visits.schemas import VisitCreate
 from shared.audit import snapshot
+from shared.db.base import where_given
 from shared.auth import Role, scoped
 from shared.errors import Duplicate, InvalidField, NotFound
 from shared.events.catalog.customer import ServiceVisitCompleted, VehicleUpdated
@@ -45,17 +46,13 @@ async def get_visit(ctx: Ctx, visit_id: uuid.UUID) -> ServiceVisit:
 async def list_visits(ctx: Ctx, params: PageParams, *, vehicle_id: uuid.UUID | None, customer_id: uuid.UUID | None,
                       completed_from: datetime | None, completed_to: datetime | None,
                       visit_type: str | None) -> list[ServiceVisit]:
-    stmt = scoped(sa.select(ServiceVisit), ServiceVisit, ctx.principal)
-    if vehicle_id:
-        stmt = stmt.where(ServiceVisit.vehicle_id == vehicle_id)
-    if customer_id:
-        stmt = stmt.where(ServiceVisit.customer_id == customer_id)
+    stmt = where_given(scoped(sa.select(ServiceVisit), ServiceVisit, ctx.principal),
+                       (ServiceVisit.vehicle_id, vehicle_id), (ServiceVisit.customer_id, customer_id),
+                       (ServiceVisit.visit_type, visit_type))
     if completed_from:
         stmt = stmt.where(ServiceVisit.completed_at >= completed_from)
     if completed_to:
         stmt = stmt.where(ServiceVisit.completed_at < completed_to)
-    if visit_type:
-        stmt = stmt.where(ServiceVisit.visit_type == visit_type)
     return list((await ctx.session.scalars(paginate(stmt, ServiceVisit.id, params))).all())
 
 
@@ -110,11 +107,8 @@ async def record_visit(ctx: Ctx, data: VisitCreate) -> ServiceVisit:
     """Record a settled visit; raises :class:`AlreadyRecorded` when its ``external_id`` is already known."""
     try:
         async with ctx.session.begin():
-            try:
-                # The vehicle lock serialises visits of one car, so a DMS retry sees the first attempt's row.
-                vehicle = await vehicle_service.get_vehicle(ctx, data.vehicle_id, for_update=True)
-            except NotFound:
-                raise InvalidField("body.vehicle_id", "no such vehicle in your stores") from None
+            # The vehicle lock serialises visits of one car, so a DMS retry sees the first attempt's row.
+            vehicle = await vehicle_service.vehicle_named_in_body(ctx, data.vehicle_id)
             existing = await _by_external_id(ctx, data)
             visit = existing or await _add_visit(ctx, vehicle, data)
     except IntegrityError as exc:
