@@ -49,7 +49,7 @@ def render(upstreams: dict[str, list[str]], port: int, workdir: Path, rate: str 
         text = re.sub(r"rate=\S+; # @rate", f"rate={rate}; # @rate", text)
     if burst is not None:
         text, n = re.subn(r"burst=\d+( nodelay)?; # @burst", rf"burst={int(burst)}\1; # @burst", text)
-        if n != 1:
+        if n < 1:
             raise ValueError(f"no burst marker in {TEMPLATE}")
     text = text.replace("/tmp/aftercare-gateway", str(workdir / "nginx"))
     if os.geteuid() == 0:

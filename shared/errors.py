@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.observability.context import request_id_var
@@ -147,6 +148,13 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [_field_error(e) for e in exc.errors()]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
         return problem_response(422, "validation_error", "Request validation failed", request, detail, errors=errors)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Uniqueness is checked before writing; a request racing another one with the same key still meets the
+        # database's constraint here. That is a conflict to retry, never a 500.
+        return problem_response(409, "conflict", "Conflict", request,
+                                "The request conflicts with a record written at the same moment; read it and retry.")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -67,8 +67,8 @@ class ServiceRuntime:
     def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Outbox relay and event consumers (the worker process; embedded mode runs them in the API process)."""
         tasks = [asyncio.create_task(self.relay.run(stop), name=f"{self.name}.relay"),
-                 asyncio.create_task(run_housekeeping(self.sessionmaker, self.messaging.outbox, self.messaging.inbox,
-                                                      stop), name=f"{self.name}.housekeeping")]
+                 asyncio.create_task(run_housekeeping(self.sessionmaker, self.messaging, stop),
+                                     name=f"{self.name}.housekeeping")]
         if not self.consumer.subscriptions:
             return tasks
         if self.bus is not None:

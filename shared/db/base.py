@@ -95,3 +95,14 @@ def where_given(stmt: Any, *conditions: tuple[Any, Any]) -> Any:
         if value is not None:
             stmt = stmt.where(column == value)
     return stmt
+
+
+async def advisory_locks(session: Any, keys: list[str]) -> None:
+    """Transaction-scoped Postgres advisory locks on ``keys`` (taken in sorted order, so no deadlocks).
+
+    For uniqueness rules no index can express; a no-op on SQLite, which runs one writer at a time anyway.
+    """
+    if session.bind.dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})

@@ -15,6 +15,7 @@ def create_engine(settings: ServiceSettings, **kw: object) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url,
+            hide_parameters=True,
             connect_args={"timeout": 30},
             execution_options={"schema_translate_map": {settings.schema_name: None}},
         )
@@ -32,11 +33,21 @@ def create_engine(settings: ServiceSettings, **kw: object) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        hide_parameters=True,  # error messages (and so logs) never carry the values: they are personal data
+        connect_args=POSTGRES_CONNECT_ARGS,
         **kw,  # type: ignore[arg-type]
     )
     ping_when_idle(engine)
     return engine
 
+
+#: No statement, lock wait or forgotten transaction may hang a request or a worker loop for ever.
+POSTGRES_CONNECT_ARGS = {
+    "timeout": 10,
+    "command_timeout": 60,
+    "server_settings": {"statement_timeout": "30s", "lock_timeout": "10s",
+                        "idle_in_transaction_session_timeout": "120s"},
+}
 
 #: A pooled connection checked in less than this long ago is not pinged again on checkout.
 PING_AFTER_IDLE_SECONDS = 1.0

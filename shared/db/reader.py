@@ -14,6 +14,8 @@ import asyncpg
 import orjson
 from sqlalchemy.engine import make_url
 
+from shared.db.engine import POSTGRES_CONNECT_ARGS
+
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Nothing to reset: readers only run single SELECTs (asyncpg still rolls back an open transaction)."""
@@ -36,7 +38,8 @@ class Reader:
         async with self._lock:
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
-                                                       reset=_keep_session, init=_json_codecs)
+                                                       reset=_keep_session, init=_json_codecs,
+                                                       **POSTGRES_CONNECT_ARGS)
             return self._pool
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:

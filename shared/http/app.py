@@ -115,7 +115,7 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
         for rt in runtimes:
             await rt.check_broker()
 
-    app.include_router(health_router({"database": db_checks, "broker": broker_checks}))
+    app.include_router(health_router({"database": db_checks}, informational={"broker": broker_checks}))
 
     @app.get("/asyncapi.json", tags=["operations"], summary="AsyncAPI document of every event type")
     async def asyncapi() -> dict:

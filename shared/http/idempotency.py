@@ -1,7 +1,11 @@
 """``Idempotency-Key`` for creating POSTs: the first response is stored and replayed for repeats.
 
 The key is claimed first (a row without a response), so two concurrent requests with one key cannot
-both create; the second gets 409 while the first runs. A failed create releases the key.
+both create; the second gets 409 while the first runs. A create that fails releases the key. A claim
+left behind by a process that died mid-request is taken over after ``LEASE`` (the create's own
+uniqueness checks then answer 409 with the existing id if the first attempt had committed). A key
+belongs to its caller: the caller is part of the request fingerprint, so nobody replays another
+user's response. Keys are pruned after a day by the housekeeping job.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,10 +24,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth.principal import Principal
+from shared.db.base import utcnow
 from shared.errors import Conflict, InvalidField
 from shared.http.etag import etag_for
 
 Created = tuple[dict[str, Any], dict[str, str]]  # body, headers
+LEASE = timedelta(seconds=60)
 
 
 class Idempotency:
@@ -37,8 +44,8 @@ class Idempotency:
             return JSONResponse(body, status_code=status_code, headers=headers)
         if not key.strip():
             raise InvalidField("header.Idempotency-Key", "must not be blank")
-        digest = hashlib.sha256(
-            (endpoint + json.dumps(request, sort_keys=True, default=str)).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([str(principal.subject), endpoint, request], sort_keys=True,
+                                           default=str).encode()).hexdigest()
         t = self.table
         where = (t.c.tenant_id == principal.tenant_id) & (t.c.key == key)
         async with self.sessionmaker() as session, session.begin():
@@ -51,12 +58,16 @@ class Idempotency:
                 if row.request_hash != digest:
                     raise InvalidField("header.Idempotency-Key", "was already used for a different request")
                 if row.status_code is None:
-                    raise Conflict("A request with this Idempotency-Key is still being processed.")
-                return JSONResponse(row.response, status_code=row.status_code,
-                                    headers={**(row.headers or {}), "Idempotent-Replayed": "true"})
+                    if row.created_at > utcnow() - LEASE:
+                        raise Conflict("A request with this Idempotency-Key is still being processed.")
+                    # The first attempt died mid-request: take the key over.
+                    await session.execute(sa.update(t).where(where).values(created_at=utcnow()))
+                else:
+                    return JSONResponse(row.response, status_code=row.status_code,
+                                        headers={**(row.headers or {}), "Idempotent-Replayed": "true"})
         try:
             body, headers = await create()
-        except BaseException:
+        except Exception:
             async with self.sessionmaker() as session, session.begin():
                 await session.execute(sa.delete(t).where(where))
             raise

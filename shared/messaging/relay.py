@@ -81,7 +81,8 @@ class OutboxRelay:
         failures = 0
         while not stop.is_set():
             try:
-                claimed = await self.run_once()
+                # A half-open connection must not freeze the relay: give up on the batch and try again.
+                claimed = await asyncio.wait_for(self.run_once(), timeout=120)
                 failures = 0
             except Exception:  # noqa: BLE001 - the relay must outlive database or broker outages
                 failures += 1

@@ -1,4 +1,4 @@
-"""``/healthz`` (the process is alive), ``/readyz`` (database and broker answer), ``/metrics``."""
+"""``/healthz`` (the process is alive), ``/readyz`` (the database answers; the broker is reported), ``/metrics``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 Check = Callable[[], Awaitable[None]]
 
 
-def health_router(checks: dict[str, Check]) -> APIRouter:
+def health_router(checks: dict[str, Check], informational: dict[str, Check] | None = None) -> APIRouter:
+    """``checks`` decide readiness; ``informational`` ones are reported but do not take the process out of service
+    (an API writes events to its outbox, so a broker outage must not stop it from serving)."""
+    informational = informational or {}
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="Liveness: the process answers")
@@ -23,13 +26,13 @@ def health_router(checks: dict[str, Check]) -> APIRouter:
                 responses={503: {"description": "A dependency is down"}})
     async def readyz() -> JSONResponse:
         results: dict[str, str] = {}
-        for name, check in checks.items():
+        for name, check in {**checks, **informational}.items():
             try:
                 await asyncio.wait_for(check(), timeout=3)
                 results[name] = "ok"
             except Exception as exc:  # noqa: BLE001 - any failure means not ready
                 results[name] = f"down: {type(exc).__name__}"
-        ok = all(v == "ok" for v in results.values())
+        ok = all(results[name] == "ok" for name in checks)
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": results}, status_code=200 if ok else 503)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -174,3 +174,32 @@ class TestVehicleDates:
                                   headers=group.headers(**{"If-Match": 'W/"1"'}))
         assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body.purchase_date"
         assert (await client.get(f"/api/v1/vehicles/{v['id']}", headers=group.headers())).json()["purchase_date"] == "2026-01-05"
+
+
+class TestConcurrentCreates:
+    async def test_same_person_at_the_same_moment_is_created_once(self, client: httpx.AsyncClient, group: Group) -> None:
+        import asyncio
+
+        phone = new_phone()
+        responses = await asyncio.gather(*(client.post("/api/v1/customers", headers=group.headers(),
+                                                       json=customer_body(group.store_a, phones=[{"number": phone}]))
+                                           for _ in range(4)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201, 409, 409, 409], [r.text for r in responses]
+        created = next(r.json()["id"] for r in responses if r.status_code == 201)
+        assert all(r.json().get("existing_id") == created for r in responses if r.status_code == 409)
+
+    async def test_racing_unique_numbers_conflict_instead_of_failing(self, client: httpx.AsyncClient,
+                                                                     group: Group) -> None:
+        import asyncio
+
+        owner = await create(client, group)
+        dms_no = f"DMS{new_phone()[-8:]}"
+        customers = await asyncio.gather(*(client.post("/api/v1/customers", headers=group.headers(),
+                                                       json=customer_body(group.store_a, customer_no=dms_no))
+                                           for _ in range(4)))
+        vehicles = await asyncio.gather(*(client.post("/api/v1/vehicles", headers=group.headers(), json={
+            "customer_id": owner["id"], "vin": "1M8GDM9AXKP042788"}) for _ in range(4)))
+        for batch in (customers, vehicles):
+            statuses = sorted(r.status_code for r in batch)
+            assert statuses.count(201) == 1 and set(statuses) <= {201, 409, 422}, [r.text for r in batch]

@@ -211,9 +211,9 @@ async def test_rate_limit_answers_429_problem_with_retry_after(api: str, tmp_pat
             limited = next(r for r in responses if r.status_code == 429)
             assert_problem(limited, 429, "too_many_requests")
             assert int(limited.headers["retry-after"]) >= 1
-            # the limit is per client: another bearer token has its own budget
+            # the limit is per client address: a made-up bearer token does not buy a fresh budget
             other = await client.get("/api/v1/stores", headers={"Authorization": "Bearer someone-else"})
-            assert other.status_code == 401
+            assert other.status_code == 429
     finally:
         gateway.stop()
 
@@ -226,5 +226,18 @@ async def test_upstream_down_is_a_problem_503(tmp_path: Path) -> None:
             body = assert_problem(resp, 503, "service_unavailable")
             assert body["request_id"] == "down-1"
             assert resp.headers["retry-after"] == "5"
+    finally:
+        gateway.stop()
+
+
+async def test_password_guessing_meets_the_credentials_budget(api: str, tmp_path: Path) -> None:
+    gateway, base = start_gateway(tmp_path, api)  # committed limits: logins 2r/s with a burst of 20 per address
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            body = {"tenant": "nobody", "employee_no": "x", "password": "guess"}
+            responses = await asyncio.gather(*(client.post("/api/v1/auth/login", json=body) for _ in range(40)))
+            statuses = [r.status_code for r in responses]
+            assert statuses.count(429) >= 15, statuses
+            assert (await client.get("/api/v1/stores")).status_code == 401  # other paths keep their own budget
     finally:
         gateway.stop()

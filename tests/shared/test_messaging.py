@@ -65,13 +65,14 @@ class TestEveryChangePublishes:
             ("customer.vehicle.delivered.v1", v["id"]), ("customer.vehicle.transferred.v1", v["id"]),
             ("customer.customer.lost.v1", prospect["id"]),
         ]:
-            [event] = await event_tap.wait_for(type_, subject=subject)
+            event = (await event_tap.wait_for(type_, subject=subject))[0]
             assert event.specversion == "1.0" and event.source == "customer_svc"
             assert event.tenantid == str(group.tenant_id) and event.storeid == str(group.store_a)
             assert event.correlationid and event.time.tzinfo is not None
             assert str(event.id) in event_tap.message_ids  # AMQP message_id = event id (consumer dedup key)
-        updated = event_tap.matching("customer.customer.updated.v1", subject=c["id"])[0]
-        assert updated.data["changed"] == ["intent_level"] and updated.data["intent_level"] == "A"
+        updates = await event_tap.wait_for("customer.customer.updated.v1", subject=c["id"], count=2)
+        assert sorted(u.data["changed"][0] for u in updates) == ["intent_level", "relationship_type"]
+        assert all(u.data["intent_level"] == "A" for u in updates)
 
     async def test_timeline_is_fed_by_the_consumer(self, client: httpx.AsyncClient, group: Group) -> None:
         c = (await client.post("/api/v1/customers", json=customer_body(group.store_a), headers=group.headers())).json()
@@ -81,10 +82,10 @@ class TestEveryChangePublishes:
         async def types() -> set[str] | None:
             page = (await client.get(f"/api/v1/customers/{c['id']}/timeline", headers=group.headers())).json()
             found = {i["event_type"] for i in page["items"]}
-            return found if len(found) >= 3 else None
+            return found if len(found) >= 4 else None
 
         assert await eventually(types) == {"customer.customer.created.v1", "customer.vehicle.registered.v1",
-                                           "customer.vehicle.delivered.v1"}
+                                           "customer.vehicle.delivered.v1", "customer.customer.updated.v1"}
 
 
 class TestDuplicates:
@@ -202,8 +203,22 @@ class TestHousekeeping:
                                occurred_at=utcnow() - age, published_at=utcnow() - age))
                 s.add(m.inbox(event_id=event_id, consumer="t.prune", event_type=e.type,
                               received_at=utcnow() - age * 4))
-        await prune(customer_runtime.sessionmaker, m.outbox, m.inbox)
+        await prune(customer_runtime.sessionmaker, m)
         async with customer_runtime.sessionmaker() as s:
             outbox_left = set((await s.scalars(sa.select(m.outbox.id).where(m.outbox.id.in_([old, fresh])))).all())
             inbox_left = set((await s.scalars(sa.select(m.inbox.event_id).where(m.inbox.event_id.in_([old, fresh])))).all())
         assert outbox_left == {fresh} and inbox_left == {fresh}
+
+
+class TestOwnerPromotion:
+    async def test_delivery_turns_the_prospect_into_an_owner_with_an_event(self, client: httpx.AsyncClient,
+                                                                           group: Group, event_tap: EventTap) -> None:
+        c = (await client.post("/api/v1/customers", json=customer_body(group.store_a), headers=group.headers())).json()
+        v = (await client.post("/api/v1/vehicles", headers=group.headers(),
+                               json={"customer_id": c["id"], "vin": "1M8GDM9AXKP042788"})).json()
+        await client.post(f"/api/v1/vehicles/{v['id']}/delivery", json={"delivery_date": "2026-11-20"},
+                          headers=group.headers())
+        [update] = await event_tap.wait_for("customer.customer.updated.v1", subject=c["id"])
+        assert update.data["relationship"] == "owner" and update.data["changed"] == ["relationship_type"]
+        log = (await client.get("/api/v1/audit", params={"record_id": c["id"]}, headers=group.headers())).json()
+        assert [e["action"] for e in log["items"]] == ["update", "create"]

@@ -10,7 +10,7 @@ from customer_svc.customers import merge as merge_service
 from customer_svc.customers import service
 from customer_svc.customers.schemas import (ConsentIn, CustomerCreate, CustomerRead, CustomerUpdate, DuplicateRead,
                                             LostRequest, MergeRequest, TimelineItem)
-from customer_svc.customers.views import customer_view, duplicate_view
+from customer_svc.customers.views import timeline_view, customer_view, duplicate_view
 from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch, get_runtime_of
 from shared.auth import Principal, Role, require_roles
 from shared.auth.roles import MANAGERS
@@ -120,7 +120,8 @@ async def mark_lost(ctx: CtxDep, customer_id: uuid.UUID, body: LostRequest, resp
 async def timeline(ctx: CtxDep, customer_id: uuid.UUID, params: Annotated[PageParams, Depends(page_params)]) -> dict:
     """Everything that happened with this customer (data changes, vehicles, calls, messages, surveys, cases),
     newest first, as the services published it."""
-    return make_page(await service.timeline(ctx, customer_id, params), params)
+    return make_page(await service.timeline(ctx, customer_id, params), params,
+                     lambda entry: timeline_view(entry, ctx.principal))
 
 
 @router.get("/{customer_id}/duplicates", response_model=list[DuplicateRead], dependencies=[can_read],

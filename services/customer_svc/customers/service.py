@@ -14,7 +14,7 @@ from customer_svc.staff.service import require_active_staff
 from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, Store
 from shared.audit import snapshot
 from shared.auth import Principal, Role, ensure_store
-from shared.db.base import utcnow
+from shared.db.base import advisory_locks, utcnow
 from shared.errors import BusinessRuleViolation, Duplicate, Forbidden, InvalidField, NotFound
 from shared.events.catalog.customer import (ConsentState, CustomerConsentChanged, CustomerCreated, CustomerLost,
                                             CustomerUpdated)
@@ -77,6 +77,9 @@ async def _check_unique(ctx: Ctx, store_id: uuid.UUID, phones: list[str], id_num
     Across the stores of a group the same person may have a relationship with each store; those
     show up in ``GET /customers/{id}/duplicates`` instead of blocking the store.
     """
+    # Serialise concurrent creates of the same person in one store (no unique index can say "per store, among
+    # records not merged away"): the check below then sees the other transaction's row.
+    await advisory_locks(ctx.session, [f"customer:{store_id}:{key}" for key in sorted({*phones, id_number or ""}) if key])
     same = await repo.find_by_phones(ctx.session, ctx.principal.tenant_id, phones, store_id=store_id, exclude=exclude)
     if same:
         raise Duplicate("A customer with this phone number already exists in this store.", existing_id=same[0].id)
@@ -90,6 +93,22 @@ async def _check_staff(ctx: Ctx, fields: dict[str, Any]) -> None:
     for field in ("assigned_sales_id", "assigned_advisor_id"):
         if fields.get(field) is not None:
             await require_active_staff(ctx, fields[field], f"body.{field}")
+
+
+def become_owner(ctx: Ctx, customer: Customer) -> None:
+    """A prospect whose car is handed over becomes an owner (保有客户): audited and announced like any change.
+
+    The caller holds the customer's row lock."""
+    if customer.relationship_type != "prospect":
+        return
+    before = full_snapshot(customer)
+    customer.relationship_type = "owner"
+    customer.version += 1
+    customer.updated_at = utcnow()
+    ctx.audit.record(ctx.session, ctx.principal, "update", "customer", customer.id, tenant_id=customer.tenant_id,
+                     store_id=customer.store_id, before=before, after=full_snapshot(customer))
+    ctx.outbox.append(ctx.session, CustomerUpdated(**snapshot_event(customer), changed=["relationship_type"]),
+                      tenant_id=customer.tenant_id, store_id=customer.store_id)
 
 
 async def get_customer(ctx: Ctx, customer_id: uuid.UUID) -> Customer:

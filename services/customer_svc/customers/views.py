@@ -7,21 +7,15 @@ from typing import Any
 
 from customer_svc.models import Customer
 from shared.auth import Principal
-from shared.observability.logging import mask_name
-
-
-def mask_number(e164: str) -> str:
-    """+8613800138000 -> 138****8000 (the local form staff read)."""
-    local = e164[3:] if e164.startswith("+86") else e164
-    return local[:3] + "****" + local[-4:] if len(local) >= 8 else "****"
+from shared.pii import mask_address, mask_document, mask_id_number, mask_name, mask_number
 
 
 def customer_view(c: Customer, principal: Principal) -> dict[str, Any]:
     pii = principal.sees_pii
     phones = [{"number": p.e164 if pii else mask_number(p.e164), "label": p.label, "primary": p.is_primary}
               for p in c.phones]
-    id_number = c.id_number if pii or c.id_number is None else c.id_number[:4] + "*" * 10 + c.id_number[-4:]
-    address = c.address if pii or c.address is None else c.address[:6] + "****"
+    id_number = c.id_number if pii or c.id_number is None else mask_id_number(c.id_number)
+    address = c.address if pii or c.address is None else mask_address(c.address)
     name = c.name if pii or c.kind == "company" else mask_name(c.name)
     contact = c.contact_person if pii or c.contact_person is None else mask_name(c.contact_person)
     return {
@@ -53,3 +47,10 @@ def duplicate_view(c: Customer, matched: list[str], principal: Principal) -> dic
         view.update(customer_no=c.customer_no, name=c.name if pii else mask_name(c.name),
                     phone=phone if pii or phone is None else mask_number(phone))
     return view
+
+
+def timeline_view(entry: Any, principal: Principal) -> dict[str, Any]:
+    """A timeline item: event data as published, personal values masked for roles without the PII permission."""
+    data = entry.data if principal.sees_pii else mask_document(entry.data)
+    return {"id": entry.id, "event_type": entry.event_type, "source": entry.source, "occurred_at": entry.occurred_at,
+            "store_id": entry.store_id, "data": data}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import sqlalchemy as sa
@@ -38,8 +39,9 @@ async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID]) -> None:
             raise InvalidField(f"body.store_ids.{i}", "no such store in your scope")
 
 
-async def get_staff(ctx: Ctx, staff_id: uuid.UUID) -> Staff:
-    staff = await ctx.session.scalar(_visible(ctx).where(Staff.id == staff_id))
+async def get_staff(ctx: Ctx, staff_id: uuid.UUID, for_update: bool = False) -> Staff:
+    stmt = _visible(ctx).where(Staff.id == staff_id)
+    staff = await ctx.session.scalar(stmt.with_for_update(of=Staff) if for_update else stmt)
     if staff is None:
         raise NotFound("Staff member not found.")
     return staff
@@ -61,6 +63,7 @@ async def search_staff(ctx: Ctx, params: PageParams, q: str | None, department: 
 
 
 async def create_staff(ctx: Ctx, data: StaffCreate) -> Staff:
+    password_hash = await asyncio.to_thread(hash_password, data.password)  # ~0.1 s of CPU: off the event loop
     async with ctx.session.begin():
         await _check_stores(ctx, data.store_ids)
         exists = await ctx.session.scalar(sa.select(Staff.id).where(
@@ -69,7 +72,7 @@ async def create_staff(ctx: Ctx, data: StaffCreate) -> Staff:
             raise Duplicate(f"Employee number {data.employee_no} is taken.", existing_id=exists)
         staff = Staff(tenant_id=ctx.principal.tenant_id, employee_no=data.employee_no, name=data.name,
                       gender=data.gender, department=data.department, education=data.education, phone=data.phone,
-                      roles=[str(r) for r in dict.fromkeys(data.roles)], password_hash=hash_password(data.password),
+                      roles=[str(r) for r in dict.fromkeys(data.roles)], password_hash=password_hash,
                       stores=[StaffStore(store_id=s) for s in dict.fromkeys(data.store_ids)])
         ctx.session.add(staff)
         await ctx.session.flush()
@@ -80,8 +83,9 @@ async def create_staff(ctx: Ctx, data: StaffCreate) -> Staff:
 
 
 async def update_staff(ctx: Ctx, staff_id: uuid.UUID, data: StaffUpdate, if_match: str | None) -> Staff:
+    password_hash = await asyncio.to_thread(hash_password, data.password) if data.password else None
     async with ctx.session.begin():
-        staff = await get_staff(ctx, staff_id)
+        staff = await get_staff(ctx, staff_id, for_update=True)  # the lock makes If-Match a real guard
         check_if_match(if_match, staff.version)
         before = {**snapshot(staff), "store_ids": staff.store_ids}
         changes = data.model_dump(exclude_unset=True)
@@ -94,7 +98,7 @@ async def update_staff(ctx: Ctx, staff_id: uuid.UUID, data: StaffUpdate, if_matc
         if data.roles is not None:
             staff.roles = [str(r) for r in dict.fromkeys(data.roles)]
         if data.password is not None:
-            staff.password_hash = hash_password(data.password)
+            staff.password_hash = password_hash
             staff.failed_logins, staff.locked_until = 0, None
         for key in ("name", "gender", "department", "education", "phone", "active"):
             if key in changes:

@@ -20,8 +20,8 @@ def store_event(store: Store) -> StoreUpserted:
                          business_hours=store.business_hours, active=store.active)
 
 
-async def get_store(ctx: Ctx, store_id: uuid.UUID) -> Store:
-    store = await ctx.session.get(Store, store_id)
+async def get_store(ctx: Ctx, store_id: uuid.UUID, for_update: bool = False) -> Store:
+    store = await ctx.session.get(Store, store_id, with_for_update=for_update)
     if store is None or store.tenant_id != ctx.principal.tenant_id or not ctx.principal.can_access_store(store.id):
         raise NotFound("Store not found.")
     return store
@@ -51,7 +51,7 @@ async def create_store(ctx: Ctx, data: StoreCreate) -> Store:
 
 async def update_store(ctx: Ctx, store_id: uuid.UUID, data: StoreUpdate, if_match: str | None) -> Store:
     async with ctx.session.begin():
-        store = await get_store(ctx, store_id)
+        store = await get_store(ctx, store_id, for_update=True)  # the lock makes If-Match a real guard
         check_if_match(if_match, store.version)
         changes = data.model_dump(exclude_unset=True)
         for required in ("name", "timezone", "business_hours", "active"):

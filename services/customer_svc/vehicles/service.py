@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from customer_svc.customers import repository as customers
+from customer_svc.customers.service import become_owner
 from customer_svc.deps import Ctx
 from customer_svc.models import Customer, MileageReading, Vehicle, VehicleOwnership
 from customer_svc.vehicles.schemas import DeliveryRequest, TransferRequest, VehicleCreate, VehicleUpdate
@@ -52,7 +53,7 @@ async def list_vehicles(ctx: Ctx, params: PageParams, customer_id: uuid.UUID | N
 
 
 async def _owner(ctx: Ctx, customer_id: uuid.UUID, field: str) -> Customer:
-    customer = await customers.get_visible(ctx.session, ctx.principal, customer_id)
+    customer = await customers.get_visible(ctx.session, ctx.principal, customer_id, for_update=True)
     if customer is None:
         raise InvalidField(f"body.{field}", "no such customer in your stores")
     return customer
@@ -75,9 +76,8 @@ async def register_vehicle(ctx: Ctx, data: VehicleCreate) -> Vehicle:
                                          reason="registered"))
         if data.mileage_km is not None:
             ctx.session.add(MileageReading(vehicle_id=vehicle.id, km=data.mileage_km, source="registration"))
-        if owner.relationship_type == "prospect" and data.delivery_date is not None:
-            owner.relationship_type = "owner"
-            owner.version += 1
+        if data.delivery_date is not None:
+            become_owner(ctx, owner)
         ctx.audit.record(ctx.session, ctx.principal, "create", "vehicle", vehicle.id, tenant_id=vehicle.tenant_id,
                          store_id=vehicle.store_id, after=snapshot(vehicle))
         ctx.outbox.append(ctx.session, VehicleRegistered(**_event_fields(vehicle)),
@@ -133,10 +133,9 @@ async def deliver(ctx: Ctx, vehicle_id: uuid.UUID, data: DeliveryRequest) -> Veh
         before = snapshot(vehicle)
         vehicle.delivery_date = data.delivery_date
         vehicle.version += 1
-        owner = await ctx.session.get(Customer, vehicle.customer_id)
-        if owner is not None and owner.relationship_type == "prospect":
-            owner.relationship_type = "owner"
-            owner.version += 1
+        owner = await ctx.session.get(Customer, vehicle.customer_id, with_for_update=True)
+        if owner is not None:
+            become_owner(ctx, owner)
         await ctx.session.flush()
         ctx.audit.record(ctx.session, ctx.principal, "deliver", "vehicle", vehicle.id, tenant_id=vehicle.tenant_id,
                          store_id=vehicle.store_id, before=before, after=snapshot(vehicle))

@@ -1,0 +1,56 @@
+"""Masking personal data: one set of rules for logs (always) and API responses (roles without the PII permission)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_PHONE = re.compile(r"(?<!\d)(\+?86)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+NAME_KEYS = frozenset({"name", "customer_name", "contact_person", "full_name"})
+ID_KEYS = frozenset({"id_number"})
+ADDRESS_KEYS = frozenset({"address", "home_address"})
+
+
+def mask_phone(text: str) -> str:
+    """Every mainland mobile number inside ``text``, 138****8000 style (prefix and last four digits kept)."""
+    return _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
+
+
+def mask_number(e164: str) -> str:
+    """+8613800138000 -> 138****8000 (the local form staff read)."""
+    local = e164[3:] if e164.startswith("+86") else e164
+    return local[:3] + "****" + local[-4:] if len(local) >= 8 else "****"
+
+
+def mask_name(name: str) -> str:
+    """张三丰 -> 张**: the family name only, as staff say it on the phone."""
+    return name[:1] + "*" * max(len(name) - 1, 1) if name else name
+
+
+def mask_id_number(value: str) -> str:
+    return value[:4] + "*" * max(len(value) - 8, 1) + value[-4:] if len(value) > 8 else "****"
+
+
+def mask_address(value: str) -> str:
+    return value[:6] + "****"
+
+
+def mask_value(key: str, value: Any) -> Any:
+    """A value under ``key`` with names, ID numbers, addresses and phone numbers masked, recursively."""
+    if isinstance(value, str):
+        if key in NAME_KEYS:
+            return mask_name(value)
+        if key in ID_KEYS:
+            return mask_id_number(value)
+        if key in ADDRESS_KEYS:
+            return mask_address(value)
+        return mask_phone(value)
+    if isinstance(value, dict):
+        return {k: mask_value(k, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_value(key, v) for v in value]
+    return value
+
+
+def mask_document(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: mask_value(k, v) for k, v in data.items()}
