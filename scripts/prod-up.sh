@@ -103,8 +103,8 @@ done
 
 step "bootstrapping tenant $TENANT"
 ADMIN_PASSWORD=$(secret "$SECRETS/admin-password" "${AFTERCARE_PROD_ADMIN_PASSWORD:-}")
-in_env customer_svc "$PY" -m customer_svc bootstrap --tenant-code "$TENANT" --tenant-name "${AFTERCARE_PROD_TENANT_NAME:-Aftercare ($TENANT)}" \
-  --store "SZ-FT=深圳福田店" --store "SZ-NS=深圳南山店" --admin-no admin --admin-password "$ADMIN_PASSWORD" \
+AFTERCARE_BOOTSTRAP_PASSWORD="$ADMIN_PASSWORD" in_env customer_svc "$PY" -m customer_svc bootstrap --tenant-code "$TENANT" --tenant-name "${AFTERCARE_PROD_TENANT_NAME:-Aftercare ($TENANT)}" \
+  --store "SZ-FT=深圳福田店" --store "SZ-NS=深圳南山店" --admin-no admin \
   >"$LOG/bootstrap.log" 2>&1 || { cat "$LOG/bootstrap.log" >&2; die "bootstrap failed"; }
 
 upstreams=()

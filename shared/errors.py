@@ -108,6 +108,13 @@ class InvalidField(AppError):
         self.field_errors = [FieldError(field=field, message=message, type="value_error")]
 
 
+def reject_nulls(changes: dict[str, Any], fields: Any = None) -> None:
+    """PATCH bodies: a field may be left out, but these (default: all) may not be sent as null."""
+    for key in changes if fields is None else fields:
+        if key in changes and changes[key] is None:
+            raise InvalidField(f"body.{key}", "cannot be null")
+
+
 def problem_response(status: int, code: str, title: str, request: Request, detail: str | None = None,
                      headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = Problem(

@@ -72,7 +72,3 @@ class ServiceSettings(BaseSettings):
             return self.database_url
         self.var_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite+aiosqlite:///{(self.var_dir / f'{self.service_name}.db').resolve()}"
-
-    @property
-    def queue_name(self) -> str:
-        return f"{self.service_name}.events"

@@ -4,12 +4,12 @@ ISO 8601 dates and date-times."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 _VIN_MAP = {**{str(d): d for d in range(10)},
             **dict(zip("ABCDEFGH", range(1, 9))), **dict(zip("JKLMN", range(1, 6))), "P": 7, "R": 9,
@@ -89,4 +89,5 @@ def iso_only(value: object) -> object:
 
 
 IsoDate = Annotated[date, BeforeValidator(iso_only)]
-IsoDateTime = Annotated[datetime, BeforeValidator(iso_only)]
+#: An ISO 8601 date-time with its time zone (a naive time is ambiguous across store time zones).
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(iso_only)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import ClassVar
 
 from pydantic_settings import SettingsConfigDict
@@ -20,8 +19,3 @@ class CustomerSettings(ServiceSettings):
     refresh_token_days: int = 14
     login_max_failures: int = 5
     login_lock_minutes: int = 15
-
-
-@lru_cache
-def get_settings() -> CustomerSettings:
-    return CustomerSettings()

@@ -74,7 +74,6 @@ class TokenVerifier:
     expiry is still checked on every use, exactly as PyJWT does (expired once ``exp <= now``)."""
 
     def __init__(self, public_key_pem: str, issuer: str, audience: str, cache_size: int = 4096) -> None:
-        self.key = public_key_pem
         self.issuer = issuer
         self.audience = audience
         self._public_key = serialization.load_pem_public_key(public_key_pem.encode())

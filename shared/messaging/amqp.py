@@ -17,12 +17,20 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.events.envelope import CloudEvent
 from shared.messaging.consumer import EventConsumer
 
 log = structlog.get_logger("amqp")
 CONTENT_TYPE = "application/cloudevents+json"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures of the infrastructure rather than of the event: a lost or refused connection, a timeout."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError))
 
 
 def queue_names(service: str) -> dict[str, str]:
@@ -203,7 +211,16 @@ class AmqpConsumerRunner:
         try:
             await self.consumer.handle(event)
         except Exception as exc:  # noqa: BLE001 - every failure is retried, then parked
-            log.warning("event_handler_failed", event_id=str(event.id), type=event.type, attempt=attempt, error=repr(exc))
+            if is_transient(exc) and self.retry_delays_ms:
+                # The database (or the network) is down, not the event: wait and retry without using up an attempt,
+                # so an outage does not park everything delivered meanwhile.
+                log.warning("event_handler_transient_failure", event_id=str(event.id), type=event.type,
+                            error=type(exc).__name__)
+                await self._forward(message, retry_queue_name(self.consumer.service, self.retry_delays_ms[-1]),
+                                    attempt - 1, f"transient: {type(exc).__name__}")
+                return
+            log.warning("event_handler_failed", event_id=str(event.id), type=event.type, attempt=attempt,
+                        error=type(exc).__name__)
             if attempt >= self.max_attempts:
                 await self._forward(message, self.names["parked"], attempt, repr(exc))
             else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -82,8 +81,3 @@ class EventConsumer:
                 HANDLED.labels(self.service, sub.name, "error").inc()
                 raise
         HANDLED.labels(self.service, sub.name, "ok").inc()
-
-    async def seen(self, event_id: object) -> bool:
-        async with self.sessionmaker() as session:
-            row = await session.execute(sa.select(self.inbox.c.event_id).where(self.inbox.c.event_id == event_id).limit(1))
-            return row.first() is not None

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 
 from shared.observability.context import correlation_id_var, request_id_var
-from shared.pii import mask_document, mask_name, mask_phone  # noqa: F401 - re-exported for callers
+from shared.pii import mask_document
 
 def _mask_pii(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     return mask_document(event)

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.observability.context import correlation_id_var, request_id_var, traceparent_var
 
 log = structlog.get_logger("http")
+KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 REQUESTS = Counter("http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 LATENCY = Histogram(
     "http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"],
@@ -77,7 +78,9 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            LATENCY.labels(self.service, scope["method"], path).observe(time.perf_counter() - start)
-            REQUESTS.labels(self.service, scope["method"], path, str(status)).inc()
+            # Label values come from a closed set: a client inventing methods must not grow the metrics for ever.
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            LATENCY.labels(self.service, method, path).observe(time.perf_counter() - start)
+            REQUESTS.labels(self.service, method, path, str(status)).inc()
             for var, token in zip((request_id_var, correlation_id_var, traceparent_var), tokens):
                 var.reset(token)

@@ -203,3 +203,21 @@ class TestConcurrentCreates:
         for batch in (customers, vehicles):
             statuses = sorted(r.status_code for r in batch)
             assert statuses.count(201) == 1 and set(statuses) <= {201, 409, 422}, [r.text for r in batch]
+
+
+class TestTimelinePrivacy:
+    async def test_timeline_masks_personal_data_for_roles_without_pii(self, client: httpx.AsyncClient,
+                                                                      group: Group) -> None:
+        from tests.shared.test_messaging import eventually
+
+        c = await create(client, group, name="张三丰")
+        phone = c["phones"][0]["number"]
+
+        async def entries(role: Role) -> list | None:
+            page = (await client.get(f"/api/v1/customers/{c['id']}/timeline", headers=group.headers(role))).json()
+            return page["items"] or None
+
+        [agent] = await eventually(lambda: entries(Role.CS_AGENT))
+        [manager] = await entries(Role.SALES_MANAGER)
+        assert agent["data"]["name"] == "张**" and "****" in agent["data"]["primary_phone"]
+        assert phone not in str(agent) and manager["data"]["primary_phone"] == phone

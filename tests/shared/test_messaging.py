@@ -160,6 +160,37 @@ class TestPoisonAndReplay:
             stop.set()
             await asyncio.wait_for(task, 10)
 
+    async def test_database_outage_is_retried_without_using_up_attempts(
+            self, infra_env: Infra, customer_runtime: CustomerRuntime) -> None:
+        from sqlalchemy.exc import OperationalError
+
+        service = f"test_outage_{uuid.uuid4().hex[:6]}"
+        failures_left = [6]  # more than the 3 attempts a failing handler gets
+        handled: list[str] = []
+
+        async def handler(session, event: CloudEvent) -> None:  # type: ignore[no-untyped-def]
+            if failures_left[0] > 0:
+                failures_left[0] -= 1
+                raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database is restarting"))
+            handled.append(str(event.id))
+
+        consumer = EventConsumer(service, customer_runtime.sessionmaker, customer_runtime.messaging.inbox,
+                                 [Subscription("probe", (f"test.{service}.#",), handler)])
+        runner = AmqpConsumerRunner(consumer, infra_env.amqp_url, infra_env.exchange, prefetch=10,
+                                    retry_delays_ms=[50, 100])
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            await asyncio.wait_for(runner.connected.wait(), 10)
+            key = f"test.{service}.probe.v1"
+            event = CloudEvent(id=uuid.uuid4(), source="test", type=key, time="2026-11-23T08:00:00Z", data={})
+            await publish_raw(infra_env, event.model_dump_json().encode(), key, str(event.id))
+            await eventually(lambda: asyncio.sleep(0, handled == [str(event.id)]))
+            assert await list_parked(infra_env.amqp_url, service) == []
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
     async def test_undecodable_message_is_parked_at_once(self, infra_env: Infra,
                                                          customer_runtime: CustomerRuntime) -> None:
         message_id = str(uuid.uuid4())

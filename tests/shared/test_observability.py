@@ -10,7 +10,8 @@ from fastapi import APIRouter
 
 from customer_svc.app import CustomerRuntime
 from shared.http.app import create_app
-from shared.observability.logging import configure_logging, mask_phone
+from shared.observability.logging import configure_logging
+from shared.pii import mask_phone
 from tests.conftest import Infra
 
 

@@ -69,9 +69,6 @@ async def search_customers(
                            "give both birthday_from and birthday_to")
     if birthday_from and birthday_to and not (0 <= (birthday_to - birthday_from).days <= 366):
         raise InvalidField("query.birthday_to", "must be on or after birthday_from and at most 366 days later")
-    for name, value in (("created_from", created_from), ("created_to", created_to)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidField(f"query.{name}", "give a time zone, e.g. 2026-01-01T00:00:00+08:00")
     rows = await repo.search(
         ctx.session, ctx.principal, params, q=q, phone=_normalized("phone", phone, normalize_phone),
         plate=_normalized("plate", plate, normalize_plate), vin=_normalized("vin", vin, normalize_vin),

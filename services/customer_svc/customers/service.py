@@ -14,8 +14,9 @@ from customer_svc.staff.service import require_active_staff
 from customer_svc.models import Consent, Customer, CustomerPhone, CustomerTag, Store
 from shared.audit import snapshot
 from shared.auth import Principal, Role, ensure_store
+from shared.auth.roles import STAFF
 from shared.db.base import advisory_locks, utcnow
-from shared.errors import BusinessRuleViolation, Duplicate, Forbidden, InvalidField, NotFound
+from shared.errors import BusinessRuleViolation, Duplicate, Forbidden, InvalidField, NotFound, reject_nulls
 from shared.events.catalog.customer import (ConsentState, CustomerConsentChanged, CustomerCreated, CustomerLost,
                                             CustomerUpdated)
 from shared.http.etag import check_if_match
@@ -23,7 +24,7 @@ from shared.http.pagination import PageParams
 from shared.ids import new_id
 from shared.runtime import ServiceRuntime
 
-WRITERS = frozenset(Role) - {Role.INTEGRATION}
+WRITERS = STAFF
 
 
 def full_snapshot(c: Customer) -> dict[str, Any]:
@@ -168,9 +169,7 @@ async def update_customer(ctx: Ctx, customer_id: uuid.UUID, data: CustomerUpdate
             raise NotFound("Customer not found.")
         check_if_match(if_match, customer.version)
         changes = data.model_dump(exclude_unset=True, exclude={"phones", "tags"})
-        for required in ("name", "birthday_calendar", "relationship_type", "do_not_call", "vip"):
-            if required in changes and changes[required] is None:
-                raise InvalidField(f"body.{required}", "cannot be null")
+        reject_nulls(changes, ("name", "birthday_calendar", "relationship_type", "do_not_call", "vip"))
         await _check_staff(ctx, changes)
         if data.phones is not None or "id_number" in changes:
             phones = [p.number for p in data.phones] if data.phones is not None else [p.e164 for p in customer.phones]

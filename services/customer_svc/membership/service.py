@@ -23,7 +23,7 @@ from customer_svc.vehicles import service as vehicle_service
 from shared.audit import snapshot
 from shared.auth import scoped
 from shared.db.base import utcnow, where_given
-from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound
+from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound, reject_nulls
 from shared.events.catalog.customer import MembershipChanged
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams, paginate
@@ -34,10 +34,8 @@ POINTS_LOCKED = frozenset({"frozen", "withdrawn"})
 
 
 def _non_null(changes: dict[str, Any]) -> dict[str, Any]:
-    """PATCH bodies: a field may be left out, but not set to null (every field here is required)."""
-    for key, value in changes.items():
-        if value is None:
-            raise InvalidField(f"body.{key}", "cannot be null")
+    """Every field of these PATCH bodies is required once sent."""
+    reject_nulls(changes)
     return changes
 
 

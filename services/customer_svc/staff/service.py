@@ -13,7 +13,7 @@ from customer_svc.models import RefreshToken, Staff, StaffStore, Store
 from customer_svc.staff.schemas import StaffCreate, StaffUpdate
 from shared.audit import snapshot
 from shared.db.base import contains_pattern, utcnow
-from shared.errors import Duplicate, InvalidField, NotFound
+from shared.errors import Duplicate, InvalidField, NotFound, reject_nulls
 from shared.events.catalog.customer import StaffUpserted
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams, make_page, paginate
@@ -89,9 +89,7 @@ async def update_staff(ctx: Ctx, staff_id: uuid.UUID, data: StaffUpdate, if_matc
         check_if_match(if_match, staff.version)
         before = {**snapshot(staff), "store_ids": staff.store_ids}
         changes = data.model_dump(exclude_unset=True)
-        for required in ("name", "roles", "store_ids", "active", "password"):
-            if required in changes and changes[required] is None:
-                raise InvalidField(f"body.{required}", "cannot be null")
+        reject_nulls(changes, ("name", "roles", "store_ids", "active", "password"))
         if "store_ids" in changes and data.store_ids is not None:
             await _check_stores(ctx, data.store_ids)
             staff.stores = [StaffStore(store_id=s) for s in dict.fromkeys(data.store_ids)]

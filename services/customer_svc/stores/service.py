@@ -10,7 +10,7 @@ from customer_svc.deps import Ctx
 from customer_svc.models import Store
 from customer_svc.stores.schemas import StoreCreate, StoreUpdate
 from shared.audit import snapshot
-from shared.errors import Duplicate, InvalidField, NotFound
+from shared.errors import Duplicate, NotFound, reject_nulls
 from shared.events.catalog.customer import StoreUpserted
 from shared.http.etag import check_if_match
 
@@ -54,9 +54,7 @@ async def update_store(ctx: Ctx, store_id: uuid.UUID, data: StoreUpdate, if_matc
         store = await get_store(ctx, store_id, for_update=True)  # the lock makes If-Match a real guard
         check_if_match(if_match, store.version)
         changes = data.model_dump(exclude_unset=True)
-        for required in ("name", "timezone", "business_hours", "active"):
-            if required in changes and changes[required] is None:
-                raise InvalidField(f"body.{required}", "cannot be null")
+        reject_nulls(changes, ("name", "timezone", "business_hours", "active"))
         before = snapshot(store)
         for key, value in changes.items():
             setattr(store, key, value)

@@ -9,14 +9,14 @@ from customer_svc.deps import CtxDep, IdempotencyKey, IfMatch
 from customer_svc.vehicles import service
 from customer_svc.vehicles.schemas import (DeliveryRequest, OwnershipRead, TransferRequest, VehicleCreate,
                                            VehicleRead, VehicleUpdate)
-from shared.auth import Role, require_roles
+from shared.auth import require_roles
+from shared.auth.roles import STAFF
 from shared.errors import InvalidField, problem_responses
 from shared.http.etag import tagged
 from shared.http.pagination import Page, PageParams, make_page, page_params
 from shared.validation import normalize_plate, normalize_vin
 
 router = APIRouter(prefix="/api/v1/vehicles", tags=["vehicles"], responses=problem_responses(401, 422))
-STAFF = frozenset(Role) - {Role.INTEGRATION}
 can_read = require_roles(*STAFF, scope="vehicles:read")
 can_write = require_roles(*STAFF, scope="vehicles:write")
 

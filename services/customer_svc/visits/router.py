@@ -51,8 +51,6 @@ async def list_visits(ctx: CtxDep, params: Annotated[PageParams, Depends(page_pa
                       visit_type: VisitType | None = None) -> dict:
     """Visits of your stores (the vehicle's 入厂履历), newest first; `completed_to` is exclusive."""
     for name, value in (("completed_from", completed_from), ("completed_to", completed_to)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidField(f"query.{name}", "give a time zone, e.g. 2026-01-01T00:00:00+08:00")
         if value is not None and not EARLIEST <= value <= LATEST:
             raise InvalidField(f"query.{name}", "must be between 1990 and 2100")
     if completed_from and completed_to and completed_to <= completed_from:
