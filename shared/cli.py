@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,16 @@ from shared.settings import ServiceSettings
 ExtraCommand = tuple[Callable[[argparse.ArgumentParser], None], Callable[[ServiceRuntime, argparse.Namespace], Awaitable[Any]]]
 
 
+async def heartbeat(runtime: ServiceRuntime, path: Path, stop: asyncio.Event, every: float = 10) -> None:
+    """Touch ``path`` while the worker is healthy; a liveness probe restarts the process when the file goes stale
+    (a relay stuck on a half-open connection, consumers that never came back)."""
+    while not stop.is_set():
+        if runtime.worker_alive():
+            path.touch()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 async def run_worker(runtime: ServiceRuntime) -> None:
     """Relay and consumers until SIGINT/SIGTERM; several replicas may run side by side."""
     stop = asyncio.Event()
@@ -30,6 +41,8 @@ async def run_worker(runtime: ServiceRuntime) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = runtime.start_workers(stop)
+    if runtime.settings.worker_heartbeat_file:
+        tasks.append(asyncio.create_task(heartbeat(runtime, runtime.settings.worker_heartbeat_file, stop)))
     await stop.wait()
     for t in tasks:
         t.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +81,11 @@ class ServiceRuntime:
                 self.settings.consumer_prefetch, self.settings.retry_delays_ms)
             tasks.append(asyncio.create_task(self.consumer_runner.run(stop), name=f"{self.name}.consumer"))
         return tasks
+
+    def worker_alive(self, max_silence: float = 60) -> bool:
+        """The relay loop turned recently and, where there are consumers, they are connected."""
+        relay_ok = time.monotonic() - self.relay.beat < max_silence
+        return relay_ok and (self.consumer_runner is None or self.consumer_runner.connected.is_set())
 
     async def check_database(self) -> None:
         async with self.engine.connect() as conn:

@@ -44,6 +44,7 @@ class ServiceSettings(BaseSettings):
     consumer_prefetch: int = 100
     retry_delays_ms: list[int] = [1000, 10000, 60000]
     cors_origins: list[str] = []
+    worker_heartbeat_file: Path | None = None
 
     @model_validator(mode="before")
     @classmethod

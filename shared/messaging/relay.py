@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -39,6 +40,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.wakeup = asyncio.Event()
+        self.beat = time.monotonic()  # last loop turn: the worker's liveness probe reads it
 
     def nudge(self) -> None:
         """Called after a commit that appended events, so they go out without waiting for the poll."""
@@ -80,6 +82,7 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
+            self.beat = time.monotonic()
             try:
                 # A half-open connection must not freeze the relay: give up on the batch and try again.
                 claimed = await asyncio.wait_for(self.run_once(), timeout=120)

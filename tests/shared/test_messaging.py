@@ -253,3 +253,20 @@ class TestOwnerPromotion:
         assert update.data["relationship"] == "owner" and update.data["changed"] == ["relationship_type"]
         log = (await client.get("/api/v1/audit", params={"record_id": c["id"]}, headers=group.headers())).json()
         assert [e["action"] for e in log["items"]] == ["update", "create"]
+
+
+class TestWorkerLiveness:
+    async def test_heartbeat_file_is_touched_while_the_worker_is_healthy(self, customer_runtime: CustomerRuntime,
+                                                                         tmp_path) -> None:  # type: ignore[no-untyped-def]
+        from shared.cli import heartbeat
+
+        assert customer_runtime.worker_alive()
+        path = tmp_path / "worker.alive"
+        stop = asyncio.Event()
+        task = asyncio.create_task(heartbeat(customer_runtime, path, stop, every=0.05))
+        await eventually(lambda: asyncio.sleep(0, path.exists()))
+        stop.set()
+        await task
+        customer_runtime.relay.beat -= 3600  # as if the relay loop had been stuck for an hour
+        assert not customer_runtime.worker_alive()
+        customer_runtime.relay.beat += 3600
