@@ -4,6 +4,7 @@ poison messages parked after bounded retries while others flow, parked messages 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import ClassVar
 
@@ -40,6 +41,22 @@ async def publish_raw(infra_env: Infra, body: bytes, routing_key: str, message_i
         exchange = await channel.get_exchange(infra_env.exchange)
         await exchange.publish(aio_pika.Message(body, message_id=message_id,
                                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=routing_key)
+
+
+@contextlib.asynccontextmanager
+async def probe_consumer(infra_env: Infra, runtime: CustomerRuntime, service: str, handler, delays: list[int]):  # type: ignore[no-untyped-def]
+    """A throwaway consuming service on the session's broker, handling ``test.<service>.#`` with ``handler``."""
+    consumer = EventConsumer(service, runtime.sessionmaker, runtime.messaging.inbox,
+                             [Subscription("probe", (f"test.{service}.#",), handler)])
+    runner = AmqpConsumerRunner(consumer, infra_env.amqp_url, infra_env.exchange, prefetch=10, retry_delays_ms=delays)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await asyncio.wait_for(runner.connected.wait(), 10)
+        yield f"test.{service}.probe.v1"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 class TestEveryChangePublishes:
@@ -127,15 +144,7 @@ class TestPoisonAndReplay:
                 raise RuntimeError("boom: cannot handle this one")
             handled.append(n)
 
-        consumer = EventConsumer(service, customer_runtime.sessionmaker, customer_runtime.messaging.inbox,
-                                 [Subscription("probe", (f"test.{service}.#",), handler)])
-        runner = AmqpConsumerRunner(consumer, infra_env.amqp_url, infra_env.exchange, prefetch=10,
-                                    retry_delays_ms=[100, 300])
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
-        try:
-            await asyncio.wait_for(runner.connected.wait(), 10)
-            key = f"test.{service}.probe.v1"
+        async with probe_consumer(infra_env, customer_runtime, service, handler, [100, 300]) as key:
 
             def event(n: int, poison: bool = False) -> CloudEvent:
                 return CloudEvent(id=uuid.uuid4(), source="test", type=key, time="2026-11-23T08:00:00Z",
@@ -156,9 +165,6 @@ class TestPoisonAndReplay:
             assert await replay_parked(infra_env.amqp_url, service) == 1
             await eventually(lambda: asyncio.sleep(0, 0 in handled))
             assert await list_parked(infra_env.amqp_url, service) == []
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
 
     async def test_database_outage_is_retried_without_using_up_attempts(
             self, infra_env: Infra, customer_runtime: CustomerRuntime) -> None:
@@ -174,22 +180,11 @@ class TestPoisonAndReplay:
                 raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database is restarting"))
             handled.append(str(event.id))
 
-        consumer = EventConsumer(service, customer_runtime.sessionmaker, customer_runtime.messaging.inbox,
-                                 [Subscription("probe", (f"test.{service}.#",), handler)])
-        runner = AmqpConsumerRunner(consumer, infra_env.amqp_url, infra_env.exchange, prefetch=10,
-                                    retry_delays_ms=[50, 100])
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
-        try:
-            await asyncio.wait_for(runner.connected.wait(), 10)
-            key = f"test.{service}.probe.v1"
+        async with probe_consumer(infra_env, customer_runtime, service, handler, [50, 100]) as key:
             event = CloudEvent(id=uuid.uuid4(), source="test", type=key, time="2026-11-23T08:00:00Z", data={})
             await publish_raw(infra_env, event.model_dump_json().encode(), key, str(event.id))
             await eventually(lambda: asyncio.sleep(0, handled == [str(event.id)]))
             assert await list_parked(infra_env.amqp_url, service) == []
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
 
     async def test_undecodable_message_is_parked_at_once(self, infra_env: Infra,
                                                          customer_runtime: CustomerRuntime) -> None:
