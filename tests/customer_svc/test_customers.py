@@ -221,3 +221,22 @@ class TestTimelinePrivacy:
         [manager] = await entries(Role.SALES_MANAGER)
         assert agent["data"]["name"] == "张**" and "****" in agent["data"]["primary_phone"]
         assert phone not in str(agent) and manager["data"]["primary_phone"] == phone
+
+
+class TestAuditIsAppendOnly:
+    async def test_database_refuses_to_change_or_delete_audit_entries(self, client: httpx.AsyncClient, group: Group,
+                                                                      customer_runtime) -> None:  # type: ignore[no-untyped-def]
+        import pytest
+        import sqlalchemy as sa
+        from sqlalchemy.exc import DBAPIError
+
+        from customer_svc.models import AuditEntry
+
+        c = await create(client, group)
+        for statement in (sa.update(AuditEntry).where(AuditEntry.record_id == uuid.UUID(c["id"])).values(action="x"),
+                          sa.delete(AuditEntry).where(AuditEntry.record_id == uuid.UUID(c["id"]))):
+            async with customer_runtime.sessionmaker() as session:
+                with pytest.raises(DBAPIError, match="append-only"):
+                    await session.execute(statement)
+        log = (await client.get("/api/v1/audit", params={"record_id": c["id"]}, headers=group.headers())).json()
+        assert [e["action"] for e in log["items"]] == ["create"]
