@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from shared.auth.deps import document_bearer_auth
 from shared.errors import PROBLEM_JSON, Problem, install_error_handlers
 from shared.events.asyncapi import asyncapi_document
+from shared.http.nul_guard import NulGuardMiddleware
 from shared.observability.health import health_router
 from shared.observability.middleware import RequestContextMiddleware
 
@@ -35,34 +34,6 @@ def runtime_dependency(service: str):  # type: ignore[no-untyped-def]
         return request.app.state.runtimes[service]
 
     return get
-
-
-def _nul_locations(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield loc
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                yield (*loc, key)
-            yield from _nul_locations(item, (*loc, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _nul_locations(item, (*loc, i))
-
-
-async def reject_nul_characters(request: Request) -> None:
-    """Postgres text and JSONB cannot hold U+0000: name the field (422) instead of failing in the database."""
-    locations = [("query", key) for key, value in request.query_params.multi_items() if "\x00" in key + value]
-    body = await request.body()
-    if b"\\u0000" in body:
-        try:
-            locations += _nul_locations(json.loads(body), ("body",))
-        except ValueError:
-            pass  # not JSON: the route's own body validation reports it
-    if locations:
-        raise RequestValidationError([{"type": "string_nul", "loc": loc, "input": None,
-                                       "msg": "must not contain the NUL character (U+0000)"} for loc in locations])
 
 
 def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntime], routers: Sequence[APIRouter],
@@ -96,16 +67,20 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
             for rt in runtimes:
                 await rt.dispose()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
-                  dependencies=[Depends(reject_nul_characters)])
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.runtimes = {rt.name: rt for rt in runtimes}
     app.state.token_verifier = runtimes[0].verifier
     app.state.startup_hooks = []
     install_error_handlers(app)
+    app.add_middleware(NulGuardMiddleware)
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["ETag", "Location", "X-Request-ID"])
     app.add_middleware(RequestContextMiddleware, service=",".join(rt.name for rt in runtimes))
+
+    document_bearer_auth(app, routers)
+    for router in routers:
+        app.include_router(router)
 
     async def db_checks() -> None:
         for rt in runtimes:
@@ -115,15 +90,13 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
         for rt in runtimes:
             await rt.check_broker()
 
+    # Operations endpoints last: routes are matched in order, and the API's are the busy ones.
     app.include_router(health_router({"database": db_checks}, informational={"broker": broker_checks}))
 
     @app.get("/asyncapi.json", tags=["operations"], summary="AsyncAPI document of every event type")
     async def asyncapi() -> dict:
         return asyncapi_document(runtimes[0].settings.exchange)
 
-    document_bearer_auth(app, routers)
-    for router in routers:
-        app.include_router(router)
     document_common_errors(app)
     return app
 

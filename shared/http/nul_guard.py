@@ -1,0 +1,93 @@
+"""Refuses U+0000 in query strings and JSON bodies with a 422 naming the field.
+
+Postgres text and JSONB cannot hold the NUL character, so it would otherwise surface as a database
+error. A pure ASGI middleware rather than a FastAPI dependency: a dependency node on every route costs
+more than the check (only bodies of POST/PUT/PATCH are read here, and replayed to the app unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import PROBLEM_BASE, PROBLEM_JSON
+from shared.observability.context import request_id_var
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _nul_locations(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield (*loc, key)
+            yield from _nul_locations(item, (*loc, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _nul_locations(item, (*loc, i))
+
+
+class NulGuardMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        locations: list[tuple[Any, ...]] = []
+        query = scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            locations += [("query", k) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+                          if "\x00" in k + v]
+        if scope["method"] in _BODY_METHODS:
+            chunks, more, first = [], True, None
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    first = message  # a disconnect: hand it on as it came
+                    break
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            if b"\\u0000" in body:
+                try:
+                    locations += _nul_locations(json.loads(body), ("body",))
+                except ValueError:
+                    pass  # not JSON: the route's own body validation reports it
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return first or {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            app_receive: Receive = replay
+        else:
+            app_receive = receive
+        if locations:
+            await self._refuse(scope, send, locations)
+            return
+        await self.app(scope, app_receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, locations: list[tuple[Any, ...]]) -> None:
+        message = "must not contain the NUL character (U+0000)"
+        errors = [{"field": ".".join(str(p) for p in loc), "message": message, "type": "string_nul"} for loc in locations]
+        body = json.dumps({
+            "type": PROBLEM_BASE + "validation-error", "title": "Request validation failed", "status": 422,
+            "detail": "; ".join(f"{e['field']}: {message}" for e in errors[:5]), "instance": scope.get("path"),
+            "code": "validation_error", "request_id": request_id_var.get(), "errors": errors,
+        }, ensure_ascii=False).encode()
+        await send({"type": "http.response.start", "status": 422,
+                    "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
