@@ -45,6 +45,7 @@ class ServiceSettings(BaseSettings):
     retry_delays_ms: list[int] = [1000, 10000, 60000]
     cors_origins: list[str] = []
     worker_heartbeat_file: Path | None = None
+    otel: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -67,7 +67,11 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
             for rt in runtimes:
                 await rt.dispose()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry (off unless AFTERCARE_OTEL=true): metrics are Prometheus' here, and trace context
+    # travels in traceparent headers; checking for a configured provider on every request costs the hot path.
+    otel = any(rt.settings.otel for rt in runtimes)
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
+                  telemetry={"tracing": otel, "metrics": otel, "logs": otel})
     app.state.runtimes = {rt.name: rt for rt in runtimes}
     app.state.token_verifier = runtimes[0].verifier
     app.state.startup_hooks = []
