@@ -43,7 +43,10 @@ class OutboxRelay:
         self.beat = time.monotonic()  # last loop turn: the worker's liveness probe reads it
 
     def nudge(self) -> None:
-        """Called after a commit that appended events, so they go out without waiting for the poll."""
+        """Called after a commit that appended events, so they go out without waiting for the poll.
+
+        Only where the relay runs in the same process (embedded mode, the worker's own writes); an API process in
+        production has no relay, and its events wait at most ``poll_seconds`` for the worker's next poll."""
         self.wakeup.set()
 
     async def run_once(self) -> int:

@@ -62,21 +62,22 @@ async def test_health_readiness_and_metrics(app_client: httpx.AsyncClient) -> No
     assert 'http_requests_total{method="GET",route="/healthz"' in metrics
 
 
-async def test_readiness_fails_when_the_database_is_down(infra_env: Infra) -> None:
-    runtime = CustomerRuntime(infra_env.customer_settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/x"))
+async def readiness_with(infra_env: Infra, **settings: str) -> httpx.Response:
+    runtime = CustomerRuntime(infra_env.customer_settings(**settings))
     app = create_app(title="t", description="t", runtimes=[runtime], routers=[], run_workers=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         resp = await client.get("/readyz")
     await runtime.dispose()
+    return resp
+
+
+async def test_readiness_fails_when_the_database_is_down(infra_env: Infra) -> None:
+    resp = await readiness_with(infra_env, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/x")
     assert resp.status_code == 503
     assert resp.json()["checks"]["database"].startswith("down") and resp.json()["checks"]["broker"] == "ok"
 
 
 async def test_broker_outage_does_not_make_the_api_unready(infra_env: Infra) -> None:
-    runtime = CustomerRuntime(infra_env.customer_settings(amqp_url="amqp://guest:guest@127.0.0.1:1/"))
-    app = create_app(title="t", description="t", runtimes=[runtime], routers=[], run_workers=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        resp = await client.get("/readyz")
-    await runtime.dispose()
+    resp = await readiness_with(infra_env, amqp_url="amqp://guest:guest@127.0.0.1:1/")
     assert resp.status_code == 200  # the outbox keeps the events; the API goes on serving
     assert resp.json()["checks"]["database"] == "ok" and resp.json()["checks"]["broker"].startswith("down")
