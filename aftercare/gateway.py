@@ -32,8 +32,9 @@ def nginx_binary() -> str:
 
 
 def render(upstreams: dict[str, list[str]], port: int, workdir: Path, rate: str | None = None,
-           access_log: bool = True, burst: int | None = None) -> Path:
-    """Write a runnable config into ``workdir``; ``upstreams`` maps a service name to host:port addresses."""
+           access_log: bool = True, burst: int | None = None, others_down: bool = False) -> Path:
+    """Write a runnable config into ``workdir``; ``upstreams`` maps a service name to host:port addresses.
+    With ``others_down`` (tests and benchmarks of one service) the services not given answer 503."""
     workdir.mkdir(parents=True, exist_ok=True)
     text = TEMPLATE.read_text()
     for name, addresses in upstreams.items():
@@ -43,7 +44,9 @@ def render(upstreams: dict[str, list[str]], port: int, workdir: Path, rate: str 
             raise ValueError(f"no upstream marker for {name} in {TEMPLATE}")
     for name in re.findall(r"# @upstream (\w+)", text):
         if name not in upstreams:
-            raise ValueError(f"no address given for upstream {name}")
+            if not others_down:
+                raise ValueError(f"no address given for upstream {name}")
+            text = re.sub(rf"server \S+; # @upstream {re.escape(name)}", "server 127.0.0.1:9 down;", text)
     text = re.sub(r"listen 8000;", f"listen 127.0.0.1:{port};", text)
     if rate:
         text = re.sub(r"rate=\S+; # @rate", f"rate={rate}; # @rate", text)

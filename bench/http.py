@@ -66,7 +66,7 @@ class Stack:
         self.server = server
         self.gateway_port = free_port()
         conf = render({"customer_svc": [f"127.0.0.1:{server.port}"]}, self.gateway_port, workdir / f"nginx-{name}",
-                      rate=HIGH_RATE, access_log=False)
+                      rate=HIGH_RATE, access_log=False, others_down=True)
         self.gateway = Gateway(conf, self.gateway_port)
 
     @property

@@ -7,7 +7,9 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -17,10 +19,13 @@ from customer_svc.app import MIGRATIONS, CustomerRuntime, create_service_app
 from customer_svc.bootstrap import StaffSeed, create_tenant
 from customer_svc.models import Staff, Store
 from customer_svc.settings import CustomerSettings
+from followup_svc.app import MIGRATIONS as FOLLOWUP_MIGRATIONS, FollowupRuntime, create_service_app as followup_app
+from followup_svc.settings import FollowupSettings
 from shared.auth.roles import Role
 from shared.auth.tokens import generate_keypair
 from shared.db import migrations
 from shared.testing import infra
+from shared.runtime import ServiceRuntime
 from shared.testing.events import EventTap
 
 PASSWORD = "correct-horse-battery"
@@ -41,6 +46,14 @@ class Infra:
         values.update(overrides)
         return CustomerSettings(**values)  # type: ignore[arg-type]
 
+    def followup_settings(self, **overrides: object) -> FollowupSettings:
+        values = dict(database_url=self.database_url, amqp_url=self.amqp_url, exchange=self.exchange,
+                      jwt_public_key=self.public_key, environment="test", retry_delays_ms=[100, 300],
+                      relay_poll_seconds=0.05, log_json=False, test_clock=True, scheduler_poll_seconds=0.1,
+                      escalation_poll_seconds=0.1)
+        values.update(overrides)
+        return FollowupSettings(**values)  # type: ignore[arg-type]
+
 
 @pytest.fixture(scope="session")
 async def infra_env() -> AsyncIterator[Infra]:
@@ -49,6 +62,7 @@ async def infra_env() -> AsyncIterator[Infra]:
     private, public = generate_keypair()
     env = Infra(db_url, amqp_url, "aftercare.events", private, public)
     await asyncio.to_thread(migrations.upgrade, env.customer_settings(), MIGRATIONS)
+    await asyncio.to_thread(migrations.upgrade, env.followup_settings(), FOLLOWUP_MIGRATIONS)
     try:
         yield env
     finally:
@@ -63,20 +77,31 @@ async def event_tap(infra_env: Infra) -> AsyncIterator[EventTap]:
     await tap.close()
 
 
-@pytest.fixture(scope="session")
-async def customer_runtime(infra_env: Infra, event_tap: EventTap) -> AsyncIterator[CustomerRuntime]:
-    """customer_svc with its worker (relay + consumers) running for the whole session."""
-    runtime = CustomerRuntime(infra_env.customer_settings())
+R = TypeVar("R", bound=ServiceRuntime)
+
+
+@asynccontextmanager
+async def with_workers(runtime: R) -> AsyncIterator[R]:
+    """A service runtime with its worker loops running (connected to the broker) until the block ends."""
     stop = asyncio.Event()
     tasks = runtime.start_workers(stop)
     if runtime.consumer_runner is not None:
         await asyncio.wait_for(runtime.consumer_runner.connected.wait(), 20)
-    yield runtime
-    stop.set()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await runtime.dispose()
+    try:
+        yield runtime
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runtime.dispose()
+
+
+@pytest.fixture(scope="session")
+async def customer_runtime(infra_env: Infra, event_tap: EventTap) -> AsyncIterator[CustomerRuntime]:
+    """customer_svc with its worker (relay + consumers) running for the whole session."""
+    async with with_workers(CustomerRuntime(infra_env.customer_settings())) as runtime:
+        yield runtime
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +109,20 @@ async def client(customer_runtime: CustomerRuntime) -> AsyncIterator[httpx.Async
     """Real HTTP through the ASGI app (routing, validation, middleware, error handlers)."""
     app = create_service_app(customer_runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://customer.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def followup_runtime(infra_env: Infra, customer_runtime: CustomerRuntime) -> AsyncIterator[FollowupRuntime]:
+    """followup_svc with its worker (relay, consumers, scheduler, SLA watch) and the test clock enabled."""
+    async with with_workers(FollowupRuntime(infra_env.followup_settings())) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="session")
+async def followup_client(followup_runtime: FollowupRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    app = followup_app(followup_runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup.test") as c:
         yield c
 
 

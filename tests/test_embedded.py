@@ -4,6 +4,7 @@ outbox/inbox guarantees, the demo seed; and the settings that choose between the
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from shared.cli import parked
 from shared.events.envelope import CloudEvent
 from shared.messaging.consumer import EventConsumer, Subscription
 from shared.messaging.memory import InProcessBus, db_parker
-from tests.shared.test_messaging import eventually
+from shared.testing.waiting import eventually
+from tests.customer_svc.factories import new_vin
 
 PLATFORM_ENV = ("AFTERCARE_DATABASE_URL", "AFTERCARE_AMQP_URL", "CUSTOMER_DATABASE_URL", "CUSTOMER_AMQP_URL",
+                "FOLLOWUP_DATABASE_URL", "FOLLOWUP_AMQP_URL",
                 "AFTERCARE_JWT_PUBLIC_KEY", "CUSTOMER_JWT_PRIVATE_KEY")
 
 
@@ -104,3 +107,44 @@ def test_settings_choose_the_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert not prod.embedded and prod.database_url == "postgresql+asyncpg://u@db/platform"
     monkeypatch.setenv("CUSTOMER_DATABASE_URL", "postgresql+asyncpg://customer_svc@db/platform")
     assert CustomerSettings().database_url == "postgresql+asyncpg://customer_svc@db/platform"
+
+
+async def test_embedded_follow_up_plan_fires_with_the_test_clock(embedded_env: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The follow-up engine on SQLite and the in-process bus: a delivery plans, the test clock makes it fire."""
+    monkeypatch.setenv("FOLLOWUP_TEST_CLOCK", "true")
+    monkeypatch.setenv("FOLLOWUP_SCHEDULER_POLL_SECONDS", "0.1")
+    app = create_embedded_app()
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://embedded") as client:
+        login = await client.post("/api/v1/auth/login",
+                                  json={"tenant": "demo", "employee_no": "admin", "password": DEMO_PASSWORD})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        store = (await client.get("/api/v1/stores", headers=headers)).json()[0]["id"]
+        customer = (await client.post("/api/v1/customers", headers=headers, json={
+            "store_id": store, "name": "嵌入式车主", "relationship_type": "owner",
+            "phones": [{"number": "13700000002"}]})).json()
+        vehicle = (await client.post("/api/v1/vehicles", headers=headers,
+                                     json={"customer_id": customer["id"], "vin": new_vin()})).json()
+        delivered = await client.post(f"/api/v1/vehicles/{vehicle['id']}/delivery", headers=headers,
+                                      json={"delivery_date": date.today().isoformat()})
+        assert delivered.status_code == 200, delivered.text
+
+        async def plan() -> list | None:
+            resp = await client.get("/api/v1/followups", headers=headers,
+                                    params={"vehicle_id": vehicle["id"], "limit": 100})
+            items = resp.json()["items"] if resp.status_code == 200 else []
+            return items if len(items) >= 17 else None
+
+        items = await eventually(plan, timeout=10)
+        assert {i["rule_key"] for i in items} >= {"post_delivery_call_3h", "post_delivery_calls", "maintenance_reminder"}
+        moved = await client.put("/api/v1/test-clock", headers=headers, json={"advance_seconds": 86400})
+        assert moved.status_code == 200, moved.text
+
+        async def call_task() -> list | None:
+            resp = await client.get("/api/v1/tasks", headers=headers, params={"customer_id": customer["id"]})
+            tasks = resp.json()["items"] if resp.status_code == 200 else []
+            return tasks or None
+
+        [task] = await eventually(call_task, timeout=10)
+        assert task["title"] == "提车3小时关怀电话" and task["status"] == "open"

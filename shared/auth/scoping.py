@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth.principal import Principal
 from shared.errors import NotFound
@@ -18,6 +20,16 @@ def scoped(stmt: S, model: Any, principal: Principal) -> S:
     if not principal.tenant_wide:
         stmt = stmt.where(model.store_id.in_(principal.store_ids))
     return stmt
+
+
+async def get_scoped(session: AsyncSession, model: Any, principal: Principal, record_id: uuid.UUID, what: str,
+                     *, for_update: bool = False) -> Any:
+    """One record of the caller's tenant and stores by id (optionally locked), else a 404 naming ``what``."""
+    stmt = scoped(sa.select(model), model, principal).where(model.id == record_id)
+    found = await session.scalar(stmt.with_for_update(of=model) if for_update else stmt)
+    if found is None:
+        raise NotFound(f"{what} not found.")
+    return found
 
 
 def ensure_store(principal: Principal, store_id: uuid.UUID, what: str = "Store") -> None:

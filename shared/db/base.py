@@ -106,3 +106,11 @@ async def advisory_locks(session: Any, keys: list[str]) -> None:
         return
     for key in sorted(set(keys)):
         await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+
+
+def dialect_insert(session: Any) -> Any:
+    """``insert`` with ``on_conflict_do_*`` for the session's dialect (Postgres in production, SQLite embedded)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert

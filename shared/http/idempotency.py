@@ -19,12 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth.principal import Principal
-from shared.db.base import utcnow
+from shared.db.base import dialect_insert, utcnow
 from shared.errors import Conflict, InvalidField
 from shared.http.etag import etag_for
 
@@ -49,7 +47,7 @@ class Idempotency:
         t = self.table
         where = (t.c.tenant_id == principal.tenant_id) & (t.c.key == key)
         async with self.sessionmaker() as session, session.begin():
-            insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+            insert = dialect_insert(session)
             claimed = (await session.execute(
                 insert(t).values(tenant_id=principal.tenant_id, key=key, request_hash=digest)
                 .on_conflict_do_nothing().returning(t.c.key))).first()

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db.base import dialect_insert
 from shared.events.envelope import CloudEvent, topic_matches
 from shared.observability.context import causation_id_var, correlation_id_var, traceparent_var
 
@@ -64,7 +63,7 @@ class EventConsumer:
     async def _handle_one(self, sub: Subscription, event: CloudEvent) -> None:
         consumer = f"{self.service}.{sub.name}"
         async with self.sessionmaker() as session, session.begin():
-            insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+            insert = dialect_insert(session)
             claimed = await session.execute(
                 insert(self.inbox)
                 .values(event_id=event.id, consumer=consumer, event_type=event.type)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events.envelope import CloudEvent, EventData, build_event
@@ -32,6 +33,20 @@ class Outbox:
             # A hint for the relay to poll now; the table stays the source of truth.
             session.sync_session.info.setdefault("after_commit", []).append(self.on_append)
         return event
+
+    async def append_many(self, session: AsyncSession,
+                          items: list[tuple[EventData, uuid.UUID | None, uuid.UUID | None]]) -> None:
+        """Many events in one INSERT (batch writers such as the follow-up scheduler); same transaction rules."""
+        if not items:
+            return
+        rows = []
+        for data, tenant_id, store_id in items:
+            event = build_event(data, source=self.source, tenant_id=tenant_id, store_id=store_id)
+            rows.append({"id": event.id, "event_type": event.type, "payload": event.model_dump(mode="json"),
+                         "occurred_at": event.time, "next_attempt_at": event.time})
+        await session.execute(sa.insert(self.model.__table__), rows)
+        if self.on_append is not None:
+            session.sync_session.info.setdefault("after_commit", []).append(self.on_append)
 
 
 from sqlalchemy import event as _sa_event  # noqa: E402

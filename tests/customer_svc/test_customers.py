@@ -208,7 +208,7 @@ class TestConcurrentCreates:
 class TestTimelinePrivacy:
     async def test_timeline_masks_personal_data_for_roles_without_pii(self, client: httpx.AsyncClient,
                                                                       group: Group) -> None:
-        from tests.shared.test_messaging import eventually
+        from shared.testing.waiting import eventually
 
         c = await create(client, group, name="张三丰")
         phone = c["phones"][0]["number"]

@@ -42,7 +42,8 @@ def interpolate(text: str, env: dict[str, str]) -> str:
     return VAR.sub(sub, text)
 
 
-ENV = {"POSTGRES_PASSWORD": "pg-secret", "CUSTOMER_SVC_DB_PASSWORD": "cust-secret", "RABBITMQ_PASSWORD": "mq-secret"}
+ENV = {"POSTGRES_PASSWORD": "pg-secret", "CUSTOMER_SVC_DB_PASSWORD": "cust-secret", "FOLLOWUP_SVC_DB_PASSWORD": "fu-secret",
+       "RABBITMQ_PASSWORD": "mq-secret"}
 
 
 @pytest.fixture(scope="module")

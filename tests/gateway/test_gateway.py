@@ -73,7 +73,7 @@ def api(infra_env: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def start_gateway(workdir: Path, upstream: str, **render_kw: object) -> tuple[Gateway, str]:
     port = free_port()
-    conf = render({"customer_svc": [upstream]}, port, workdir, access_log=False, **render_kw)  # type: ignore[arg-type]
+    conf = render({"customer_svc": [upstream]}, port, workdir, access_log=False, others_down=True, **render_kw)  # type: ignore[arg-type]
     return Gateway(conf, port).start(), f"http://127.0.0.1:{port}"
 
 

@@ -19,7 +19,7 @@ from shared.db import migrations
 from shared.testing import broker_node, infra
 from shared.testing.events import EventTap
 from tests.conftest import Group, Infra, customer_body, make_group
-from tests.shared.test_messaging import eventually
+from shared.testing.waiting import eventually
 
 pytestmark = [pytest.mark.broker_faults,
               pytest.mark.skipif(not broker_node.available(), reason="rabbitmq-server is not installed")]

@@ -20,18 +20,8 @@ from shared.messaging.amqp import AmqpConsumerRunner, list_parked, replay_parked
 from shared.messaging.consumer import HANDLED, EventConsumer, Subscription
 from shared.messaging.relay import OutboxRelay
 from shared.testing.events import EventTap
+from shared.testing.waiting import eventually
 from tests.conftest import Group, Infra, customer_body
-
-
-async def eventually(check, timeout: float = 15, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 async def publish_raw(infra_env: Infra, body: bytes, routing_key: str, message_id: str | None = None) -> None:

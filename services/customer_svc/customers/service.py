@@ -36,7 +36,8 @@ def snapshot_event(c: Customer) -> dict[str, Any]:
     return dict(
         customer_id=c.id, store_id=c.store_id, customer_no=c.customer_no, kind=c.kind, name=c.name,
         primary_phone=c.primary_phone, wechat_openid=c.wechat_openid, birthday=c.birthday,
-        birthday_calendar=c.birthday_calendar, gender=c.gender, relationship=c.relationship_type,
+        birthday_calendar=c.birthday_calendar, wedding_anniversary=c.wedding_anniversary,
+        gender=c.gender, relationship=c.relationship_type,
         intent_level=c.intent_level, value_class=c.value_class, preferred_channel=c.preferred_channel,
         do_not_call=c.do_not_call, assigned_sales_id=c.assigned_sales_id, assigned_advisor_id=c.assigned_advisor_id,
         tags=c.tags, consents=[ConsentState(channel=x.channel, purpose=x.purpose, granted=x.granted) for x in c.consents],

@@ -21,7 +21,7 @@ from customer_svc.models import Membership, MembershipTier, PointsEntry, Store
 from customer_svc.staff.service import require_active_staff
 from customer_svc.vehicles import service as vehicle_service
 from shared.audit import snapshot
-from shared.auth import scoped
+from shared.auth import get_scoped, scoped
 from shared.db.base import utcnow, where_given
 from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound, reject_nulls
 from shared.events.catalog.customer import MembershipChanged
@@ -133,11 +133,8 @@ def _snapshot(m: Membership) -> dict[str, Any]:
 
 
 async def get_membership(ctx: Ctx, membership_id: uuid.UUID, for_update: bool = False) -> Membership:
-    stmt = scoped(sa.select(Membership), Membership, ctx.principal).where(Membership.id == membership_id)
-    membership = await ctx.session.scalar(stmt.with_for_update(of=Membership) if for_update else stmt)
-    if membership is None:
-        raise NotFound("Membership not found.")
-    return membership
+    return await get_scoped(ctx.session, Membership, ctx.principal, membership_id, "Membership",
+                            for_update=for_update)
 
 
 async def list_memberships(ctx: Ctx, params: PageParams, *, customer_id: uuid.UUID | None,

@@ -13,7 +13,7 @@ from customer_svc.deps import Ctx
 from customer_svc.models import Customer, MileageReading, Vehicle, VehicleOwnership
 from customer_svc.vehicles.schemas import DeliveryRequest, TransferRequest, VehicleCreate, VehicleUpdate
 from shared.audit import snapshot
-from shared.auth import scoped
+from shared.auth import get_scoped, scoped
 from shared.db.base import utcnow, where_given
 from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound
 from shared.events.catalog.customer import VehicleDelivered, VehicleRegistered, VehicleTransferred, VehicleUpdated
@@ -29,11 +29,7 @@ def _event_fields(v: Vehicle) -> dict[str, Any]:
 
 
 async def get_vehicle(ctx: Ctx, vehicle_id: uuid.UUID, for_update: bool = False) -> Vehicle:
-    stmt = scoped(sa.select(Vehicle), Vehicle, ctx.principal).where(Vehicle.id == vehicle_id)
-    vehicle = await ctx.session.scalar(stmt.with_for_update() if for_update else stmt)
-    if vehicle is None:
-        raise NotFound("Vehicle not found.")
-    return vehicle
+    return await get_scoped(ctx.session, Vehicle, ctx.principal, vehicle_id, "Vehicle", for_update=for_update)
 
 
 async def vehicle_named_in_body(ctx: Ctx, vehicle_id: uuid.UUID, hint: str = "") -> Vehicle:

@@ -28,6 +28,8 @@ class VisitItem(BaseModel):
                               description="Hours for labour, units for parts.")
     amount: Decimal | None = Field(default=None, ge=0, max_digits=12, decimal_places=2,
                                    description="Line total in CNY.", examples=["380.00"])
+    declined: bool = Field(default=False, description="Recommended but declined by the customer this time "
+                                                      "(reminded at the next maintenance).")
 
 
 class VisitCreate(BaseModel):

@@ -18,8 +18,8 @@ from customer_svc.vehicles import service as vehicle_service
 from customer_svc.visits.schemas import VisitCreate
 from shared.audit import snapshot
 from shared.db.base import where_given
-from shared.auth import Role, scoped
-from shared.errors import Duplicate, InvalidField, NotFound
+from shared.auth import Role, get_scoped, scoped
+from shared.errors import Duplicate, InvalidField
 from shared.events.catalog.customer import ServiceVisitCompleted, VehicleUpdated
 from shared.http.pagination import PageParams, paginate
 
@@ -36,11 +36,7 @@ class AlreadyRecorded(Exception):
 
 
 async def get_visit(ctx: Ctx, visit_id: uuid.UUID) -> ServiceVisit:
-    visit = await ctx.session.scalar(scoped(sa.select(ServiceVisit), ServiceVisit, ctx.principal)
-                                     .where(ServiceVisit.id == visit_id))
-    if visit is None:
-        raise NotFound("Visit not found.")
-    return visit
+    return await get_scoped(ctx.session, ServiceVisit, ctx.principal, visit_id, "Visit")
 
 
 async def list_visits(ctx: Ctx, params: PageParams, *, vehicle_id: uuid.UUID | None, customer_id: uuid.UUID | None,
@@ -99,7 +95,8 @@ async def _add_visit(ctx: Ctx, vehicle: Vehicle, data: VisitCreate) -> ServiceVi
     ctx.outbox.append(ctx.session, ServiceVisitCompleted(
         visit_id=visit.id, vehicle_id=visit.vehicle_id, customer_id=visit.customer_id, visit_type=visit.visit_type,
         ro_number=visit.ro_number, mileage_km=visit.mileage_km, advisor_id=visit.advisor_id,
-        completed_at=visit.completed_at), tenant_id=visit.tenant_id, store_id=visit.store_id)
+        completed_at=visit.completed_at, declined_items=[i["name"] for i in visit.items if i.get("declined")]),
+        tenant_id=visit.tenant_id, store_id=visit.store_id)
     return visit
 
 

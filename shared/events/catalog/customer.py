@@ -29,6 +29,7 @@ class CustomerSnapshot(EventData):
     wechat_openid: str | None = None
     birthday: date | None = None
     birthday_calendar: Literal["solar", "lunar"] = "solar"
+    wedding_anniversary: date | None = None
     gender: str | None = None
     relationship: str
     intent_level: str | None = None
@@ -141,6 +142,8 @@ class ServiceVisitCompleted(EventData):
     mileage_km: int | None = None
     advisor_id: uuid.UUID | None = None
     completed_at: datetime
+    declined_items: list[str] = Field(default=[], description="Recommended jobs the customer declined this time: "
+                                      "they ride along on the next maintenance reminder.")
 
 
 @event_type("customer.membership.changed.v1", subject="membership_id")

@@ -1,0 +1,80 @@
+"""followup_svc application: runtime (with the scheduler and the SLA watch), routers, and the app served by
+``python -m followup_svc api``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+
+from followup_svc.appointments.router import router as appointments_router
+from followup_svc.clock import Clock
+from followup_svc.consumers import subscriptions
+from followup_svc.models import Base, TestClock, messaging
+from followup_svc.playbooks.router import router as playbooks_router
+from followup_svc.reports.router import router as reports_router
+from followup_svc.scheduling.router import router as schedule_router
+from followup_svc.scheduling.scheduler import Scheduler
+from followup_svc.settings import FollowupSettings
+from followup_svc.tasks.escalation import Escalator
+from followup_svc.tasks.router import router as tasks_router
+from shared.http.app import create_app
+from shared.messaging.memory import InProcessBus
+from shared.periodic import Periodic
+from shared.runtime import ServiceRuntime
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+settings_class = FollowupSettings
+ROUTERS: list[APIRouter] = [tasks_router, appointments_router, schedule_router, playbooks_router, reports_router]
+TITLE = "Aftercare follow-up service"
+DESCRIPTION = ("Playbooks, the follow-up scheduler, tasks with SLAs and escalation, service appointments and "
+               "follow-up reports.")
+
+
+class FollowupRuntime(ServiceRuntime):
+    """Adds the clock, the scheduler and the SLA watch to the worker."""
+
+    settings: FollowupSettings
+
+    def __init__(self, settings: FollowupSettings, bus: InProcessBus | None = None) -> None:
+        self.clock = Clock(settings.test_clock)
+        super().__init__(settings, Base, messaging, MIGRATIONS, subscriptions, bus)
+        self.scheduler = Scheduler(self.sessionmaker, self.outbox, self.clock, settings.scheduler_batch_size,
+                                   settings.scheduler_max_attempts, settings.daily_task_cap)
+        self.escalator = Escalator(self.sessionmaker, self.outbox, self.clock)
+        self.scheduler_loop = Periodic("scheduler", self._scheduler_turn, settings.scheduler_poll_seconds,
+                                       settings.scheduler_batch_size)
+        self.escalation_loop = Periodic("escalation", self._escalation_turn, settings.escalation_poll_seconds,
+                                        self.escalator.batch_size)
+
+    async def _scheduler_turn(self) -> int:
+        await self.clock.load(self.engine, TestClock.__table__)
+        return await self.scheduler.fire_due()
+
+    async def _escalation_turn(self) -> int:
+        await self.clock.load(self.engine, TestClock.__table__)
+        return await self.escalator.run_once()
+
+    def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        tasks = super().start_workers(stop)
+        tasks.append(asyncio.create_task(self.scheduler_loop.run(stop), name=f"{self.name}.scheduler"))
+        tasks.append(asyncio.create_task(self.escalation_loop.run(stop), name=f"{self.name}.escalation"))
+        return tasks
+
+    def worker_alive(self, max_silence: float = 60) -> bool:
+        now = time.monotonic()
+        loops_ok = all(now - loop.beat < max(max_silence, loop.poll_seconds * 3)
+                       for loop in (self.scheduler_loop, self.escalation_loop))
+        return loops_ok and super().worker_alive(max_silence)
+
+
+def build_runtime(settings: FollowupSettings | None = None, bus: InProcessBus | None = None) -> FollowupRuntime:
+    return FollowupRuntime(settings or FollowupSettings(), bus)
+
+
+def create_service_app(runtime: ServiceRuntime | None = None, run_workers: bool = False) -> FastAPI:
+    runtime = runtime or build_runtime()
+    return create_app(title=TITLE, description=DESCRIPTION, runtimes=[runtime], routers=ROUTERS,
+                      run_workers=run_workers, cors_origins=runtime.settings.cors_origins)

@@ -1,0 +1,269 @@
+"""Events followup_svc consumes: customer_svc's basic data feeds the read model, and each change
+(re)plans the follow-ups it drives, in the same transaction as the inbox row."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from followup_svc.models import CustomerView, StaffView, StoreView, Task, VehicleView
+from followup_svc.playbooks.seeding import ensure_default_rules
+from followup_svc.scheduling import triggers
+from followup_svc.scheduling.planner import Planner
+from shared.events.catalog import customer as ev
+from shared.events.envelope import CloudEvent
+from shared.messaging.consumer import Subscription
+
+if TYPE_CHECKING:
+    from followup_svc.app import FollowupRuntime
+
+#: Customer fields whose change re-plans something (the rest only refresh the read model).
+INTENT_FIELDS = {"intent_level", "relationship_type", "relationship"}
+PERSONAL_FIELDS = {"birthday", "birthday_calendar", "wedding_anniversary", "relationship_type", "relationship"}
+VEHICLE_DATE_FIELDS = {"insurance_expiry", "next_inspection_date", "warranty_end"}
+
+
+class MissingDependency(Exception):
+    """The event refers to something not in the read model yet (events overtook each other): retried later."""
+
+
+def _tenant(event: CloudEvent) -> uuid.UUID:
+    return uuid.UUID(event.tenantid)  # type: ignore[arg-type]
+
+
+def _customer_fields(data: ev.CustomerSnapshot) -> dict[str, Any]:
+    return dict(store_id=data.store_id, name=data.name, phone=data.primary_phone, wechat_openid=data.wechat_openid,
+                birthday=data.birthday, birthday_calendar=data.birthday_calendar,
+                wedding_anniversary=data.wedding_anniversary, relationship=data.relationship,
+                intent_level=data.intent_level, value_class=data.value_class, preferred_channel=data.preferred_channel,
+                do_not_call=data.do_not_call, assigned_sales_id=data.assigned_sales_id,
+                assigned_advisor_id=data.assigned_advisor_id, tags=list(data.tags),
+                consents={f"{c.channel}:{c.purpose}": c.granted for c in data.consents})
+
+
+class Handlers:
+    """One method per event type. Read-model rows are read ``FOR UPDATE``: two events about the same customer
+    or vehicle (a visit and its odometer update) are handled one after the other, each seeing the other's
+    effect, so neither plans from a stale copy."""
+
+    def __init__(self, runtime: FollowupRuntime) -> None:
+        self.clock = runtime.clock
+
+    def planner(self, session: AsyncSession) -> Planner:
+        return Planner(session, self.clock.now())
+
+    # --- stores and staff -----------------------------------------------------------------------------
+
+    async def store(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.StoreUpserted.model_validate(event.data)
+        tenant = _tenant(event)
+        store = await session.get(StoreView, data.store_id, with_for_update=True)
+        if store is None:
+            store = StoreView(id=data.store_id, tenant_id=tenant)
+            session.add(store)
+        store.code, store.name, store.timezone = data.code, data.name, data.timezone
+        store.business_hours, store.active = data.business_hours, data.active
+        await ensure_default_rules(session, tenant, self.clock.now())
+
+    async def staff(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.StaffUpserted.model_validate(event.data)
+        member = await session.get(StaffView, data.staff_id, with_for_update=True)
+        if member is None:
+            member = StaffView(id=data.staff_id, tenant_id=_tenant(event))
+            session.add(member)
+        was_active = member.active
+        member.name, member.roles, member.active = data.name, list(data.roles), data.active
+        member.store_ids = [str(s) for s in data.store_ids]
+        if was_active and not data.active:
+            # A leaver's open work goes back to the team queues (a manager may bulk-reassign it).
+            await session.execute(sa.update(Task).where(
+                Task.tenant_id == member.tenant_id, Task.assignee_id == member.id,
+                Task.status.in_(("open", "in_progress"))).values(assignee_id=None, version=Task.version + 1))
+
+    # --- customers ------------------------------------------------------------------------------------
+
+    async def customer_created(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.CustomerCreated.model_validate(event.data)
+        if await session.get(CustomerView, data.customer_id, with_for_update=True) is None:
+            await self._first_seen(session, event, data)
+
+    async def _first_seen(self, session: AsyncSession, event: CloudEvent, data: ev.CustomerSnapshot) -> None:
+        """A customer new to the read model: copy them and plan what a new customer triggers."""
+        customer = CustomerView(id=data.customer_id, tenant_id=_tenant(event), **_customer_fields(data))
+        session.add(customer)
+        await session.flush()
+        await triggers.customer_created(self.planner(session), customer, event.time)
+
+    async def customer_updated(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.CustomerUpdated.model_validate(event.data)
+        customer = await session.get(CustomerView, data.customer_id, with_for_update=True)
+        if customer is None:
+            await self._first_seen(session, event, data)
+            return
+        old_sales, old_advisor = customer.assigned_sales_id, customer.assigned_advisor_id
+        for name, value in _customer_fields(data).items():
+            setattr(customer, name, value)
+        changed = set(data.changed)
+        await self._follow_owner_change(session, customer, old_sales, customer.assigned_sales_id)
+        await self._follow_owner_change(session, customer, old_advisor, customer.assigned_advisor_id)
+        what = ({"intent"} if changed & INTENT_FIELDS else set()) | ({"personal"} if changed & PERSONAL_FIELDS else set())
+        if what:
+            await session.flush()
+            await triggers.reconcile_customer(self.planner(session), customer, what, event.time)
+
+    async def _follow_owner_change(self, session: AsyncSession, customer: CustomerView, old: uuid.UUID | None,
+                                   new: uuid.UUID | None) -> None:
+        """Open tasks follow the customer to the new consultant or advisor (handover, R-HAND-01)."""
+        if old is None or old == new:
+            return
+        await session.execute(sa.update(Task).where(
+            Task.tenant_id == customer.tenant_id, Task.customer_id == customer.id, Task.assignee_id == old,
+            Task.status.in_(("open", "in_progress"))).values(assignee_id=new, version=Task.version + 1))
+
+    async def customer_lost(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.CustomerLost.model_validate(event.data)
+        customer = await self._customer(session, data.customer_id)
+        customer.lost = True
+        reason = f"customer lost ({data.lost_kind}): {data.reason}"[:300]
+        await self.planner(session).cancel(customer.tenant_id, reason, customer_id=customer.id)
+        await _cancel_open_tasks(session, customer.tenant_id, customer.id, reason, self.clock.now())
+
+    async def customer_merged(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.CustomerMerged.model_validate(event.data)
+        merged = await session.get(CustomerView, data.merged_id, with_for_update=True)
+        if merged is None:
+            return
+        merged.merged_into_id = data.customer_id
+        reason = f"customer merged into {data.customer_id}"
+        await self.planner(session).cancel(merged.tenant_id, reason, customer_id=merged.id)
+        # Open tasks carry on for the surviving record (the same person).
+        await session.execute(sa.update(Task).where(
+            Task.tenant_id == merged.tenant_id, Task.customer_id == merged.id,
+            Task.status.in_(("open", "in_progress"))).values(customer_id=data.customer_id))
+
+    async def consent_changed(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.CustomerConsentChanged.model_validate(event.data)
+        customer = await self._customer(session, data.customer_id)
+        customer.consents = {**customer.consents, f"{data.channel}:{data.purpose}": data.granted}
+        planner = self.planner(session)
+        if data.purpose == "marketing" and not any(
+                granted for key, granted in customer.consents.items() if key.endswith(":marketing")):
+            await planner.cancel(customer.tenant_id, f"customer opted out of marketing ({data.channel}, {data.source})"[:300],
+                                 customer_id=customer.id, purpose="marketing")
+        elif data.granted:
+            await triggers.reconcile_customer(planner, customer, {"personal"}, event.time)
+
+    async def _customer(self, session: AsyncSession, customer_id: uuid.UUID) -> CustomerView:
+        customer = await session.get(CustomerView, customer_id, with_for_update=True)
+        if customer is None:
+            raise MissingDependency(f"customer {customer_id} not in the read model yet")
+        return customer
+
+    # --- vehicles and visits --------------------------------------------------------------------------
+
+    async def vehicle(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = (ev.VehicleUpdated if event.type == ev.VehicleUpdated.type else ev.VehicleRegistered
+                ).model_validate(event.data)
+        vehicle = await session.get(VehicleView, data.vehicle_id, with_for_update=True)
+        changed = set(getattr(data, "changed", [])) or None
+        if vehicle is None:
+            vehicle = VehicleView(id=data.vehicle_id, tenant_id=_tenant(event), mileage_readings=[],
+                                  maintenance_count=0, declined_items=[])
+            session.add(vehicle)
+            changed = None
+        vehicle.store_id = uuid.UUID(event.storeid) if event.storeid else vehicle.store_id
+        vehicle.customer_id, vehicle.vin, vehicle.plate = data.customer_id, data.vin, data.plate
+        vehicle.brand, vehicle.model = data.brand, data.model
+        vehicle.selling_consultant_id = data.selling_consultant_id
+        vehicle.delivery_date = data.delivery_date or vehicle.delivery_date
+        vehicle.insurance_expiry, vehicle.next_inspection_date = data.insurance_expiry, data.next_inspection_date
+        vehicle.warranty_end = data.warranty_end
+        mileage = getattr(data, "mileage_km", None)
+        if mileage is not None:
+            _add_reading(vehicle, event.time.date(), mileage)
+        await session.flush()
+        planner = self.planner(session)
+        if changed is None or changed & VEHICLE_DATE_FIELDS:
+            await triggers.reconcile_vehicle_dates(planner, vehicle)
+        if changed is None or "mileage_km" in changed:
+            await triggers.reconcile_maintenance(planner, vehicle)
+
+    async def delivered(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.VehicleDelivered.model_validate(event.data)
+        vehicle = await self._vehicle(session, data.vehicle_id)
+        vehicle.delivery_date = data.delivery_date
+        vehicle.customer_id = data.customer_id
+        if data.selling_consultant_id:
+            vehicle.selling_consultant_id = data.selling_consultant_id
+        await session.flush()
+        await triggers.vehicle_delivered(self.planner(session), vehicle, data.delivery_date, event.time)
+
+    async def transferred(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.VehicleTransferred.model_validate(event.data)
+        vehicle = await self._vehicle(session, data.vehicle_id)
+        planner = self.planner(session)
+        await planner.cancel(vehicle.tenant_id, "vehicle transferred to another owner", vehicle_id=vehicle.id,
+                             customer_id=data.previous_customer_id)
+        vehicle.customer_id = data.customer_id
+        await session.flush()
+        await triggers.reconcile_vehicle(planner, vehicle)
+
+    async def visit(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = ev.ServiceVisitCompleted.model_validate(event.data)
+        vehicle = await self._vehicle(session, data.vehicle_id)
+        if vehicle.last_visit_at is None or data.completed_at > vehicle.last_visit_at:
+            vehicle.last_visit_at = data.completed_at
+            vehicle.declined_items = list(data.declined_items)
+        if data.visit_type in triggers.MAINTENANCE_VISITS:
+            vehicle.maintenance_count += 1
+            vehicle.last_maintenance_at = data.completed_at
+            vehicle.last_maintenance_km = data.mileage_km
+        if data.mileage_km is not None:
+            _add_reading(vehicle, data.completed_at.date(), data.mileage_km)
+        customer = await session.get(CustomerView, data.customer_id, with_for_update=True)
+        if customer is not None and (customer.last_visit_at is None or data.completed_at > customer.last_visit_at):
+            customer.last_visit_at = data.completed_at
+        await session.flush()
+        await triggers.visit_completed(self.planner(session), vehicle, data.visit_id, data.visit_type,
+                                       data.completed_at, data.advisor_id)
+
+    async def _vehicle(self, session: AsyncSession, vehicle_id: uuid.UUID) -> VehicleView:
+        vehicle = await session.get(VehicleView, vehicle_id, with_for_update=True)
+        if vehicle is None:
+            raise MissingDependency(f"vehicle {vehicle_id} not in the read model yet")
+        return vehicle
+
+
+def _add_reading(vehicle: VehicleView, day: date, km: int) -> None:
+    """Keep the odometer history sorted and short (the last 20 readings estimate the daily distance)."""
+    readings = [r for r in (vehicle.mileage_readings or []) if r[0] != day.isoformat()]
+    readings.append([day.isoformat(), km])
+    vehicle.mileage_readings = sorted(readings)[-20:]
+
+
+async def _cancel_open_tasks(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID, reason: str,
+                             now: datetime) -> None:
+    await session.execute(sa.update(Task).where(
+        Task.tenant_id == tenant_id, Task.customer_id == customer_id, Task.status.in_(("open", "in_progress")))
+        .values(status="cancelled", outcome={"reason": reason}, completed_at=now, version=Task.version + 1))
+
+
+def subscriptions(runtime: FollowupRuntime) -> list[Subscription]:
+    h = Handlers(runtime)
+    return [
+        Subscription("stores", (ev.StoreUpserted.type,), h.store),
+        Subscription("staff", (ev.StaffUpserted.type,), h.staff),
+        Subscription("customer_created", (ev.CustomerCreated.type,), h.customer_created),
+        Subscription("customer_updated", (ev.CustomerUpdated.type,), h.customer_updated),
+        Subscription("customer_lost", (ev.CustomerLost.type,), h.customer_lost),
+        Subscription("customer_merged", (ev.CustomerMerged.type,), h.customer_merged),
+        Subscription("consent", (ev.CustomerConsentChanged.type,), h.consent_changed),
+        Subscription("vehicles", (ev.VehicleRegistered.type, ev.VehicleUpdated.type), h.vehicle),
+        Subscription("delivered", (ev.VehicleDelivered.type,), h.delivered),
+        Subscription("transferred", (ev.VehicleTransferred.type,), h.transferred),
+        Subscription("visits", (ev.ServiceVisitCompleted.type,), h.visit),
+    ]
