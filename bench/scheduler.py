@@ -8,9 +8,9 @@ series whose next cycle each firing plans, and ``insurance_renewal``) and 30% ca
 
 1. The due query as the scheduler sends it, under ``EXPLAIN (ANALYZE, BUFFERS)``: it must read the partial
    index ``ix_followup_due`` and stop after one batch, whatever the number of pending rows.
-2. ``raw_claim_per_s``: 2 connections loop ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT 500)``,
+2. ``raw_claim_per_s``: 2 connections loop ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1000)``,
    one commit per batch, over the same 100,000 due rows; they are then put back and the table vacuumed.
-3. ``fired_per_s``: 2 workers loop ``Scheduler.fire_due`` (batch 500) until nothing is due. Each batch claims
+3. ``fired_per_s``: 2 worker processes loop ``Scheduler.fire_due`` (batch 1000) until nothing is due. Each batch claims
    its rows, checks each one, creates the tasks, marks the rows, plans the next cycles and appends the outbox
    events, and commits. Fired means the row left ``scheduled`` (fired or skipped), committed.
    ``lag_p99_s`` is the 99th percentile of (``fired_at`` - ``due_at``) over the burst: how long the backlog
@@ -405,14 +405,18 @@ if __name__ == "__main__":
     parser.add_argument("--due", type=int, default=100_000, help="of which due at once (default 100,000)")
     parser.add_argument("--customers", type=int, default=1_000, help="customers, one vehicle each (default 1,000)")
     parser.add_argument("--workers", type=int, default=2, help="scheduler workers and raw-claim connections (2)")
-    parser.add_argument("--batch", type=int, default=500, help="batch size of both (default 500)")
+    parser.add_argument("--batch", type=int, default=1000,
+                        help="batch size of both (default 1000, FOLLOWUP_SCHEDULER_BATCH_SIZE's default)")
     parser.add_argument("--max-seconds", type=float, default=150,
                         help="stop the scheduler run after this long even if the burst is not drained (default 150)")
-    parser.add_argument("--processes", action="store_true",
-                        help="one process per scheduler worker (as deployed) instead of asyncio tasks in this one")
+    parser.add_argument("--in-process", dest="processes", action="store_false",
+                        help="run the scheduler workers as asyncio tasks in this process instead of one process "
+                             "each (as deployed: N worker processes)")
     parser.add_argument("--profile", type=int, nargs="?", const=40, default=0, metavar="N",
                         help="cProfile the scheduler run (in-process workers) and print the top N functions")
     args = parser.parse_args()
+    if args.profile:
+        args.processes = False  # cProfile sees this process only
     if args.pending % args.due:
         parser.error("--pending must be a multiple of --due")
     result = asyncio.run(main(args))

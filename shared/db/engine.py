@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import time
 
+import orjson
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.settings import ServiceSettings
+
+
+def json_dumps(value: object) -> str:
+    """JSON/JSONB columns through orjson (several times faster than the stdlib on the scheduler's and relay's
+    paths); non-string keys become strings, as with the stdlib encoder."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def create_engine(settings: ServiceSettings, **kw: object) -> AsyncEngine:
@@ -35,6 +42,8 @@ def create_engine(settings: ServiceSettings, **kw: object) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         hide_parameters=True,  # error messages (and so logs) never carry the values: they are personal data
         connect_args=POSTGRES_CONNECT_ARGS,
+        json_serializer=json_dumps,
+        json_deserializer=orjson.loads,
         **kw,  # type: ignore[arg-type]
     )
     ping_when_idle(engine)

@@ -70,9 +70,14 @@ class CloudEvent(BaseModel):
 
 def build_event(data: EventData, *, source: str, tenant_id: uuid.UUID | str | None,
                 store_id: uuid.UUID | str | None) -> CloudEvent:
+    """The envelope for a payload this service emits. Every field comes from trusted values (the payload is
+    already validated), so the envelope is constructed without validating it again (batch writers emit
+    thousands per second)."""
     event_id = new_id()
     subject = getattr(data, data.subject_field, None)
-    return CloudEvent(
+    return CloudEvent.model_construct(
+        specversion="1.0",
+        datacontenttype="application/json",
         id=event_id,
         source=source,
         type=data.type,

@@ -30,6 +30,10 @@ class FollowUp(TenantScopedMixin, TimestampMixin, Base):
         sa.Index("ix_followup_rule_pending", "rule_id", postgresql_where=sa.text("state = 'scheduled'"),
                  sqlite_where=sa.text("state = 'scheduled'")),
     )
+    # No single-column tenant/store indexes (the mixin's default): every index above already leads with the
+    # tenant, and each extra index is written on every state change of a million-row table.
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid())
+    store_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid())
     rule_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("rule.id"))
     rule_key: Mapped[str] = mapped_column(sa.String(60))
     occurrence_key: Mapped[str] = mapped_column(sa.String(200))

@@ -53,7 +53,7 @@ def _hhmm(value: str) -> time:
 class Offset(BaseModel):
     """A calendar distance: months are calendar months (the 15th to the 15th)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     months: int = Field(default=0, ge=0, le=120)
     days: int = Field(default=0, ge=0, le=3660)
     hours: int = Field(default=0, ge=0, le=24 * 366)

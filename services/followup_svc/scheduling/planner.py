@@ -107,9 +107,13 @@ async def active_rules(session: AsyncSession, tenant_id: uuid.UUID, store_id: uu
 
 
 class Planner:
-    def __init__(self, session: AsyncSession, now: datetime) -> None:
+    def __init__(self, session: AsyncSession, now: datetime, deferred: bool = False) -> None:
+        """``deferred``: plain inserts are collected and written by :meth:`flush` in one statement (the scheduler
+        plans hundreds of next cycles per batch); reschedules always run at once."""
         self.session = session
         self.now = now
+        self.deferred = deferred
+        self._pending: list[dict[str, Any]] = []
         self.calendars = Calendars(session)
         self._rules: dict[tuple[uuid.UUID, uuid.UUID, str], list[tuple[Rule, RuleDefinition]]] = {}
 
@@ -141,20 +145,37 @@ class Planner:
                 reason="stale when planned: its time had passed (history)" if stale else None,
                 attempts=0, purpose=rdef.purpose, context={**subject.context, "series": want.series},
                 created_at=self.now, updated_at=self.now))
-        table = FollowUp.__table__
-        stmt = dialect_insert(self.session)(table).values(rows)
         if reschedule:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[table.c.tenant_id, table.c.occurrence_key],
-                set_={"due_at": stmt.excluded.due_at, "anchor_at": stmt.excluded.anchor_at,
-                      "customer_id": stmt.excluded.customer_id, "store_id": stmt.excluded.store_id,
-                      "rule_id": stmt.excluded.rule_id, "context": stmt.excluded.context, "state": "scheduled",
-                      "reason": None, "updated_at": stmt.excluded.updated_at},
-                where=table.c.state.in_(("scheduled", "cancelled")) & (stmt.excluded.state == "scheduled"))
+            await self.session.execute(self._upsert(), rows)
+        elif self.deferred:
+            self._pending.extend(rows)
         else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=[table.c.tenant_id, table.c.occurrence_key])
-        await self.session.execute(stmt)
+            await self.session.execute(self._insert(), rows)
         return [r["occurrence_key"] for r in rows]
+
+    async def flush(self) -> None:
+        """Write the inserts collected in deferred mode (one statement; repeated keys change nothing)."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            await self.session.execute(self._insert(), rows)
+
+    def _insert(self) -> Any:
+        table = FollowUp.__table__
+        return dialect_insert(self.session)(table).on_conflict_do_nothing(
+            index_elements=[table.c.tenant_id, table.c.occurrence_key])
+
+    def _upsert(self) -> Any:
+        """Insert, or move a pending occurrence to its new time (and owner), or revive a cancelled one."""
+        table = FollowUp.__table__
+        stmt = dialect_insert(self.session)(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.tenant_id, table.c.occurrence_key],
+            set_={"due_at": stmt.excluded.due_at, "anchor_at": stmt.excluded.anchor_at,
+                  "customer_id": stmt.excluded.customer_id, "store_id": stmt.excluded.store_id,
+                  "rule_id": stmt.excluded.rule_id, "context": stmt.excluded.context, "state": "scheduled",
+                  "reason": None, "updated_at": stmt.excluded.updated_at},
+            # No IN (...) here: expanding parameters cannot be used with a many-rows execute.
+            where=((table.c.state == "scheduled") | (table.c.state == "cancelled")) & (stmt.excluded.state == "scheduled"))
 
     async def plan(self, trigger: str, subject: Subject, anchor: datetime, series: str,
                    matches: Any = None) -> int:

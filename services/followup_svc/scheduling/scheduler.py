@@ -24,6 +24,7 @@ from followup_svc.clock import Clock
 from followup_svc.models import CustomerView, FollowUp, Rule, StaffView, StoreView, Task, VehicleView
 from followup_svc.playbooks.schemas import RuleDefinition
 from followup_svc.scheduling import timing, triggers
+from followup_svc.scheduling.calendar import StoreCalendar
 from followup_svc.scheduling.planner import Planner, calendar_of, definition_of
 from shared.db.base import dialect_insert
 from shared.events.catalog.followup import MessageRequested, OccurrenceSkipped, SurveyRequested, TaskCreated
@@ -33,6 +34,32 @@ from shared.messaging.outbox import Outbox
 
 log = structlog.get_logger("scheduler")
 FIRED = Counter("followups_fired_total", "Follow-up occurrences handled by the scheduler", ["outcome"])
+_COUNT = {outcome: FIRED.labels(outcome) for outcome in ("fired", "skipped", "cancelled", "failed", "retry", "deferred")}
+
+
+#: The columns of a due occurrence the scheduler reads; what it writes back is in ``OUTCOME``.
+CLAIMED = ("id", "tenant_id", "store_id", "rule_id", "rule_key", "occurrence_key", "subject_type", "subject_id",
+           "customer_id", "vehicle_id", "anchor_at", "step", "due_at", "attempts", "context", "reason", "last_error")
+OUTCOME = ("state", "reason", "due_at", "attempts", "last_error", "fired_at", "task_id", "updated_at")
+
+
+CUSTOMER_COLUMNS = ("name", "lost", "merged_into_id", "consents", "do_not_call", "assigned_sales_id",
+                    "assigned_advisor_id")
+VEHICLE_COLUMNS = ("customer_id", "maintenance_count", "selling_consultant_id", "plate", "model", "declined_items")
+
+
+class Due:
+    """One claimed occurrence: read from its row, changed by the decision, written back in one UPDATE per batch."""
+
+    __slots__ = (*CLAIMED, "state", "fired_at", "task_id", "updated_at")
+
+    def __init__(self, row: Any, now: datetime) -> None:
+        for name in CLAIMED:
+            setattr(self, name, getattr(row, name))
+        self.state, self.fired_at, self.task_id, self.updated_at = "scheduled", None, None, now
+
+    def outcome(self) -> dict[str, Any]:
+        return {"b_id": self.id, **{name: getattr(self, name) for name in OUTCOME}}
 
 
 @dataclass
@@ -44,6 +71,7 @@ class Batch:
     vehicles: dict[uuid.UUID, VehicleView]
     staff: dict[uuid.UUID, StaffView]
     stores: dict[uuid.UUID, StoreView]
+    calendars: dict[uuid.UUID, StoreCalendar]
     last_calls: dict[uuid.UUID, datetime]
     #: Open tasks due within a day per staff member (the daily cap's count; grows as the batch assigns).
     load: dict[uuid.UUID, int]
@@ -51,38 +79,46 @@ class Batch:
     events: list[tuple[EventData, uuid.UUID | None, uuid.UUID | None]] = field(default_factory=list)
 
     @classmethod
-    async def load(cls, session: AsyncSession, rows: list[FollowUp], now: datetime) -> Batch:
-        async def by_id(model: Any, ids: set[uuid.UUID | None]) -> dict[uuid.UUID, Any]:
+    async def load(cls, session: AsyncSession, rows: list[Due], now: datetime) -> Batch:
+        async def by_id(model: Any, ids: set[uuid.UUID | None], columns: tuple[str, ...] = ()) -> dict[uuid.UUID, Any]:
             ids.discard(None)
             if not ids:
                 return {}
-            return {o.id: o for o in await session.scalars(sa.select(model).where(model.id.in_(ids)))}
+            if not columns:
+                return {o.id: o for o in await session.scalars(sa.select(model).where(model.id.in_(ids)))}
+            # Plain rows of the columns decisions read (no identity map, no change tracking, no unused JSON).
+            table = model.__table__
+            found = await session.execute(sa.select(*(table.c[c] for c in ("id", *columns))).where(table.c.id.in_(ids)))
+            return {r.id: r for r in found}
 
         rules = await by_id(Rule, {r.rule_id for r in rows})
-        customers = await by_id(CustomerView, {r.customer_id for r in rows})
-        vehicles = await by_id(VehicleView, {r.vehicle_id for r in rows})
+        customers = await by_id(CustomerView, {r.customer_id for r in rows}, CUSTOMER_COLUMNS)
+        vehicles = await by_id(VehicleView, {r.vehicle_id for r in rows}, VEHICLE_COLUMNS)
         staff_ids = {c.assigned_sales_id for c in customers.values()} | {c.assigned_advisor_id for c in customers.values()}
         staff_ids |= {v.selling_consultant_id for v in vehicles.values()}
         staff_ids |= {_uuid(r.context.get("advisor_id")) for r in rows if r.context}
-        staff = await by_id(StaffView, staff_ids)
-        stores = await by_id(StoreView, {r.store_id for r in rows})
+        staff = await by_id(StaffView, staff_ids, ("active", "store_ids"))
+        stores = await by_id(StoreView, {r.store_id for r in rows}, ("name", "timezone", "business_hours"))
+        tenants = {r.tenant_id for r in rows}
         gap_customers = {r.customer_id for r in rows if r.customer_id and _gap_days(rules.get(r.rule_id))}
         last_calls: dict[uuid.UUID, datetime] = {}
         if gap_customers:
             found = await session.execute(
                 sa.select(Task.customer_id, sa.func.max(Task.completed_at))
-                .where(Task.customer_id.in_(gap_customers), Task.status == "done", Task.kind == "call")
+                .where(Task.tenant_id.in_(tenants), Task.customer_id.in_(gap_customers), Task.status == "done",
+                       Task.kind == "call")
                 .group_by(Task.customer_id))
             last_calls = {cid: at for cid, at in found if at is not None}
         load: dict[uuid.UUID, int] = {}
         if staff:
             counted = await session.execute(
                 sa.select(Task.assignee_id, sa.func.count())
-                .where(Task.assignee_id.in_(staff.keys()), Task.status.in_(("open", "in_progress")),
-                       Task.due_at < now + timedelta(days=1))
+                .where(Task.tenant_id.in_(tenants), Task.assignee_id.in_(staff.keys()),
+                       Task.status.in_(("open", "in_progress")), Task.due_at < now + timedelta(days=1))
                 .group_by(Task.assignee_id))
             load = {sid: n for sid, n in counted}
-        return cls(rules, customers, vehicles, staff, stores, last_calls, load)
+        calendars = {sid: calendar_of(store) for sid, store in stores.items()}
+        return cls(rules, customers, vehicles, staff, stores, calendars, last_calls, load)
 
 
 def _gap_days(rule: Rule | None) -> int:
@@ -100,6 +136,29 @@ def _uuid(value: Any) -> uuid.UUID | None:
         return None
 
 
+_OUTCOME_UPDATE = (sa.update(FollowUp.__table__).where(FollowUp.__table__.c.id == sa.bindparam("b_id"))
+                   .values({name: sa.bindparam(name) for name in OUTCOME}))
+_OUTCOME_TYPES = {"state": "text", "reason": "text", "due_at": "timestamptz", "attempts": "int", "last_error": "text",
+                  "fired_at": "timestamptz", "task_id": "uuid", "updated_at": "timestamptz"}
+#: Postgres: every outcome of the batch in one set-based statement (arrays unnested), not one UPDATE per row.
+_OUTCOME_UNNEST = sa.text(
+    f"UPDATE {FollowUp.__table__.fullname} AS f SET "
+    + ", ".join(f"{c} = v.{c}" for c in OUTCOME)
+    + " FROM unnest(CAST(:id AS uuid[]), "
+    + ", ".join(f"CAST(:{c} AS {_OUTCOME_TYPES[c]}[])" for c in OUTCOME)
+    + ") AS v(id, " + ", ".join(OUTCOME) + ") WHERE f.id = v.id")
+
+
+async def _write_outcomes(session: AsyncSession, rows: list[Due]) -> None:
+    if session.bind.dialect.name != "postgresql":
+        await session.execute(_OUTCOME_UPDATE, [row.outcome() for row in rows])
+        return
+    columns: dict[str, list[Any]] = {"id": [row.id for row in rows]}
+    for name in OUTCOME:
+        columns[name] = [getattr(row, name) for row in rows]
+    await session.execute(_OUTCOME_UNNEST, columns)
+
+
 class Scheduler:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox, clock: Clock,
                  batch_size: int = 500, max_attempts: int = 5, daily_task_cap: int = 40) -> None:
@@ -112,35 +171,40 @@ class Scheduler:
 
     async def fire_due(self, limit: int | None = None) -> int:
         """Claim and carry out up to ``limit`` due occurrences; returns how many were claimed."""
+        table = FollowUp.__table__
         async with self.sessionmaker() as session, session.begin():
             now = self.clock.now()
-            rows = list((await session.scalars(
-                sa.select(FollowUp).where(FollowUp.state == "scheduled", FollowUp.due_at <= now)
-                .order_by(FollowUp.due_at).limit(limit or self.batch_size)
-                .with_for_update(skip_locked=True))).all())
+            claimed = await session.execute(
+                sa.select(*(table.c[name] for name in CLAIMED))
+                .where(table.c.state == "scheduled", table.c.due_at <= now)
+                .order_by(table.c.due_at).limit(limit or self.batch_size)
+                .with_for_update(skip_locked=True))
+            rows = [Due(r, now) for r in claimed]
             if not rows:
                 return 0
             batch = await Batch.load(session, rows, now)
-            planner = Planner(session, now)
-            fired: list[FollowUp] = []
+            planner = Planner(session, now, deferred=True)
+            fired: list[Due] = []
             for row in rows:
                 try:
                     if self._carry_out(row, batch, now):
                         fired.append(row)
                 except Exception as exc:  # noqa: BLE001 - one bad occurrence must not stall the others
                     self._retry_later(row, now, exc)
-            if batch.tasks:
-                await session.execute(dialect_insert(session)(Task.__table__).values(batch.tasks)
-                                      .on_conflict_do_nothing(index_elements=["tenant_id", "occurrence_key"]))
             for row in fired:
                 rule = batch.rules[row.rule_id]
-                await triggers.after_fire(planner, row, rule, definition_of(rule), batch.customers.get(row.customer_id))
+                await triggers.after_fire(planner, row, rule, definition_of(rule))
+            await _write_outcomes(session, rows)
+            if batch.tasks:
+                await session.execute(dialect_insert(session)(Task.__table__).on_conflict_do_nothing(
+                    index_elements=["tenant_id", "occurrence_key"]), batch.tasks)
+            await planner.flush()
             await self.outbox.append_many(session, batch.events)
         return len(rows)
 
     # --- one occurrence -----------------------------------------------------------------------------------
 
-    def _carry_out(self, row: FollowUp, batch: Batch, now: datetime) -> bool:
+    def _carry_out(self, row: Due, batch: Batch, now: datetime) -> bool:
         """Decide and record what happens to one due occurrence; True when it fired."""
         rule = batch.rules[row.rule_id]
         rdef = definition_of(rule)
@@ -148,7 +212,7 @@ class Scheduler:
         if row.customer_id and customer is None:
             raise LookupError("customer not in the read model yet")
         vehicle = batch.vehicles.get(row.vehicle_id) if row.vehicle_id else None
-        if customer is not None and not customer.active:
+        if customer is not None and (customer.lost or customer.merged_into_id is not None):
             return self._drop(row, batch, now, "skipped",
                               "customer merged into another record" if customer.merged_into_id else "customer lost")
         if vehicle is not None and row.customer_id and vehicle.customer_id != row.customer_id:
@@ -169,7 +233,7 @@ class Scheduler:
         if customer is not None and action.kind == "task" and action.task_kind == "call" and customer.do_not_call:
             return self._drop(row, batch, now, "skipped", "customer asked not to be called")
         store = batch.stores.get(row.store_id)
-        calendar = calendar_of(store)
+        calendar = batch.calendars.get(row.store_id) or calendar_of(None)
         if rdef.schedule.holiday_peak == "skip" and calendar.holiday_name(calendar.local(now).date()):
             return self._drop(row, batch, now, "skipped", "holiday peak: no marketing")
         if action.kind == "task" and rdef.schedule.min_gap_days and row.customer_id in batch.last_calls:
@@ -178,7 +242,7 @@ class Scheduler:
                 row.due_at = timing.adjust(rdef, free_from, calendar)
                 row.reason = f"deferred: customer was called on {batch.last_calls[row.customer_id]:%Y-%m-%d}"
                 row.updated_at = now
-                FIRED.labels("deferred").inc()
+                _COUNT["deferred"].inc()
                 return False
         if action.kind == "task":
             self._task(row, rule, rdef, batch, customer, vehicle, now)
@@ -197,11 +261,11 @@ class Scheduler:
                 vehicle_id=row.vehicle_id, rule_key=row.rule_key, survey=action.survey, about_type=about,
                 about_id=row.subject_id, staff_id=staff, channels=channels, not_before=now, expires_at=limit),
                 row.tenant_id, row.store_id))
-        row.state, row.fired_at, row.updated_at = "fired", now, now
-        FIRED.labels("fired").inc()
+        row.state, row.fired_at, row.reason = "fired", now, None
+        _COUNT["fired"].inc()
         return True
 
-    def _task(self, row: FollowUp, rule: Rule, rdef: RuleDefinition, batch: Batch, customer: CustomerView | None,
+    def _task(self, row: Due, rule: Rule, rdef: RuleDefinition, batch: Batch, customer: CustomerView | None,
               vehicle: VehicleView | None, now: datetime) -> None:
         action = rdef.action
         assignee = _owner(action.assignee, row, batch, customer, vehicle)
@@ -229,28 +293,28 @@ class Scheduler:
             vehicle_id=row.vehicle_id, kind=action.task_kind, title=action.title or rdef.name, role=str(action.role),
             assignee_id=assignee, priority=rdef.priority, due_at=due, sla_due_at=sla), row.tenant_id, row.store_id))
 
-    def _drop(self, row: FollowUp, batch: Batch, now: datetime, state: str, reason: str) -> bool:
+    def _drop(self, row: Due, batch: Batch, now: datetime, state: str, reason: str) -> bool:
         row.state, row.reason, row.updated_at = state, reason, now
         batch.events.append((OccurrenceSkipped(
             followup_id=row.id, occurrence_key=row.occurrence_key, rule_key=row.rule_key, customer_id=row.customer_id,
             state=state, reason=reason, due_at=row.due_at), row.tenant_id, row.store_id))  # type: ignore[arg-type]
-        FIRED.labels(state).inc()
+        _COUNT[state].inc()
         return False
 
-    def _retry_later(self, row: FollowUp, now: datetime, exc: Exception) -> None:
+    def _retry_later(self, row: Due, now: datetime, exc: Exception) -> None:
         row.attempts += 1
         row.last_error = f"{type(exc).__name__}: {exc}"[:500]
         row.updated_at = now
         if row.attempts >= self.max_attempts:
             row.state, row.reason = "failed", f"gave up after {row.attempts} attempts: {row.last_error}"[:300]
-            FIRED.labels("failed").inc()
+            _COUNT["failed"].inc()
         else:
             row.due_at = now + timedelta(minutes=2 ** (row.attempts - 1))
-            FIRED.labels("retry").inc()
+            _COUNT["retry"].inc()
         log.warning("followup_failed", followup_id=str(row.id), attempts=row.attempts, error=row.last_error)
 
 
-def _owner(mode: str, row: FollowUp, batch: Batch, customer: CustomerView | None,
+def _owner(mode: str, row: Due, batch: Batch, customer: CustomerView | None,
            vehicle: VehicleView | None) -> uuid.UUID | None:
     """The customer's own consultant or advisor when they are active staff of the store, else the team queue."""
     candidates: list[uuid.UUID | None] = []
@@ -266,7 +330,7 @@ def _owner(mode: str, row: FollowUp, batch: Batch, customer: CustomerView | None
     return None
 
 
-def _variables(row: FollowUp, customer: CustomerView | None, vehicle: VehicleView | None,
+def _variables(row: Due, customer: CustomerView | None, vehicle: VehicleView | None,
                store: StoreView | None) -> dict[str, Any]:
     """What message templates may use (notify_svc validates each template's variables at render time)."""
     values: dict[str, Any] = {"store_name": store.name if store else None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import uuid
 from datetime import datetime, timedelta
 
@@ -12,7 +13,9 @@ from followup_svc.playbooks.schemas import Offset, RuleDefinition, Schedule
 from followup_svc.scheduling.calendar import StoreCalendar
 
 
+@lru_cache(maxsize=4096)
 def delta(offset: Offset, times: int = 1) -> relativedelta:
+    """Cached: rules are few, and the scheduler asks for the same distances thousands of times a second."""
     return relativedelta(months=offset.months * times, days=offset.days * times, hours=offset.hours * times,
                          minutes=offset.minutes * times)
 

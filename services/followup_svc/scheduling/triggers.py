@@ -4,6 +4,7 @@ inside their transaction, with the read model already updated."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from dateutil.relativedelta import relativedelta
@@ -225,8 +226,7 @@ async def contact_made(planner: Planner, task: Task) -> None:
         nxt.updated_at = planner.now
 
 
-async def after_fire(planner: Planner, row: FollowUp, rule: Rule, rdef: RuleDefinition,
-                     customer: CustomerView | None) -> None:
+async def after_fire(planner: Planner, row: Any, rule: Rule, rdef: RuleDefinition) -> None:
     """What a fired occurrence plans next: its next recurrence cycle, next year's date, and chained rules."""
     subject = Subject(row.subject_type, row.subject_id, row.tenant_id, row.store_id, row.customer_id, row.vehicle_id,
                       {k: v for k, v in (row.context or {}).items() if k != "series"})
@@ -235,8 +235,10 @@ async def after_fire(planner: Planner, row: FollowUp, rule: Rule, rdef: RuleDefi
     if rdef.schedule.repeat is not None and timing.is_repeat_step(rdef.schedule, nxt) \
             and nxt < timing.total_steps(rdef.schedule):
         await planner.insert(rule, rdef, subject, [Want(series, nxt, row.anchor_at)])
-    if rule.trigger in ("customer.birthday", "customer.wedding_anniversary", "festival") and customer is not None:
-        await reconcile_personal_dates(planner, customer, row.due_at + timedelta(days=1))
+    if rule.trigger in ("customer.birthday", "customer.wedding_anniversary", "festival"):
+        customer = await planner.session.get(CustomerView, row.customer_id) if row.customer_id else None
+        if customer is not None:
+            await reconcile_personal_dates(planner, customer, row.due_at + timedelta(days=1))
     chained = [(r, d) for r, d in await planner.rules(subject, "rule.fired") if d.conditions.after_rule == rule.key]
     for crule, cdef in chained:
         await planner.insert(crule, cdef, subject, [Want(str(row.id), s, planner.now)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 14:44:30.087755
+Create Date: 2026-11-23 15:41:33.366110
 """
 from collections.abc import Sequence
 
@@ -259,6 +259,8 @@ def upgrade() -> None:
     op.create_index(op.f('ix_vehicle_tenant_id'), 'vehicle', ['tenant_id'], unique=False, schema='followup')
     op.create_index('ix_vehicle_tenant_plate', 'vehicle', ['tenant_id', 'plate'], unique=False, schema='followup')
     op.create_table('followup',
+    sa.Column('tenant_id', sa.Uuid(), nullable=False),
+    sa.Column('store_id', sa.Uuid(), nullable=False),
     sa.Column('rule_id', sa.Uuid(), nullable=False),
     sa.Column('rule_key', sa.String(length=60), nullable=False),
     sa.Column('occurrence_key', sa.String(length=200), nullable=False),
@@ -278,8 +280,6 @@ def upgrade() -> None:
     sa.Column('purpose', sa.String(length=10), nullable=False),
     sa.Column('context', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
-    sa.Column('tenant_id', sa.Uuid(), nullable=False),
-    sa.Column('store_id', sa.Uuid(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['rule_id'], ['followup.rule.id'], name=op.f('fk_followup_rule_id_rule')),
@@ -290,9 +290,7 @@ def upgrade() -> None:
     op.create_index('ix_followup_customer', 'followup', ['tenant_id', 'customer_id', 'due_at'], unique=False, schema='followup')
     op.create_index('ix_followup_due', 'followup', ['due_at'], unique=False, schema='followup', postgresql_where=sa.text("state = 'scheduled'"), sqlite_where=sa.text("state = 'scheduled'"))
     op.create_index('ix_followup_rule_pending', 'followup', ['rule_id'], unique=False, schema='followup', postgresql_where=sa.text("state = 'scheduled'"), sqlite_where=sa.text("state = 'scheduled'"))
-    op.create_index(op.f('ix_followup_store_id'), 'followup', ['store_id'], unique=False, schema='followup')
     op.create_index('ix_followup_subject', 'followup', ['tenant_id', 'subject_id'], unique=False, schema='followup')
-    op.create_index(op.f('ix_followup_tenant_id'), 'followup', ['tenant_id'], unique=False, schema='followup')
     op.create_index('ix_followup_vehicle', 'followup', ['tenant_id', 'vehicle_id', 'due_at'], unique=False, schema='followup')
     op.create_table('task_note',
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -314,9 +312,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_task_note_task_id'), table_name='task_note', schema='followup')
     op.drop_table('task_note', schema='followup')
     op.drop_index('ix_followup_vehicle', table_name='followup', schema='followup')
-    op.drop_index(op.f('ix_followup_tenant_id'), table_name='followup', schema='followup')
     op.drop_index('ix_followup_subject', table_name='followup', schema='followup')
-    op.drop_index(op.f('ix_followup_store_id'), table_name='followup', schema='followup')
     op.drop_index('ix_followup_rule_pending', table_name='followup', schema='followup', postgresql_where=sa.text("state = 'scheduled'"), sqlite_where=sa.text("state = 'scheduled'"))
     op.drop_index('ix_followup_due', table_name='followup', schema='followup', postgresql_where=sa.text("state = 'scheduled'"), sqlite_where=sa.text("state = 'scheduled'"))
     op.drop_index('ix_followup_customer', table_name='followup', schema='followup')
