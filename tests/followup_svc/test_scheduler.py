@@ -10,13 +10,15 @@ import asyncpg
 import sqlalchemy as sa
 
 from followup_svc.app import FollowupRuntime
+from followup_svc.clock import Clock
 from followup_svc.models import CustomerView, FollowUp, Rule, Task
 from followup_svc.scheduling.scheduler import Scheduler
+from shared.auth.roles import Role
 from shared.events.catalog.followup import MessageRequested
 from shared.ids import new_id
 from shared.testing.waiting import eventually
 from tests.conftest import Group, Infra
-from tests.customer_svc.factories import new_customer
+from tests.customer_svc.factories import new_customer, staff_id
 from tests.followup_svc.conftest import advance, followups, tasks
 
 
@@ -125,3 +127,22 @@ async def test_one_failing_occurrence_does_not_stall_the_batch(client, followup_
     assert failing.state == "scheduled" and failing.attempts == 1 and "read model" in failing.last_error
     assert failing.due_at > followup_runtime.clock.now()
     assert await s.scalar(sa.select(sa.func.count()).select_from(Task).where(Task.followup_id == broken)) == 0
+
+
+async def test_a_persons_daily_cap_sends_the_overflow_to_the_team_queue(client, followup_runtime: FollowupRuntime,
+                                                                       fgroup: Group) -> None:
+    consultant = uuid.UUID(await staff_id(client, fgroup, Role.SALES_CONSULTANT))
+    cid = await due_rows(client, followup_runtime, fgroup, "post_delivery_calls", 5, due_in=timedelta(hours=1))
+    async with followup_runtime.sessionmaker() as s, s.begin():
+        await s.execute(sa.update(CustomerView).where(CustomerView.id == cid).values(assigned_sales_id=consultant))
+    # This scheduler alone sees the rows due: its clock runs two hours ahead of the service's (in memory only).
+    ahead = Clock(enabled=True)
+    ahead.offset = followup_runtime.clock.offset + timedelta(hours=2)
+    capped = Scheduler(followup_runtime.sessionmaker, followup_runtime.outbox, ahead, 100, daily_task_cap=2)
+    while await capped.fire_due():
+        pass
+    made = await tasks(followup_runtime, fgroup.tenant_id, customer_id=cid, rule_key="post_delivery_calls")
+    assert len(made) == 5
+    assert sum(t.assignee_id == consultant for t in made) == 2
+    queued = [t for t in made if t.assignee_id is None]
+    assert len(queued) == 3 and all(t.context["over_cap_of"] == str(consultant) for t in queued)
