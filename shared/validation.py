@@ -4,7 +4,7 @@ ISO 8601 dates and date-times."""
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -89,5 +89,11 @@ def iso_only(value: object) -> object:
 
 
 IsoDate = Annotated[date, BeforeValidator(iso_only)]
+
+
+def latest_today() -> date:
+    """Today's date somewhere on Earth (UTC+14): a date "not in the future" is checked against this, because a
+    store's today begins before the server's (Shanghai is 8 hours ahead of a UTC server)."""
+    return (datetime.now(UTC) + timedelta(hours=14)).date()
 #: An ISO 8601 date-time with its time zone (a naive time is ambiguous across store time zones).
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(iso_only)]

@@ -4,7 +4,6 @@ outbox/inbox guarantees, the demo seed; and the settings that choose between the
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from shared.messaging.consumer import EventConsumer, Subscription
 from shared.messaging.memory import InProcessBus, db_parker
 from shared.testing.waiting import eventually
 from tests.customer_svc.factories import new_vin
+from tests.followup_svc.conftest import local_today
 
 PLATFORM_ENV = ("AFTERCARE_DATABASE_URL", "AFTERCARE_AMQP_URL", "CUSTOMER_DATABASE_URL", "CUSTOMER_AMQP_URL",
                 "FOLLOWUP_DATABASE_URL", "FOLLOWUP_AMQP_URL",
@@ -127,7 +127,7 @@ async def test_embedded_follow_up_plan_fires_with_the_test_clock(embedded_env: P
         vehicle = (await client.post("/api/v1/vehicles", headers=headers,
                                      json={"customer_id": customer["id"], "vin": new_vin()})).json()
         delivered = await client.post(f"/api/v1/vehicles/{vehicle['id']}/delivery", headers=headers,
-                                      json={"delivery_date": date.today().isoformat()})
+                                      json={"delivery_date": local_today().isoformat()})
         assert delivered.status_code == 200, delivered.text
 
         async def plan() -> list | None:

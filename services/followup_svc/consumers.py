@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from followup_svc.models import CustomerView, StaffView, StoreView, Task, VehicleView
+from followup_svc.models import CustomerView, FollowUp, StaffView, StoreView, Task, VehicleView
 from followup_svc.playbooks.seeding import ensure_default_rules
 from followup_svc.scheduling import triggers
 from followup_svc.scheduling.planner import Planner
@@ -133,17 +133,30 @@ class Handlers:
         await _cancel_open_tasks(session, customer.tenant_id, customer.id, reason, self.clock.now())
 
     async def customer_merged(self, session: AsyncSession, event: CloudEvent) -> None:
+        """The duplicate's own plans (greetings, cadence) end; its cars, their plans and its open tasks carry on
+        for the surviving record (customer_svc moved the cars without a vehicle event)."""
         data = ev.CustomerMerged.model_validate(event.data)
         merged = await session.get(CustomerView, data.merged_id, with_for_update=True)
         if merged is None:
             return
         merged.merged_into_id = data.customer_id
-        reason = f"customer merged into {data.customer_id}"
-        await self.planner(session).cancel(merged.tenant_id, reason, customer_id=merged.id)
-        # Open tasks carry on for the surviving record (the same person).
+        planner = self.planner(session)
+        await planner.cancel(merged.tenant_id, f"customer merged into {data.customer_id}", customer_id=merged.id,
+                             subject_type="customer")
+        await session.execute(sa.update(FollowUp).where(
+            FollowUp.tenant_id == merged.tenant_id, FollowUp.customer_id == merged.id,
+            FollowUp.state == "scheduled").values(customer_id=data.customer_id))
         await session.execute(sa.update(Task).where(
             Task.tenant_id == merged.tenant_id, Task.customer_id == merged.id,
             Task.status.in_(("open", "in_progress"))).values(customer_id=data.customer_id))
+        cars = (await session.scalars(sa.select(VehicleView).where(
+            VehicleView.tenant_id == merged.tenant_id, VehicleView.customer_id == merged.id)
+            .with_for_update())).all()
+        for car in cars:
+            car.customer_id = data.customer_id
+        await session.flush()
+        for car in cars:
+            await triggers.reconcile_vehicle(planner, car)
 
     async def consent_changed(self, session: AsyncSession, event: CloudEvent) -> None:
         data = ev.CustomerConsentChanged.model_validate(event.data)
@@ -220,8 +233,10 @@ class Handlers:
             vehicle.declined_items = list(data.declined_items)
         if data.visit_type in triggers.MAINTENANCE_VISITS:
             vehicle.maintenance_count += 1
-            vehicle.last_maintenance_at = data.completed_at
-            vehicle.last_maintenance_km = data.mileage_km
+            # An older repair order arriving late (a DMS import) counts, but does not move the base date back.
+            if vehicle.last_maintenance_at is None or data.completed_at > vehicle.last_maintenance_at:
+                vehicle.last_maintenance_at = data.completed_at
+                vehicle.last_maintenance_km = data.mileage_km
         if data.mileage_km is not None:
             _add_reading(vehicle, data.completed_at.date(), data.mileage_km)
         customer = await session.get(CustomerView, data.customer_id, with_for_update=True)

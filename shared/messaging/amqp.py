@@ -26,9 +26,15 @@ log = structlog.get_logger("amqp")
 CONTENT_TYPE = "application/cloudevents+json"
 
 
+#: deadlock_detected, serialization_failure
+RETRY_SQLSTATES = ("40P01", "40001")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Failures of the infrastructure rather than of the event: a lost or refused connection, a timeout."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    """Failures of the infrastructure rather than of the event: a lost or refused connection, a timeout, or a
+    deadlock / serialization failure (another transaction won; the same event succeeds when tried again)."""
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated
+                                        or getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES):
         return True
     return isinstance(exc, (OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError))
 

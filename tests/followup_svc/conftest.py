@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import pytest
@@ -24,6 +25,11 @@ async def clock(followup_runtime: FollowupRuntime) -> AsyncIterator[FollowupRunt
     await followup_runtime.clock.set(followup_runtime.engine, table, timedelta(0))
     yield followup_runtime
     await followup_runtime.clock.set(followup_runtime.engine, table, timedelta(0))
+
+
+def local_today() -> date:
+    """Today in the fixture stores' time zone (Asia/Shanghai): what a dealer enters as "today"."""
+    return datetime.now(ZoneInfo("Asia/Shanghai")).date()
 
 
 async def advance(runtime: FollowupRuntime, by: timedelta) -> None:

@@ -20,7 +20,7 @@ from shared.auth.roles import Role
 from shared.testing.events import EventTap
 from tests.conftest import Group
 from tests.customer_svc.factories import new_customer, new_vehicle, staff_id
-from tests.followup_svc.conftest import advance, fire_all, followups, tasks
+from tests.followup_svc.conftest import advance, fire_all, followups, local_today, tasks
 from tests.followup_svc.test_post_delivery import planned
 
 RULES = "/api/v1/playbook/rules"
@@ -42,7 +42,7 @@ async def deliver_in(client: httpx.AsyncClient, group: Group, store: str, day: d
     customer = await new_customer(client, group, store, relationship_type="owner")
     vehicle = await new_vehicle(client, group, customer["id"], selling_consultant_id=consultant)
     resp = await client.post(f"/api/v1/vehicles/{vehicle['id']}/delivery",
-                             json={"delivery_date": (day or date.today()).isoformat()},
+                             json={"delivery_date": (day or local_today()).isoformat()},
                              headers=group.headers(Role.ADMIN))
     assert resp.status_code == 200, resp.text
     return vehicle
@@ -199,7 +199,7 @@ async def test_who_may_write_rules(followup_client, fgroup: Group) -> None:
 async def test_reschedule_moves_pending_occurrences_to_the_new_offsets(
         client, followup_client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
     vehicle = await deliver_in(client, fgroup, "A")
-    old_history = await deliver_in(client, fgroup, "A", day=date.today() - timedelta(days=400))
+    old_history = await deliver_in(client, fgroup, "A", day=local_today() - timedelta(days=400))
     before = await calls_of(followup_runtime, fgroup, vehicle)
     history = await calls_of(followup_runtime, fgroup, old_history)
     assert all(r.state == "skipped" for r in history)

@@ -14,7 +14,7 @@ from shared.testing.events import EventTap
 from shared.testing.waiting import eventually
 from tests.conftest import Group
 from tests.customer_svc.factories import new_customer, new_vehicle, staff_id
-from tests.followup_svc.conftest import advance, fire_all, followups, tasks
+from tests.followup_svc.conftest import advance, fire_all, followups, local_today, tasks
 
 
 async def deliver(client: httpx.AsyncClient, group: Group, day: date | None = None, **customer_fields: object
@@ -23,7 +23,7 @@ async def deliver(client: httpx.AsyncClient, group: Group, day: date | None = No
     customer = await new_customer(client, group, relationship_type="owner", **customer_fields)
     vehicle = await new_vehicle(client, group, customer["id"], selling_consultant_id=consultant)
     resp = await client.post(f"/api/v1/vehicles/{vehicle['id']}/delivery",
-                             json={"delivery_date": (day or date.today()).isoformat()},
+                             json={"delivery_date": (day or local_today()).isoformat()},
                              headers=group.headers(Role.ADMIN))
     assert resp.status_code == 200, resp.text
     return customer, vehicle, consultant
@@ -60,7 +60,7 @@ async def test_redelivered_event_does_not_double_the_plan(client, followup_runti
     first = await planned(followup_runtime, fgroup, vehicle["id"], 17)
     # The same delivery posted again publishes another event: same occurrence keys, nothing new.
     resp = await client.post(f"/api/v1/vehicles/{vehicle['id']}/delivery",
-                             json={"delivery_date": date.today().isoformat()}, headers=fgroup.headers(Role.ADMIN))
+                             json={"delivery_date": local_today().isoformat()}, headers=fgroup.headers(Role.ADMIN))
     assert resp.status_code == 200
     await fire_all(followup_runtime)
     again = await followups(followup_runtime, fgroup.tenant_id, vehicle_id=uuid.UUID(vehicle["id"]))
@@ -106,7 +106,7 @@ async def test_the_plan_fires_tasks_for_the_consultant_and_commands_for_notify_a
 
 
 async def test_imported_history_is_recorded_as_stale_not_sent(client, followup_runtime, fgroup: Group) -> None:
-    _, vehicle, _ = await deliver(client, fgroup, day=date.today() - timedelta(days=400))
+    _, vehicle, _ = await deliver(client, fgroup, day=local_today() - timedelta(days=400))
     rows = await planned(followup_runtime, fgroup, vehicle["id"], 10)
     by_key = {(r.rule_key, r.step): r for r in rows}
     for key in (("post_delivery_call_3h", 0), ("post_delivery_thanks_sms", 0), ("post_delivery_calls", 3),

@@ -4,17 +4,17 @@ transfers, lost customers and opt-outs cancel pending work with the reason (real
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from followup_svc.app import FollowupRuntime
-from followup_svc.models import FollowUp, VehicleView
+from followup_svc.models import CustomerView, FollowUp, VehicleView
 from shared.auth.roles import Role
 from shared.testing.waiting import eventually
 from tests.conftest import Group
 from tests.customer_svc.factories import new_customer, new_vehicle, staff_id
-from tests.followup_svc.conftest import advance, fire_all, followups, tasks
+from tests.followup_svc.conftest import advance, fire_all, followups, local_today, tasks
 from tests.followup_svc.test_post_delivery import deliver, planned
 
 
@@ -86,7 +86,7 @@ async def test_minor_repair_callbacks_sample_deterministically(client, followup_
 
 
 async def test_birthday_edit_reschedules_the_greeting(client, followup_runtime, fgroup: Group) -> None:
-    soon = date.today() + timedelta(days=20)
+    soon = local_today() + timedelta(days=20)
     customer = await new_customer(client, fgroup, relationship_type="owner", birthday=soon.replace(year=1985).isoformat())
     cid = uuid.UUID(customer["id"])
     rows = await rows_where(followup_runtime, fgroup, lambda rs: by_rule(rs, "birthday_greeting"), customer_id=cid)
@@ -112,10 +112,14 @@ async def test_marketing_needs_consent_and_an_opt_out_cancels_it(client, followu
     await fire_all(followup_runtime)
     rows = {r.id: r for r in await followups(followup_runtime, fgroup.tenant_id, vehicle_id=vid)}
     assert rows[care.id].state == "skipped" and "no marketing consent" in rows[care.id].reason
+    # A skipped cycle does not end the series: next month's is planned (and checked again when due).
+    later = [r for r in rows.values() if r.rule_key == "owner_monthly_care" and r.step == care.step + 1]
+    assert len(later) == 1 and later[0].state == "scheduled"
+    assert timedelta(days=27) < later[0].due_at - rows[care.id].due_at < timedelta(days=33)
 
 
 async def test_opt_out_cancels_pending_marketing(client, followup_runtime, fgroup: Group) -> None:
-    soon = date.today() + timedelta(days=30)
+    soon = local_today() + timedelta(days=30)
     customer = await new_customer(client, fgroup, relationship_type="owner", birthday=soon.replace(year=1990).isoformat())
     cid = customer["id"]
     for grant in (True, False):
@@ -175,7 +179,7 @@ async def test_prospect_cadence_follows_the_intent_level_and_stops_when_lost(
 
 
 async def test_insurance_date_plans_reminders_and_a_change_moves_them(client, followup_runtime, fgroup) -> None:
-    expiry = date.today() + timedelta(days=90)
+    expiry = local_today() + timedelta(days=90)
     customer = await new_customer(client, fgroup, relationship_type="owner")
     vehicle = await new_vehicle(client, fgroup, customer["id"], insurance_expiry=expiry.isoformat())
     vid = uuid.UUID(vehicle["id"])
@@ -218,3 +222,61 @@ async def test_a_contact_made_early_moves_the_next_cadence_cycle(client, followu
     assert moved.id == planned_next[0].id and "previous contact" in moved.reason
     assert moved.due_at - planned_next[0].due_at > timedelta(days=1)
     assert timedelta(days=6) < moved.due_at - followup_runtime.clock.now() < timedelta(days=9)
+    # When it fires, the cycle after it counts from it (not from the old grid): no double call.
+    await advance(followup_runtime, moved.due_at - followup_runtime.clock.now() + timedelta(minutes=1))
+    await fire_all(followup_runtime)
+    series = by_rule(await followups(followup_runtime, fgroup.tenant_id, customer_id=cid), "prospect_cadence_b")
+    nxt = [r for r in series if r.state == "scheduled"]
+    assert [r.step for r in nxt] == [2] and timedelta(days=6) < nxt[0].due_at - moved.due_at < timedelta(days=9)
+    assert len(await tasks(followup_runtime, fgroup.tenant_id, customer_id=cid, rule_key="prospect_cadence_b")) == 2
+
+
+async def test_yearly_greetings_continue_and_a_same_day_update_keeps_next_year(
+        client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
+    soon = local_today() + timedelta(days=3)
+    customer = await new_customer(client, fgroup, relationship_type="owner", birthday=soon.replace(year=1988).isoformat())
+    cid = uuid.UUID(customer["id"])
+    resp = await client.put(f"/api/v1/customers/{cid}/consents", headers=fgroup.headers(Role.ADMIN),
+                            json={"channel": "sms", "purpose": "marketing", "granted": True, "source": "test"})
+    assert resp.status_code == 200, resp.text
+    rows = await rows_where(followup_runtime, fgroup, lambda rs: by_rule(rs, "birthday_greeting"), customer_id=cid)
+    this_year = by_rule(rows, "birthday_greeting", "scheduled")[0]
+
+    async def consented():  # type: ignore[no-untyped-def]
+        async with followup_runtime.sessionmaker() as s:
+            return (await s.get(CustomerView, cid)).consents.get("sms:marketing")
+    await eventually(consented)
+    await advance(followup_runtime, this_year.due_at - followup_runtime.clock.now() + timedelta(minutes=5))
+    await fire_all(followup_runtime)
+    rows = by_rule(await followups(followup_runtime, fgroup.tenant_id, customer_id=cid), "birthday_greeting")
+    assert {r.state for r in rows if r.id == this_year.id} == {"fired"}
+    next_year = [r for r in rows if r.state == "scheduled"]
+    assert len(next_year) == 1 and soon.replace(year=soon.year + 1).isoformat() in next_year[0].occurrence_key
+    # The same day, another consent change re-plans personal dates: next year's greeting stays.
+    resp = await client.put(f"/api/v1/customers/{cid}/consents", headers=fgroup.headers(Role.ADMIN),
+                            json={"channel": "wechat", "purpose": "marketing", "granted": True, "source": "test"})
+    assert resp.status_code == 200, resp.text
+    await eventually(lambda: followups(followup_runtime, fgroup.tenant_id, customer_id=cid))
+    await fire_all(followup_runtime)
+    rows = by_rule(await followups(followup_runtime, fgroup.tenant_id, customer_id=cid), "birthday_greeting")
+    assert [r.state for r in rows if r.id == next_year[0].id] == ["scheduled"]
+    assert sum(r.state == "fired" for r in rows) == 1
+
+
+async def test_a_merge_moves_the_duplicates_cars_and_their_plans_to_the_survivor(
+        client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
+    duplicate, vehicle, _ = await deliver(client, fgroup)
+    vid = uuid.UUID(vehicle["id"])
+    await planned(followup_runtime, fgroup, vehicle["id"], 17)
+    survivor = await new_customer(client, fgroup, relationship_type="owner")
+    resp = await client.post(f"/api/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]},
+                             headers=fgroup.headers(Role.SALES_MANAGER, **{"If-Match": 'W/"1"'}))
+    assert resp.status_code == 200, resp.text
+    sid = uuid.UUID(survivor["id"])
+    rows = await rows_where(followup_runtime, fgroup,
+                            lambda rs: rs and all(r.customer_id == sid for r in rs if r.state == "scheduled"),
+                            vehicle_id=vid)
+    pending = [r for r in rows if r.state == "scheduled"]
+    assert {r.rule_key for r in pending} >= {"post_delivery_calls", "maintenance_reminder", "owner_anniversary_calls"}
+    async with followup_runtime.sessionmaker() as s:
+        assert (await s.get(VehicleView, vid)).customer_id == sid

@@ -4,7 +4,7 @@ reschedule / reassign with If-Match, bulk reassignment, notes, the calendar with
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 
 import httpx
 
@@ -16,7 +16,7 @@ from shared.testing.events import EventTap
 from shared.testing.waiting import eventually
 from tests.conftest import Group
 from tests.customer_svc.factories import new_customer, staff_id
-from tests.followup_svc.conftest import advance, fire_all, followups, tasks
+from tests.followup_svc.conftest import advance, fire_all, followups, local_today, tasks
 from tests.followup_svc.test_post_delivery import deliver, planned
 
 REASON = "customer asked"
@@ -341,7 +341,7 @@ async def test_serviced_elsewhere_moves_the_maintenance_cycle_on(client, followu
                                          rule_key="maintenance_reminder") if r.state == "scheduled"]
     assert len(before) == 1 and ":c1:" in before[0].occurrence_key
     task = await new_task(followup_client, fgroup, customer["id"], assignee=consultant, vehicle_id=vehicle["id"])
-    day = date.today() - timedelta(days=1)
+    day = local_today() - timedelta(days=1)
     resp = await followup_client.post(f"/api/v1/tasks/{task['id']}/outcome", headers=fgroup.headers(
         Role.SALES_CONSULTANT, **{"If-Match": '"1"'}), json={
         "reached": "reached", "satisfaction": "not_fully_satisfied", "issue_categories": ["price"],

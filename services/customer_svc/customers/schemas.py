@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.validation import IsoDate, Phone
+from shared.validation import IsoDate, Phone, latest_today
 
 Channel = Literal["sms", "wechat", "phone", "email"]
 Purpose = Literal["service", "marketing"]
@@ -91,7 +91,7 @@ class CustomerFields(BaseModel):
     @field_validator("birthday", "wedding_anniversary")
     @classmethod
     def _past(cls, v: date | None) -> date | None:
-        if v is not None and not (date(1900, 1, 1) <= v <= date.today()):
+        if v is not None and not (date(1900, 1, 1) <= v <= latest_today()):
             raise ValueError("must be between 1900-01-01 and today")
         return v
 

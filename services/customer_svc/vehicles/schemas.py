@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.validation import IsoDate, Plate, Vin
+from shared.validation import IsoDate, Plate, Vin, latest_today
 
 
 class VehicleFields(BaseModel):
@@ -30,7 +30,7 @@ class VehicleFields(BaseModel):
     @field_validator("purchase_date")
     @classmethod
     def _purchase_not_future(cls, v: date | None) -> date | None:
-        if v is not None and v > date.today():
+        if v is not None and v > latest_today():
             raise ValueError("cannot be in the future")
         return v
 

@@ -30,7 +30,7 @@ from followup_svc.scheduling.planner import Planner, calendar_of
 from shared.audit import snapshot
 from shared.auth import Role, ensure_store, get_scoped, scoped
 from shared.db.base import advisory_locks, where_given
-from shared.errors import Conflict, Duplicate, InvalidField, reject_nulls
+from shared.errors import Conflict, Duplicate, InvalidField, NotFound, reject_nulls
 from shared.events.catalog.followup import AppointmentBooked, AppointmentChanged, TaskCompleted
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams, paginate
@@ -109,8 +109,11 @@ async def list_appointments(ctx: Ctx, params: PageParams, *, store_id: uuid.UUID
 
 async def slot_day(ctx: Ctx, store_id: uuid.UUID, day: date) -> dict[str, Any]:
     ensure_store(ctx.principal, store_id)
+    store = await ctx.session.get(StoreView, store_id)
+    if store is None or store.tenant_id != ctx.principal.tenant_id:  # group-wide roles pass ensure_store for any id
+        raise NotFound("Store not found.")
     settings = ctx.runtime.settings
-    calendar = await store_calendar(ctx, store_id)
+    calendar = calendar_of(store)
     found = await slots.slots_of_day(ctx.session, ctx.principal.tenant_id, store_id, calendar, day,
                                      settings.appointment_slot_minutes, settings.appointment_slot_capacity,
                                      ctx.runtime.clock.now())
@@ -275,6 +278,8 @@ async def update(ctx: Ctx, appointment_id: uuid.UUID, data: AppointmentUpdate, i
         await ctx.session.flush()
         if moved or "advisor_id" in changed:
             await triggers.reconcile_appointment(Planner(ctx.session, now), a)
+        if moved:  # the old slot's D-1 call / D-3 check, if already opened, no longer apply
+            await _cancel_open_tasks(ctx, a, now, "appointment moved to another slot")
         _audit(ctx, "update", a, before)
         change = "moved" if moved else "advisor_changed" if "advisor_id" in changed else "updated"
         ctx.outbox.append(ctx.session, AppointmentChanged(**_facts(a), change=change),
@@ -313,14 +318,14 @@ async def _check_transition(ctx: Ctx, a: Appointment, data: TransitionRequest, n
             raise InvalidField("body.mileage_km", f"lower than the vehicle's last reading ({last} km)")
 
 
-async def _cancel_open_tasks(ctx: Ctx, a: Appointment, now: datetime) -> None:
+async def _cancel_open_tasks(ctx: Ctx, a: Appointment, now: datetime, reason: str | None = None) -> None:
     """Open tasks born from the appointment's follow-ups (the D-1 call, the D-3 parts check) are cancelled with the
     reason, the way a person cancelling them would (note, audit, TaskCompleted)."""
     born_here = sa.select(FollowUp.id).where(FollowUp.tenant_id == a.tenant_id, FollowUp.subject_id == a.id)
     open_tasks = (await ctx.session.scalars(sa.select(Task).where(
         Task.tenant_id == a.tenant_id, Task.followup_id.in_(born_here),
         Task.status.in_(("open", "in_progress"))).with_for_update())).all()
-    reason = f"appointment {a.status}" + (f": {a.cancel_reason}" if a.cancel_reason else "")
+    reason = reason or f"appointment {a.status}" + (f": {a.cancel_reason}" if a.cancel_reason else "")
     for task in open_tasks:
         before = snapshot(task)
         task.outcome = {**(task.outcome or {}), "cancel_reason": reason[:300]}

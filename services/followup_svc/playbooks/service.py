@@ -288,11 +288,12 @@ async def apply_pending(ctx: Ctx, old: Rule, new: Rule, new_def: RuleDefinition 
     steps = timing.total_steps(new_def.schedule)
     counts.cancelled = await _cancel(ctx, (*pending, FollowUp.step >= steps),
                                      f"{change}: v{new.version} has no such step (it plans {steps})", now)
-    rows = (await ctx.session.execute(sa.select(FollowUp.id, FollowUp.anchor_at, FollowUp.step, FollowUp.store_id)
+    rows = (await ctx.session.execute(sa.select(FollowUp.id, FollowUp.anchor_at, FollowUp.step, FollowUp.store_id,
+                                                FollowUp.subject_id)
                                       .where(*pending).with_for_update())).all()
     calendars = Calendars(ctx.session)
     changes = [{"id": row.id, "due_at": timing.due_time(new_def, row.anchor_at, row.step,
-                                                          await calendars.get(row.store_id)),
+                                                          await calendars.get(row.store_id), row.subject_id),
                 "rule_id": new.id, "purpose": new_def.purpose, "reason": f"{change}: rescheduled"[:300],
                 "updated_at": now} for row in rows]
     if changes:

@@ -45,11 +45,17 @@ class Subject:
 
 @dataclass(frozen=True)
 class Want:
-    """One wanted occurrence: which step of which series, counted from which anchor."""
+    """One wanted occurrence: which step of which series, counted from which anchor (or at a given time:
+    recurrence cycles count from the previous cycle, see ``triggers.after_fire``)."""
 
     series: str
     step: int
     anchor: datetime
+    due: datetime | None = None
+
+#: Reasons staff write on occurrences (scheduling/service.py): re-planning does not move or revive those rows
+#: (it still cancels them when their reason is gone, e.g. the date they were about changed).
+MANUAL_PREFIXES = ("cancelled by staff", "rescheduled by staff")
 
 
 def occurrence_key(rule_key: str, subject: Subject, series: str, step: int) -> str:
@@ -59,6 +65,10 @@ def occurrence_key(rule_key: str, subject: Subject, series: str, step: int) -> s
 def calendar_of(store: StoreView | None) -> StoreCalendar:
     """The store's calendar (time zone, opening hours); the platform default for a store not yet known."""
     return StoreCalendar(store.timezone, store.business_hours) if store is not None else StoreCalendar()
+
+
+def _not_manual(reason: Any) -> Any:
+    return reason.is_(None) | sa.and_(*(sa.not_(reason.startswith(p)) for p in MANUAL_PREFIXES))
 
 
 class Calendars:
@@ -133,7 +143,7 @@ class Planner:
         calendar = await self.calendars.get(subject.store_id)
         rows = []
         for want in wants:
-            due = timing.due_time(rdef, want.anchor, want.step, calendar, subject.id)
+            due = want.due or timing.due_time(rdef, want.anchor, want.step, calendar, subject.id)
             limit = timing.stale_limit(rdef, due)
             stale = limit is not None and limit < self.now
             rows.append(dict(
@@ -175,7 +185,8 @@ class Planner:
                   "rule_id": stmt.excluded.rule_id, "context": stmt.excluded.context, "state": "scheduled",
                   "reason": None, "updated_at": stmt.excluded.updated_at},
             # No IN (...) here: expanding parameters cannot be used with a many-rows execute.
-            where=((table.c.state == "scheduled") | (table.c.state == "cancelled")) & (stmt.excluded.state == "scheduled"))
+            where=((table.c.state == "scheduled") | (table.c.state == "cancelled")) & (stmt.excluded.state == "scheduled")
+            & _not_manual(table.c.reason))
 
     async def plan(self, trigger: str, subject: Subject, anchor: datetime, series: str,
                    matches: Any = None) -> int:
@@ -200,6 +211,12 @@ class Planner:
             stmt = stmt.where(FollowUp.occurrence_key.not_in(keys))
         await self.session.execute(stmt, execution_options={"synchronize_session": False})
 
+    async def last_done(self, rule_key: str, subject: Subject) -> datetime | None:
+        """When this rule last fired (or was skipped) for the subject: yearly plans continue after it."""
+        return await self.session.scalar(sa.select(sa.func.max(FollowUp.due_at)).where(
+            FollowUp.tenant_id == subject.tenant_id, FollowUp.subject_id == subject.id, FollowUp.rule_key == rule_key,
+            FollowUp.state.in_(("fired", "skipped"))))
+
     async def pending_series(self, rule_key: str, subject: Subject) -> bool:
         found = await self.session.scalar(sa.select(FollowUp.id).where(
             FollowUp.tenant_id == subject.tenant_id, FollowUp.subject_id == subject.id,
@@ -209,11 +226,12 @@ class Planner:
     async def cancel(self, tenant_id: uuid.UUID, reason: str, *, customer_id: uuid.UUID | None = None,
                      vehicle_id: uuid.UUID | None = None, subject_id: uuid.UUID | None = None,
                      rule_keys: list[str] | None = None, purpose: str | None = None,
-                     triggers: list[str] | None = None) -> int:
+                     triggers: list[str] | None = None, subject_type: str | None = None) -> int:
         """Cancel pending occurrences matching every filter given; the reason is kept on each row."""
         stmt = sa.update(FollowUp).where(FollowUp.tenant_id == tenant_id, FollowUp.state == "scheduled")
         for column, value in ((FollowUp.customer_id, customer_id), (FollowUp.vehicle_id, vehicle_id),
-                              (FollowUp.subject_id, subject_id), (FollowUp.purpose, purpose)):
+                              (FollowUp.subject_id, subject_id), (FollowUp.purpose, purpose),
+                              (FollowUp.subject_type, subject_type)):
             if value is not None:
                 stmt = stmt.where(column == value)
         if rule_keys is not None:

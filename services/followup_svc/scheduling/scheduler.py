@@ -184,14 +184,13 @@ class Scheduler:
                 return 0
             batch = await Batch.load(session, rows, now)
             planner = Planner(session, now, deferred=True)
-            fired: list[Due] = []
             for row in rows:
                 try:
-                    if self._carry_out(row, batch, now):
-                        fired.append(row)
+                    self._carry_out(row, batch, now)
                 except Exception as exc:  # noqa: BLE001 - one bad occurrence must not stall the others
                     self._retry_later(row, now, exc)
-            for row in fired:
+            # Fired or skipped, a cycle of a series is over: the next one is planned (a skip does not end it).
+            for row in (r for r in rows if r.state != "scheduled" and r.state != "failed"):
                 rule = batch.rules[row.rule_id]
                 await triggers.after_fire(planner, row, rule, definition_of(rule))
             await _write_outcomes(session, rows)
@@ -217,8 +216,9 @@ class Scheduler:
                               "customer merged into another record" if customer.merged_into_id else "customer lost")
         if vehicle is not None and row.customer_id and vehicle.customer_id != row.customer_id:
             return self._drop(row, batch, now, "cancelled", "vehicle transferred to another owner")
-        if rule.trigger == "vehicle.maintenance_due" and vehicle is not None \
-                and f"c{vehicle.maintenance_count + 1}" != (row.context or {}).get("series"):
+        context = row.context or {}
+        cycle = context.get("series") if rule.trigger == "vehicle.maintenance_due" else context.get("maintenance_cycle")
+        if cycle and vehicle is not None and f"c{vehicle.maintenance_count + 1}" != cycle:
             return self._drop(row, batch, now, "cancelled", "maintenance done since this reminder was planned")
         limit = timing.stale_limit(rdef, row.due_at)
         if limit is not None and now > limit:

@@ -52,6 +52,17 @@ def due_time(rule: RuleDefinition, anchor: datetime, step: int, calendar: StoreC
     return adjust(rule, at, calendar)
 
 
+def cycle_due(rule: RuleDefinition, previous: datetime, calendar: StoreCalendar) -> datetime:
+    """A recurrence cycle's time: one interval after the previous cycle (or contact), at the rule's local time,
+    moved into the allowed window. Counting from the previous cycle keeps "every N days" true after a late or
+    early contact."""
+    assert rule.schedule.repeat is not None
+    at = previous + delta(rule.schedule.repeat.every)
+    if rule.schedule.local_time is not None:
+        at = calendar.at_local(calendar.local(at).date(), rule.schedule.local_time)
+    return adjust(rule, at, calendar)
+
+
 def adjust(rule: RuleDefinition, at: datetime, calendar: StoreCalendar) -> datetime:
     if rule.action.kind == "task":
         try:

@@ -61,21 +61,29 @@ async def reconcile_customer(planner: Planner, c: CustomerView, what: set[str], 
         await reconcile_personal_dates(planner, c, planner.now)
 
 
-async def reconcile_personal_dates(planner: Planner, c: CustomerView, after: datetime) -> None:
-    """Birthdays (solar or lunar), wedding anniversaries and festivals: the next one after ``after``."""
+async def reconcile_personal_dates(planner: Planner, c: CustomerView, after: datetime,
+                                   rule_keys: set[str] | None = None) -> None:
+    """Birthdays (solar or lunar), wedding anniversaries and festivals: for each rule, the next date on or after
+    ``after`` and after the last one it already fired for (so today's greeting is not planned twice and next
+    year's is not cancelled); ``rule_keys`` limits it to those rules."""
     subject = customer_subject(c)
     calendar = await planner.calendars.get(c.store_id)
-    today = calendar.local(after).date()
     for trigger in ("customer.birthday", "customer.wedding_anniversary", "festival"):
         for rule, rdef in await planner.rules(subject, trigger):
+            if rule_keys is not None and rule.key not in rule_keys:
+                continue
+            start = calendar.local(after).date()
+            last = await planner.last_done(rule.key, subject)
+            if last is not None:
+                start = max(start, calendar.local(last).date() + timedelta(days=1))
             day: date | None = None
             if c.active and _customer_matches(c)(rdef):
                 if trigger == "customer.birthday" and c.birthday:
-                    day = next_anniversary(c.birthday, today, c.birthday_calendar)
+                    day = next_anniversary(c.birthday, start, c.birthday_calendar)
                 elif trigger == "customer.wedding_anniversary" and c.wedding_anniversary:
-                    day = next_anniversary(c.wedding_anniversary, today)
+                    day = next_anniversary(c.wedding_anniversary, start)
                 elif trigger == "festival" and rdef.conditions.festival:
-                    day = next_festival(rdef.conditions.festival, today)
+                    day = next_festival(rdef.conditions.festival, start)
             wants = [Want(day.isoformat(), 0, calendar.at_local(day, time(0, 0)))] if day else []
             await planner.reconcile(rule, rdef, subject, wants, f"{trigger.split('.')[-1]} changed or no longer applies")
 
@@ -218,28 +226,56 @@ async def contact_made(planner: Planner, task: Task) -> None:
         FollowUp.tenant_id == row.tenant_id, FollowUp.subject_id == row.subject_id, FollowUp.rule_key == row.rule_key,
         FollowUp.state == "scheduled", FollowUp.step > row.step))).all()
     for nxt in pending:
-        at = planner.now + timing.delta(rdef.schedule.repeat.every, nxt.step - row.step)
-        if rdef.schedule.local_time is not None:
-            at = calendar.at_local(calendar.local(at).date(), rdef.schedule.local_time)
-        nxt.due_at = timing.adjust(rdef, at, calendar)
+        nxt.due_at = timing.cycle_due(rdef, planner.now, calendar)
         nxt.reason = f"rescheduled: the previous contact was made on {calendar.local(planner.now):%Y-%m-%d}"
         nxt.updated_at = planner.now
 
 
+#: Dropped for these reasons, an occurrence ends its series (the subject is gone); any other drop (stale, no
+#: consent, do-not-call, holiday) skips one cycle and the series goes on.
+ENDS_SERIES = ("customer lost", "customer merged", "vehicle transferred", "maintenance done")
+
+
 async def after_fire(planner: Planner, row: Any, rule: Rule, rdef: RuleDefinition) -> None:
-    """What a fired occurrence plans next: its next recurrence cycle, next year's date, and chained rules."""
+    """What a handled occurrence plans next: its next recurrence cycle (counted from this cycle's time, with the
+    rule's version now in force), next year's date, and chained rules. Called for fired and skipped rows."""
     subject = Subject(row.subject_type, row.subject_id, row.tenant_id, row.store_id, row.customer_id, row.vehicle_id,
                       {k: v for k, v in (row.context or {}).items() if k != "series"})
-    series = (row.context or {}).get("series", "")
-    nxt = row.step + 1
-    if rdef.schedule.repeat is not None and timing.is_repeat_step(rdef.schedule, nxt) \
-            and nxt < timing.total_steps(rdef.schedule):
-        await planner.insert(rule, rdef, subject, [Want(series, nxt, row.anchor_at)])
+    if row.state != "fired" and (row.reason or "").startswith(ENDS_SERIES):
+        return
+    if rdef.schedule.repeat is not None and timing.is_repeat_step(rdef.schedule, row.step + 1):
+        await _next_cycle(planner, row, rule, subject)
     if rule.trigger in ("customer.birthday", "customer.wedding_anniversary", "festival"):
         customer = await planner.session.get(CustomerView, row.customer_id) if row.customer_id else None
         if customer is not None:
-            await reconcile_personal_dates(planner, customer, row.due_at + timedelta(days=1))
+            await reconcile_personal_dates(planner, customer, row.due_at + timedelta(days=1), {rule.key})
+    if row.state != "fired":
+        return
+    series = (row.context or {}).get("series")
+    # A call chained to a maintenance reminder is about that cycle: the scheduler drops it once the cycle is done.
+    context = {"maintenance_cycle": series} if rule.trigger == "vehicle.maintenance_due" else {}
     chained = [(r, d) for r, d in await planner.rules(subject, "rule.fired") if d.conditions.after_rule == rule.key]
     for crule, cdef in chained:
-        await planner.insert(crule, cdef, subject, [Want(str(row.id), s, planner.now)
-                                                    for s in range(len(cdef.schedule.offsets))])
+        await planner.insert(crule, cdef, Subject(**{**subject.__dict__, "context": {**subject.context, **context}}),
+                             [Want(str(row.id), s, planner.now) for s in range(len(cdef.schedule.offsets))])
+
+
+async def _next_cycle(planner: Planner, row: Any, rule: Rule, subject: Subject) -> None:
+    """The next cycle counts from this one's time; cycles that would already be stale (the scheduler was down,
+    the contact was late) are passed over rather than planned dead, so the series never silently ends."""
+    current = next((r for r, _ in await planner.rules(subject, rule.trigger) if r.key == rule.key), None)
+    if current is None:
+        return  # the rule was disabled or withdrawn: its series ends here
+    cdef = definition_of(current)
+    if cdef.schedule.repeat is None:
+        return
+    calendar = await planner.calendars.get(row.store_id)
+    series = (row.context or {}).get("series", "")
+    step, base = row.step + 1, row.due_at
+    while step < timing.total_steps(cdef.schedule):
+        due = timing.cycle_due(cdef, base, calendar)
+        limit = timing.stale_limit(cdef, due)
+        if limit is None or limit >= planner.now:
+            await planner.insert(current, cdef, subject, [Want(series, step, row.anchor_at, due)])
+            return
+        step, base = step + 1, due
