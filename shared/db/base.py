@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from shared.ids import new_id
@@ -110,7 +112,4 @@ async def advisory_locks(session: Any, keys: list[str]) -> None:
 
 def dialect_insert(session: Any) -> Any:
     """``insert`` with ``on_conflict_do_*`` for the session's dialect (Postgres in production, SQLite embedded)."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
     return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert

@@ -3,6 +3,7 @@ transfers, lost customers and opt-outs cancel pending work with the reason (real
 
 from __future__ import annotations
 
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -24,8 +25,7 @@ async def rows_where(runtime: FollowupRuntime, group: Group, predicate, **where)
         return rows if predicate(rows) else None
     try:
         return await eventually(check)
-    except AssertionError:
-        import sys
+    except AssertionError:  # show what was there instead
         for r in await followups(runtime, group.tenant_id, **where):
             print(r.rule_key, r.occurrence_key[-12:], r.state, r.reason, file=sys.stderr)
         raise

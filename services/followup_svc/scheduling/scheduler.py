@@ -203,8 +203,8 @@ class Scheduler:
 
     # --- one occurrence -----------------------------------------------------------------------------------
 
-    def _carry_out(self, row: Due, batch: Batch, now: datetime) -> bool:
-        """Decide and record what happens to one due occurrence; True when it fired."""
+    def _carry_out(self, row: Due, batch: Batch, now: datetime) -> None:
+        """Decide and record on ``row`` what happens to one due occurrence (fired, dropped or deferred)."""
         rule = batch.rules[row.rule_id]
         rdef = definition_of(rule)
         customer = batch.customers.get(row.customer_id) if row.customer_id else None
@@ -212,38 +212,44 @@ class Scheduler:
             raise LookupError("customer not in the read model yet")
         vehicle = batch.vehicles.get(row.vehicle_id) if row.vehicle_id else None
         if customer is not None and (customer.lost or customer.merged_into_id is not None):
-            return self._drop(row, batch, now, "skipped",
-                              "customer merged into another record" if customer.merged_into_id else "customer lost")
+            self._drop(row, batch, now, "skipped",
+                       "customer merged into another record" if customer.merged_into_id else "customer lost")
+            return
         if vehicle is not None and row.customer_id and vehicle.customer_id != row.customer_id:
-            return self._drop(row, batch, now, "cancelled", "vehicle transferred to another owner")
+            self._drop(row, batch, now, "cancelled", "vehicle transferred to another owner")
+            return
         context = row.context or {}
         cycle = context.get("series") if rule.trigger == "vehicle.maintenance_due" else context.get("maintenance_cycle")
         if cycle and vehicle is not None and f"c{vehicle.maintenance_count + 1}" != cycle:
-            return self._drop(row, batch, now, "cancelled", "maintenance done since this reminder was planned")
+            self._drop(row, batch, now, "cancelled", "maintenance done since this reminder was planned")
+            return
         limit = timing.stale_limit(rdef, row.due_at)
         if limit is not None and now > limit:
             late = now - row.due_at
-            return self._drop(row, batch, now, "skipped", f"stale: {late.days} d {late.seconds // 3600} h late")
+            self._drop(row, batch, now, "skipped", f"stale: {late.days} d {late.seconds // 3600} h late")
+            return
         action = rdef.action
         channels = list(action.channels)
         if customer is not None and rdef.purpose == "marketing":
             channels = [ch for ch in channels if customer.consents.get(f"{ch}:marketing") is True]
             if not channels:
-                return self._drop(row, batch, now, "skipped", "no marketing consent on " + "/".join(action.channels))
+                self._drop(row, batch, now, "skipped", "no marketing consent on " + "/".join(action.channels))
+                return
         if customer is not None and action.kind == "task" and action.task_kind == "call" and customer.do_not_call:
-            return self._drop(row, batch, now, "skipped", "customer asked not to be called")
+            self._drop(row, batch, now, "skipped", "customer asked not to be called")
+            return
         store = batch.stores.get(row.store_id)
         calendar = batch.calendars.get(row.store_id) or calendar_of(None)
         if rdef.schedule.holiday_peak == "skip" and calendar.holiday_name(calendar.local(now).date()):
-            return self._drop(row, batch, now, "skipped", "holiday peak: no marketing")
+            self._drop(row, batch, now, "skipped", "holiday peak: no marketing")
+            return
         if action.kind == "task" and rdef.schedule.min_gap_days and row.customer_id in batch.last_calls:
             free_from = batch.last_calls[row.customer_id] + timedelta(days=rdef.schedule.min_gap_days)
             if free_from > now:
                 row.due_at = timing.adjust(rdef, free_from, calendar)
                 row.reason = f"deferred: customer was called on {batch.last_calls[row.customer_id]:%Y-%m-%d}"
-                row.updated_at = now
                 _COUNT["deferred"].inc()
-                return False
+                return
         if action.kind == "task":
             self._task(row, rule, rdef, batch, customer, vehicle, now)
         elif action.kind == "message":
@@ -254,7 +260,7 @@ class Scheduler:
                 expires_at=limit), row.tenant_id, row.store_id))
         else:
             about = "visit" if row.subject_type == "visit" else "delivery"
-            staff = _uuid((row.context or {}).get("advisor_id")) if about == "visit" else \
+            staff = _uuid(context.get("advisor_id")) if about == "visit" else \
                 (vehicle.selling_consultant_id if vehicle else None)
             batch.events.append((SurveyRequested(
                 request_id=row.id, idempotency_key=row.occurrence_key, customer_id=row.customer_id,
@@ -263,7 +269,6 @@ class Scheduler:
                 row.tenant_id, row.store_id))
         row.state, row.fired_at, row.reason = "fired", now, None
         _COUNT["fired"].inc()
-        return True
 
     def _task(self, row: Due, rule: Rule, rdef: RuleDefinition, batch: Batch, customer: CustomerView | None,
               vehicle: VehicleView | None, now: datetime) -> None:
@@ -293,13 +298,12 @@ class Scheduler:
             vehicle_id=row.vehicle_id, kind=action.task_kind, title=action.title or rdef.name, role=str(action.role),
             assignee_id=assignee, priority=rdef.priority, due_at=due, sla_due_at=sla), row.tenant_id, row.store_id))
 
-    def _drop(self, row: Due, batch: Batch, now: datetime, state: str, reason: str) -> bool:
+    def _drop(self, row: Due, batch: Batch, now: datetime, state: str, reason: str) -> None:
         row.state, row.reason, row.updated_at = state, reason, now
         batch.events.append((OccurrenceSkipped(
             followup_id=row.id, occurrence_key=row.occurrence_key, rule_key=row.rule_key, customer_id=row.customer_id,
             state=state, reason=reason, due_at=row.due_at), row.tenant_id, row.store_id))  # type: ignore[arg-type]
         _COUNT[state].inc()
-        return False
 
     def _retry_later(self, row: Due, now: datetime, exc: Exception) -> None:
         row.attempts += 1
