@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-SERVICE_MODULES = ["customer_svc", "followup_svc"]
+SERVICE_MODULES = ["customer_svc", "followup_svc", "notify_svc"]
 
 
 @dataclass(frozen=True)

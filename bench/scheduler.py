@@ -45,7 +45,7 @@ from bench.__main__ import machine
 from followup_svc.app import MIGRATIONS, FollowupRuntime
 from followup_svc.models import CustomerView, Rule, StaffView, StoreView, VehicleView
 from followup_svc.playbooks.seeding import ensure_default_rules
-from followup_svc.scheduling.calendar import DEFAULT_HOURS
+from shared.calendar import DEFAULT_HOURS
 from followup_svc.scheduling.scheduler import Scheduler
 from followup_svc.settings import FollowupSettings
 from shared.auth.tokens import generate_keypair

@@ -14,6 +14,7 @@
 #   AFTERCARE_PROD_TENANT         tenant code bootstrapped with an admin (demo)
 #   AFTERCARE_PROD_ADMIN_PASSWORD its admin's password (generated once, kept in secrets/admin-password)
 #   <SERVICE>_DB_PASSWORD         a service role's password (generated once, kept in secrets/<service>.db-password)
+#   NOTIFY_PII_HASH_KEY           notify_svc's key for counting caps per person (generated once, secrets/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -72,6 +73,8 @@ psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$ROOT/deploy/postgres/roles.sql"
 
 step "token keys"
 "$PY" -m aftercare.keys --private-dir "$KEYS"
+# notify_svc's key for counting caps per person (generated once, kept like the passwords).
+NOTIFY_PII_HASH_KEY=$(secret "$SECRETS/notify-pii-hash-key" "${NOTIFY_PII_HASH_KEY:-}")
 
 # What every process of one service gets: production settings, its own role, the broker, the keys.
 service_env() {  # service_env SVC -> NAME=VALUE lines for `env`
@@ -83,6 +86,7 @@ service_env() {  # service_env SVC -> NAME=VALUE lines for `env`
   echo "AFTERCARE_VAR_DIR=$PROD_DIR/var"
   echo "${prefix}DATABASE_URL=postgresql+asyncpg://$svc:${!var}@$PGHOST:$PGPORT/$DB"
   if [ "$svc" = customer_svc ]; then echo "CUSTOMER_JWT_PRIVATE_KEY=$KEYS/jwt_private.pem"; fi
+  if [ "$svc" = notify_svc ]; then echo "NOTIFY_PII_HASH_KEY=$NOTIFY_PII_HASH_KEY"; fi
 }
 in_env() {  # in_env SVC COMMAND...
   local svc=$1; shift

@@ -21,6 +21,8 @@ from customer_svc.models import Staff, Store
 from customer_svc.settings import CustomerSettings
 from followup_svc.app import MIGRATIONS as FOLLOWUP_MIGRATIONS, FollowupRuntime, create_service_app as followup_app
 from followup_svc.settings import FollowupSettings
+from notify_svc.app import MIGRATIONS as NOTIFY_MIGRATIONS, NotifyRuntime, create_service_app as notify_app
+from notify_svc.settings import NotifySettings
 from shared.auth.roles import Role
 from shared.auth.tokens import generate_keypair
 from shared.db import migrations
@@ -54,6 +56,14 @@ class Infra:
         values.update(overrides)
         return FollowupSettings(**values)  # type: ignore[arg-type]
 
+    def notify_settings(self, **overrides: object) -> NotifySettings:
+        values = dict(database_url=self.database_url, amqp_url=self.amqp_url, exchange=self.exchange,
+                      jwt_public_key=self.public_key, environment="test", retry_delays_ms=[100, 300],
+                      relay_poll_seconds=0.05, log_json=False, dispatcher_poll_seconds=0.1,
+                      webhook_poll_seconds=0.1, webhook_allow_private=True)
+        values.update(overrides)
+        return NotifySettings(**values)  # type: ignore[arg-type]
+
 
 @pytest.fixture(scope="session")
 async def infra_env() -> AsyncIterator[Infra]:
@@ -63,6 +73,7 @@ async def infra_env() -> AsyncIterator[Infra]:
     env = Infra(db_url, amqp_url, "aftercare.events", private, public)
     await asyncio.to_thread(migrations.upgrade, env.customer_settings(), MIGRATIONS)
     await asyncio.to_thread(migrations.upgrade, env.followup_settings(), FOLLOWUP_MIGRATIONS)
+    await asyncio.to_thread(migrations.upgrade, env.notify_settings(), NOTIFY_MIGRATIONS)
     try:
         yield env
     finally:
@@ -123,6 +134,23 @@ async def followup_runtime(infra_env: Infra, customer_runtime: CustomerRuntime) 
 async def followup_client(followup_runtime: FollowupRuntime) -> AsyncIterator[httpx.AsyncClient]:
     app = followup_app(followup_runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def notify_runtime(infra_env: Infra, customer_runtime: CustomerRuntime) -> AsyncIterator[NotifyRuntime]:
+    """notify_svc with its worker (relay, consumers, dispatcher, webhook deliveries); providers are set by
+    ``tests/notify_svc/conftest.py`` to the local provider sandbox."""
+    from tests.notify_svc.sandbox_env import sandbox_settings  # the sandbox's address is known only at run time
+
+    async with with_workers(NotifyRuntime(infra_env.notify_settings(**await sandbox_settings()))) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="session")
+async def notify_client(notify_runtime: NotifyRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    app = notify_app(notify_runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify.test") as c:
         yield c
 
 

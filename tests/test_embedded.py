@@ -148,3 +148,14 @@ async def test_embedded_follow_up_plan_fires_with_the_test_clock(embedded_env: P
 
         [task] = await eventually(call_task, timeout=10)
         assert task["title"] == "提车3小时关怀电话" and task["status"] == "open"
+
+        # The thank-you message (4 h after delivery) reached notify_svc over the in-process bus; it is sent through
+        # the console channel when its time comes in the store's local time (notify keeps the real clock).
+        async def thanks() -> list | None:
+            resp = await client.get("/api/v1/messages", headers=headers, params={"customer_id": customer["id"]})
+            items = resp.json()["items"] if resp.status_code == 200 else []
+            return [m for m in items if m["template"] == "purchase_thanks"] or None
+
+        [message] = await eventually(thanks, timeout=10)
+        assert message["source"] == "followup" and message["purpose"] == "service"
+        assert message["status"] in ("queued", "held", "sent") and message["channels"] == ["wechat", "sms"]

@@ -144,6 +144,11 @@ class AmqpPublisher:
         await self._ensure()
 
 
+#: Largest batch of batchable events handled in one transaction, and how long the first waits for more.
+BATCH_MAX = 100
+BATCH_LINGER = 0.005
+
+
 class AmqpConsumerRunner:
     """Consumes the service queue: handle, then ack; on failure re-publish to a delay queue, finally park."""
 
@@ -157,6 +162,10 @@ class AmqpConsumerRunner:
         self.names = queue_names(consumer.service)
         self.connected = asyncio.Event()
         self._channel: AbstractChannel | None = None
+        #: Batchable events (see ``Subscription.batch_handler``) wait up to ``BATCH_LINGER`` for company.
+        self.batch_size = min(prefetch, BATCH_MAX)
+        self._batch: list[tuple[CloudEvent, asyncio.Future[BaseException | None]]] = []
+        self._flush: asyncio.TimerHandle | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -214,6 +223,11 @@ class AmqpConsumerRunner:
         except ValidationError as exc:
             await self._forward(message, self.names["parked"], attempt, f"undecodable event: {exc}")
             return
+        if self.batch_size > 1 and self.consumer.batchable(event.type):
+            if await self._in_batch(event) is None:
+                await message.ack()
+                return
+            # The batch failed as a whole: this event goes alone, with the usual retries.
         try:
             await self.consumer.handle(event)
         except Exception as exc:  # noqa: BLE001 - every failure is retried, then parked
@@ -234,6 +248,37 @@ class AmqpConsumerRunner:
                 await self._forward(message, retry_queue_name(self.consumer.service, delay), attempt, repr(exc))
             return
         await message.ack()
+
+    def _in_batch(self, event: CloudEvent) -> asyncio.Future[BaseException | None]:
+        """Join the pending batch; resolves to None once it committed, or to the error that failed it."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+        self._batch.append((event, done))
+        if len(self._batch) >= self.batch_size:
+            self._start_batch()
+        elif self._flush is None:
+            self._flush = loop.call_later(BATCH_LINGER, self._start_batch)
+        return done
+
+    def _start_batch(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        items, self._batch = self._batch, []
+        if items:
+            asyncio.get_running_loop().create_task(self._run_batch(items))
+
+    async def _run_batch(self, items: list[tuple[CloudEvent, asyncio.Future[BaseException | None]]]) -> None:
+        error: BaseException | None = None
+        try:
+            await self.consumer.handle_batch([event for event, _ in items])
+        except Exception as exc:  # noqa: BLE001 - each event is then retried on its own
+            log.warning("event_batch_failed", service=self.consumer.service, size=len(items),
+                        error=type(exc).__name__)
+            error = exc
+        for _, done in items:
+            if not done.done():
+                done.set_result(error)
 
     async def _forward(self, message: AbstractIncomingMessage, queue: str, attempt: int, error: str) -> None:
         """Copy to ``queue`` (confirmed), then ack; if the copy fails, requeue the original instead."""

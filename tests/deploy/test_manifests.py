@@ -43,6 +43,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 
 
 ENV = {"POSTGRES_PASSWORD": "pg-secret", "CUSTOMER_SVC_DB_PASSWORD": "cust-secret", "FOLLOWUP_SVC_DB_PASSWORD": "fu-secret",
+       "NOTIFY_SVC_DB_PASSWORD": "nt-secret", "NOTIFY_PII_HASH_KEY": "pii-secret",
        "RABBITMQ_PASSWORD": "mq-secret"}
 
 

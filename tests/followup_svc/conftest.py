@@ -40,6 +40,12 @@ async def advance(runtime: FollowupRuntime, by: timedelta) -> None:
 async def fgroup(customer_runtime, followup_runtime: FollowupRuntime, clock) -> Group:  # type: ignore[no-untyped-def]
     """A dealer group whose stores, staff and default playbook followup_svc already knows."""
     group = await make_group(customer_runtime)
+    await followup_knows(followup_runtime, group)
+    return group
+
+
+async def followup_knows(followup_runtime: FollowupRuntime, group: Group) -> None:
+    """Wait until followup_svc has the group's stores, staff and default playbook."""
 
     async def known() -> bool:
         async with followup_runtime.sessionmaker() as s:
@@ -51,7 +57,6 @@ async def fgroup(customer_runtime, followup_runtime: FollowupRuntime, clock) -> 
         return stores == 2 and staff >= 18 and rules > 0
 
     await eventually(known)
-    return group
 
 
 async def rows_of(runtime: FollowupRuntime, model: Any, tenant_id: uuid.UUID, **where: object) -> list[Any]:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from followup_svc.app import FollowupRuntime
 from followup_svc.models import AuditEntry, CustomerView, VehicleView
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from shared.auth.roles import Role
 from shared.testing.events import EventTap
 from shared.testing.waiting import eventually

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pytest
 
-from followup_svc.scheduling.calendar import (DEFAULT_HOURS, FESTIVALS, StoreCalendar, anniversary_in_year,
+from shared.calendar import (DEFAULT_HOURS, FESTIVALS, StoreCalendar, anniversary_in_year,
                                               festival_date, next_anniversary, next_festival)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

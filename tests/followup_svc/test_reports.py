@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from followup_svc.app import FollowupRuntime
 from followup_svc.models import Task
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from followup_svc.scheduling.timing import sampled
 from shared.auth.roles import Role
 from shared.testing.waiting import eventually

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from followup_svc.playbooks.defaults import DEFAULT_RULES
 from followup_svc.playbooks.schemas import RuleDefinition
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from followup_svc.scheduling.timing import due_time, sampled, stale_limit
 
 SHANGHAI = StoreCalendar("Asia/Shanghai")

@@ -55,18 +55,24 @@ def _phones(customer: Customer, phones: list[PhoneIn]) -> list[CustomerPhone]:
 
 
 def _set_consent(ctx: Ctx, customer: Customer, data: ConsentIn) -> bool:
-    """Upsert one consent; True if it changed (and then an event is appended)."""
+    return set_consent_on(ctx.session, ctx.outbox, customer, data, ctx.principal.subject)
+
+
+def set_consent_on(session: Any, outbox: Any, customer: Customer, data: ConsentIn,
+                   recorded_by: uuid.UUID | None) -> bool:
+    """Upsert one consent; True if it changed (and then an event is appended). ``recorded_by`` is None when the
+    customer changed it themselves (an SMS opt-out reply relayed by notify_svc)."""
     current = next((x for x in customer.consents if x.channel == data.channel and x.purpose == data.purpose), None)
     if current is not None and current.granted == data.granted:
         return False
     now = utcnow()
     if current is None:
         customer.consents.append(Consent(channel=data.channel, purpose=data.purpose, granted=data.granted,
-                                         source=data.source, recorded_at=now, recorded_by=ctx.principal.subject))
+                                         source=data.source, recorded_at=now, recorded_by=recorded_by))
     else:
         current.granted, current.source, current.recorded_at = data.granted, data.source, now
-        current.recorded_by = ctx.principal.subject
-    ctx.outbox.append(ctx.session, CustomerConsentChanged(
+        current.recorded_by = recorded_by
+    outbox.append(session, CustomerConsentChanged(
         customer_id=customer.id, channel=data.channel, purpose=data.purpose, granted=data.granted,
         source=data.source, recorded_at=now), tenant_id=customer.tenant_id, store_id=customer.store_id)
     return True

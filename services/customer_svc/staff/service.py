@@ -20,7 +20,7 @@ from shared.http.pagination import PageParams, make_page, paginate
 
 
 def staff_event(staff: Staff) -> StaffUpserted:
-    return StaffUpserted(staff_id=staff.id, employee_no=staff.employee_no, name=staff.name,
+    return StaffUpserted(staff_id=staff.id, employee_no=staff.employee_no, name=staff.name, phone=staff.phone,
                          department=staff.department, roles=staff.roles, store_ids=staff.store_ids, active=staff.active)
 
 

@@ -25,7 +25,7 @@ from followup_svc.models import (Appointment, CustomerView, FollowUp, StaffView,
                                  VehicleView)
 from followup_svc.models.appointment import ACTIVE_STATES
 from followup_svc.scheduling import triggers
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from followup_svc.scheduling.planner import Planner, calendar_of
 from shared.audit import snapshot
 from shared.auth import Role, ensure_store, get_scoped, scoped

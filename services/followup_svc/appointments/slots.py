@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from followup_svc.models import Appointment
 from followup_svc.models.appointment import ACTIVE_STATES
-from followup_svc.scheduling.calendar import WEEKDAYS, StoreCalendar
+from shared.calendar import WEEKDAYS, StoreCalendar
 from shared.errors import InvalidField
 
 #: How far ahead a slot may be booked.

@@ -23,7 +23,7 @@ from followup_svc.reports.schemas import (
     MAX_DAYS, MINOR_REPAIR_TARGET, ActivityCounts, ActivityRow, CallbackCounts, CallbacksByAssignee, CallbacksByRule,
     CallbacksReport, CoverageCounts, CoverageReport, CoverageRow, DailyActivityReport, OutcomeCounts, OutcomesByRule,
     OutcomesReport, SkipReason)
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from shared.auth import Role, ensure_store
 from shared.errors import InvalidField, NotFound
 

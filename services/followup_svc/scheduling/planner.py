@@ -23,7 +23,7 @@ from followup_svc.models import FollowUp, Rule, StoreView
 from followup_svc.models.playbook import TENANT_SCOPE
 from followup_svc.playbooks.schemas import RuleDefinition
 from followup_svc.scheduling import timing
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from shared.db.base import dialect_insert
 from shared.ids import new_id
 

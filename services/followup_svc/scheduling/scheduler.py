@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from followup_svc.clock import Clock
 from followup_svc.models import CustomerView, FollowUp, Rule, StaffView, StoreView, Task, VehicleView
-from followup_svc.playbooks.schemas import RuleDefinition
+from followup_svc.playbooks.schemas import MaintenancePlan, RuleDefinition
 from followup_svc.scheduling import timing, triggers
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from followup_svc.scheduling.planner import Planner, calendar_of, definition_of
 from shared.db.base import dialect_insert
 from shared.events.catalog.followup import MessageRequested, OccurrenceSkipped, SurveyRequested, TaskCreated
@@ -253,11 +253,17 @@ class Scheduler:
         if action.kind == "task":
             self._task(row, rule, rdef, batch, customer, vehicle, now)
         elif action.kind == "message":
+            variables = _variables(row, customer, vehicle, store)
+            if rule.trigger == "vehicle.maintenance_due" and vehicle is not None:
+                # The reminder names the day the maintenance falls due (DOMAIN §7.4), not the day it is sent.
+                due = triggers.maintenance_due(vehicle, rdef.conditions.maintenance or MaintenancePlan())
+                if due is not None:
+                    variables["date"] = due[1].isoformat()
             batch.events.append((MessageRequested(
                 request_id=row.id, idempotency_key=row.occurrence_key, customer_id=row.customer_id,
                 vehicle_id=row.vehicle_id, rule_key=row.rule_key, template=action.template, channels=channels,
-                purpose=rdef.purpose, variables=_variables(row, customer, vehicle, store), not_before=now,
-                expires_at=limit), row.tenant_id, row.store_id))
+                purpose=rdef.purpose, variables=variables, not_before=now, expires_at=limit,
+                avoid_holidays=rdef.schedule.holiday_peak != "allow"), row.tenant_id, row.store_id))
         else:
             about = "visit" if row.subject_type == "visit" else "delivery"
             staff = _uuid(context.get("advisor_id")) if about == "visit" else \

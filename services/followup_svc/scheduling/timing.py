@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from dateutil.relativedelta import relativedelta
 
 from followup_svc.playbooks.schemas import Offset, RuleDefinition, Schedule
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 
 
 @lru_cache(maxsize=4096)

@@ -12,7 +12,7 @@ from dateutil.relativedelta import relativedelta
 from followup_svc.models import Appointment, CustomerView, FollowUp, Rule, Task, VehicleView
 from followup_svc.playbooks.schemas import MaintenancePlan, RuleDefinition
 from followup_svc.scheduling import timing
-from followup_svc.scheduling.calendar import next_anniversary, next_festival
+from shared.calendar import next_anniversary, next_festival
 from followup_svc.scheduling.planner import Planner, Subject, Want, definition_of
 
 #: With fewer than two odometer readings a car is assumed to run this much (a typical private car in China).

@@ -73,6 +73,7 @@ class Escalator:
                 task.escalate_at = now + max(task.sla_due_at - task.due_at, MIN_SECOND_STEP) if level < 2 else None
                 self.outbox.append(session, TaskEscalated(
                     task_id=task.id, level=level, to_roles=[str(r) for r in roles], notify_staff_ids=notify,
+                    title=task.title, customer_id=task.customer_id,
                     reason=f"not finished by its SLA ({task.sla_due_at:%Y-%m-%d %H:%M} UTC)"),
                     tenant_id=task.tenant_id, store_id=task.store_id)
             return len(tasks)

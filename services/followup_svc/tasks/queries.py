@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from followup_svc.deps import Ctx
 from followup_svc.models import CustomerView, FollowUp, Rule, StaffView, StoreView, Task, TaskNote, VehicleView
 from followup_svc.models.task import OPEN_STATES
-from followup_svc.scheduling.calendar import StoreCalendar
+from shared.calendar import StoreCalendar
 from followup_svc.scheduling.planner import Calendars, calendar_of
 from followup_svc.tasks import schemas as s
 from shared.auth import ensure_store, scoped

@@ -178,6 +178,7 @@ class StaffUpserted(EventData):
     staff_id: uuid.UUID
     employee_no: str
     name: str
+    phone: str | None = Field(default=None, description="E.164: where staff notices (escalations) go by SMS.")
     department: str | None
     roles: list[str]
     store_ids: list[uuid.UUID]

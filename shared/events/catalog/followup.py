@@ -84,6 +84,8 @@ class TaskEscalated(EventData):
     to_roles: list[str]
     notify_staff_ids: list[uuid.UUID] = Field(description="Who is told (active staff of those roles in the store).")
     reason: str
+    title: str | None = Field(default=None, description="The task's title, for the notice staff receive.")
+    customer_id: uuid.UUID | None = None
 
 
 @event_type("followup.message.requested.v1", subject="request_id")
@@ -101,6 +103,8 @@ class MessageRequested(EventData):
     variables: dict[str, Any] = {}
     not_before: datetime
     expires_at: datetime | None = Field(default=None, description="Do not send after this (stale).")
+    avoid_holidays: bool = Field(default=False, description="Marketing the rule keeps away from holiday peaks: "
+                                 "a message deferred into one waits until it is over.")
 
 
 @event_type("followup.survey.requested.v1", subject="request_id")

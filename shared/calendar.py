@@ -1,4 +1,4 @@
-"""Store-local calendar rules for scheduling follow-ups.
+"""Store-local calendar rules: time zones, business and quiet hours, Chinese statutory holidays, anniversaries.
 
 Everything is stored in UTC, but every rule (business hours, customer quiet hours, statutory holidays,
 anniversaries) is expressed in the store's local time, so each helper converts at the edge: it takes an aware

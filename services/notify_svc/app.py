@@ -1,0 +1,82 @@
+"""notify_svc application: runtime (providers, the dispatcher, webhook deliveries), routers, and the app served
+by ``python -m notify_svc api``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+
+from notify_svc.callbacks.router import router as callbacks_router
+from notify_svc.channels.registry import build_providers
+from notify_svc.consumers import subscriptions
+from notify_svc.dispatch.dispatcher import Dispatcher
+from notify_svc.messages.router import router as messages_router
+from notify_svc.models import Base, messaging
+from notify_svc.settings import NotifySettings
+from notify_svc.templates.router import router as templates_router
+from notify_svc.webhooks.delivery import BATCH_SIZE as WEBHOOK_BATCH, WebhookDeliverer
+from notify_svc.webhooks.router import router as webhooks_router
+from shared.http.app import create_app
+from shared.messaging.memory import InProcessBus
+from shared.periodic import Periodic
+from shared.runtime import ServiceRuntime
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+settings_class = NotifySettings
+ROUTERS: list[APIRouter] = [messages_router, templates_router, webhooks_router, callbacks_router]
+TITLE = "Aftercare notification service"
+DESCRIPTION = ("Every message the platform sends (SMS, WeChat, webhooks): templates, consent, quiet hours, caps and "
+               "budgets checked before each send, delivery tracking with provider receipts, and why a customer was "
+               "not contacted.")
+
+
+class NotifyRuntime(ServiceRuntime):
+    """Adds the providers, the dispatcher and the webhook deliverer to the worker."""
+
+    settings: NotifySettings
+
+    def __init__(self, settings: NotifySettings, bus: InProcessBus | None = None) -> None:
+        super().__init__(settings, Base, messaging, MIGRATIONS, subscriptions, bus)
+        self.providers = build_providers(settings, self.sessionmaker)
+        self.dispatcher = Dispatcher(self.sessionmaker, self.outbox, self.providers, settings)
+        self.webhooks = WebhookDeliverer(self.sessionmaker, settings)
+        self.dispatch_loops = [Periodic(f"dispatcher{i}", self.dispatcher.run_once, settings.dispatcher_poll_seconds,
+                                        settings.dispatcher_batch_size) for i in range(max(settings.dispatcher_loops, 1))]
+        self.webhook_loop = Periodic("webhooks", self.webhooks.run_once, settings.webhook_poll_seconds,
+                                     WEBHOOK_BATCH)
+        self.loops = [*self.dispatch_loops, self.webhook_loop]
+
+    def nudge_dispatcher(self) -> None:
+        """Look at due messages now (after an API call queued some) rather than at the next poll."""
+        for loop in self.dispatch_loops:
+            loop.nudge()
+
+    def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        tasks = super().start_workers(stop)
+        tasks += [asyncio.create_task(loop.run(stop), name=f"{self.name}.{loop.name}") for loop in self.loops]
+        return tasks
+
+    def worker_alive(self, max_silence: float = 60) -> bool:
+        now = time.monotonic()
+        loops_ok = all(now - loop.beat < max(max_silence, loop.poll_seconds * 3) for loop in self.loops)
+        return loops_ok and super().worker_alive(max_silence)
+
+
+    async def dispose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.webhooks.aclose()
+        await super().dispose()
+
+
+def build_runtime(settings: NotifySettings | None = None, bus: InProcessBus | None = None) -> NotifyRuntime:
+    return NotifyRuntime(settings or NotifySettings(), bus)
+
+
+def create_service_app(runtime: ServiceRuntime | None = None, run_workers: bool = False) -> FastAPI:
+    runtime = runtime or build_runtime()
+    return create_app(title=TITLE, description=DESCRIPTION, runtimes=[runtime], routers=ROUTERS,
+                      run_workers=run_workers, cors_origins=runtime.settings.cors_origins)

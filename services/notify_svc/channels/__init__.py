@@ -1,0 +1,1 @@
+"""Channel adapters: one per provider (Aliyun SMS, Tencent SMS, WeChat, console), all behind ``Provider``."""

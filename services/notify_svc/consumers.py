@@ -1,0 +1,122 @@
+"""Events notify_svc consumes: customer_svc's basic data feeds the read model (addresses, consent, time zones);
+message commands from followup_svc and survey_svc become messages; escalations become notices to staff."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notify_svc.messages.intake import Request, accept
+from notify_svc.models import CustomerView, StaffView, StoreView
+from notify_svc.templates.seeding import ensure_default_templates
+from notify_svc.webhooks.fanout import PARTNER_EVENT_TYPES, fan_out
+from shared.events.catalog import customer as ev
+from shared.events.catalog import followup as fev
+from shared.events.catalog import survey as sev
+from shared.events.envelope import CloudEvent
+from shared.messaging.consumer import Subscription
+
+if TYPE_CHECKING:
+    from notify_svc.app import NotifyRuntime
+
+
+def _tenant(event: CloudEvent) -> uuid.UUID:
+    return uuid.UUID(event.tenantid)  # type: ignore[arg-type]
+
+
+def _store(event: CloudEvent) -> uuid.UUID:
+    return uuid.UUID(event.storeid)  # type: ignore[arg-type]
+
+
+async def _upsert(session: AsyncSession, model: Any, key: uuid.UUID, tenant: uuid.UUID, **values: Any) -> Any:
+    row = await session.get(model, key, with_for_update=True)
+    if row is None:
+        row = model(id=key, tenant_id=tenant)
+        session.add(row)
+    for name, value in values.items():
+        setattr(row, name, value)
+    return row
+
+
+async def store(session: AsyncSession, event: CloudEvent) -> None:
+    data = ev.StoreUpserted.model_validate(event.data)
+    await _upsert(session, StoreView, data.store_id, _tenant(event), code=data.code, name=data.name,
+                  timezone=data.timezone, active=data.active)
+    await ensure_default_templates(session, _tenant(event))
+
+
+async def staff(session: AsyncSession, event: CloudEvent) -> None:
+    data = ev.StaffUpserted.model_validate(event.data)
+    await _upsert(session, StaffView, data.staff_id, _tenant(event), name=data.name, phone=data.phone,
+                  roles=list(data.roles), store_ids=[str(s) for s in data.store_ids], active=data.active)
+
+
+async def customer(session: AsyncSession, event: CloudEvent) -> None:
+    data = ev.CustomerSnapshot.model_validate(event.data)
+    await _upsert(session, CustomerView, data.customer_id, _tenant(event), store_id=data.store_id, name=data.name,
+                  phone=data.primary_phone, wechat_openid=data.wechat_openid, birthday=data.birthday,
+                  do_not_call=data.do_not_call,
+                  consents={f"{c.channel}:{c.purpose}": c.granted for c in data.consents})
+
+
+async def consent_changed(session: AsyncSession, event: CloudEvent) -> None:
+    data = ev.CustomerConsentChanged.model_validate(event.data)
+    row = await session.get(CustomerView, data.customer_id, with_for_update=True)
+    if row is None:
+        return  # the customer's snapshot (created/updated) carries the consents too
+    row.consents = {**(row.consents or {}), f"{data.channel}:{data.purpose}": data.granted}
+
+
+async def merged(session: AsyncSession, event: CloudEvent) -> None:
+    data = ev.CustomerMerged.model_validate(event.data)
+    row = await session.get(CustomerView, data.merged_id, with_for_update=True)
+    if row is not None:
+        row.status, row.merged_into = "merged", data.customer_id
+
+
+def _request(event: CloudEvent) -> Request:
+    data = fev.MessageRequested.model_validate(event.data)
+    source = "survey" if event.type == sev.SurveyMessageRequested.type else "followup"
+    return Request(
+        tenant_id=_tenant(event), store_id=_store(event), idempotency_key=data.idempotency_key, source=source,
+        template_key=data.template, purpose=data.purpose, channels=list(data.channels), customer_id=data.customer_id,
+        vehicle_id=data.vehicle_id, request_id=data.request_id, rule_key=data.rule_key, variables=data.variables,
+        not_before=data.not_before, expires_at=data.expires_at, avoid_holidays=data.avoid_holidays)
+
+
+async def message_requested(session: AsyncSession, event: CloudEvent) -> None:
+    await accept(session, [_request(event)])
+
+
+async def messages_requested(session: AsyncSession, events: list[CloudEvent]) -> None:
+    """A burst of commands (a scheduler batch, a bulk send) accepted in one statement."""
+    await accept(session, [_request(e) for e in events])
+
+
+async def task_escalated(session: AsyncSession, event: CloudEvent) -> None:
+    """Each person told of an escalation gets a work notice (SMS to their phone; console when embedded)."""
+    data = fev.TaskEscalated.model_validate(event.data)
+    customer = await session.get(CustomerView, data.customer_id) if data.customer_id else None
+    variables = {"level": data.level, "reason": data.reason, "task_title": data.title or "回访任务",
+                 "customer_name": customer.name if customer else "—"}
+    await accept(session, [Request(
+        tenant_id=_tenant(event), store_id=_store(event), source="escalation", template_key="escalation_notice",
+        idempotency_key=f"escalation:{data.task_id}:{data.level}:{staff_id}", purpose="service",
+        channels=["sms"], staff_id=staff_id, request_id=event.id, variables=variables)
+        for staff_id in data.notify_staff_ids])
+
+
+def subscriptions(runtime: NotifyRuntime) -> list[Subscription]:  # noqa: ARG001
+    return [
+        Subscription("stores", (ev.StoreUpserted.type,), store),
+        Subscription("staff", (ev.StaffUpserted.type,), staff),
+        Subscription("customers", (ev.CustomerCreated.type, ev.CustomerUpdated.type), customer),
+        Subscription("consent", (ev.CustomerConsentChanged.type,), consent_changed),
+        Subscription("merged", (ev.CustomerMerged.type,), merged),
+        Subscription("message_requests", (fev.MessageRequested.type, sev.SurveyMessageRequested.type),
+                     message_requested, messages_requested),
+        Subscription("escalations", (fev.TaskEscalated.type,), task_escalated),
+        Subscription("webhooks", PARTNER_EVENT_TYPES, fan_out),
+    ]

@@ -1,0 +1,284 @@
+"""The dispatcher: claims due messages, runs the policy check, calls the providers, records what happened.
+
+Two short transactions per batch and no transaction open during provider calls:
+
+1. *Decide*: claim due rows (``FOR UPDATE SKIP LOCKED``, so N workers share the work), lock their recipients,
+   decide each (send / hold / suppress), take provider rate tokens, and commit the decisions. Rows to send are
+   committed as ``sending`` with a lease: if the worker dies during the call, the row comes back after the
+   lease as an *unknown outcome* and is checked with the provider, never sent blindly a second time.
+2. *Record*: each provider answer moves its row on (sent, retry later, fall back to the next channel, failed),
+   with its trail entry and event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notify_svc.channels.base import Outcome, Outgoing, Provider, Receipt, SendResult
+from notify_svc.dispatch.context import load_context
+from notify_svc.dispatch.decide import Decision, decide
+from notify_svc.dispatch import ratelimit
+from notify_svc.messages.events import event_for
+from notify_svc.messages.receipts import apply_receipt
+from notify_svc.models import Message, MessageEvent, WechatQuota
+from notify_svc.policy.caps import load_history, lock_recipients
+from notify_svc.settings import NotifySettings
+from shared.db.base import utcnow
+from shared.ids import new_id
+from shared.messaging.outbox import Outbox
+
+log = structlog.get_logger("dispatcher")
+DECISIONS = Counter("notify_decisions_total", "Policy decisions", ["action", "reason"])
+SENDS = Counter("notify_provider_results_total", "Provider answers", ["provider", "outcome"])
+
+M = Message.__table__
+E = MessageEvent.__table__
+Q = WechatQuota.__table__
+#: A row handed to a provider comes back this long after if its worker never recorded the answer.
+SEND_LEASE = timedelta(minutes=2)
+#: An unknown outcome nobody could confirm within this time is failed for staff to check (and replay).
+UNKNOWN_GIVE_UP = timedelta(hours=24)
+
+
+class Dispatcher:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox,
+                 providers: dict[str, Provider], settings: NotifySettings,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.sessionmaker = sessionmaker
+        self.outbox = outbox
+        self.providers = providers
+        self.settings = settings
+        self.clock = clock
+        self.batch_size = settings.dispatcher_batch_size
+        self._calls = asyncio.Semaphore(settings.dispatcher_concurrency)
+
+    async def run_once(self) -> int:
+        now = self.clock()
+        async with self.sessionmaker() as session, session.begin():
+            rows = await self._claim(session, now)
+            if not rows:
+                return 0
+            waiting = [r for r in rows if r.status != "sending"]
+            unknown = [r for r in rows if r.status == "sending"]
+            ctx = await load_context(session, rows, now, self.settings.person_key_secret)
+            keys = {(r.tenant_id, rec.key) for r in waiting if (rec := ctx.recipient(r)) is not None and rec.key}
+            await lock_recipients(session, [k for _, k in keys])
+            ctx.history = await load_history(session, keys, now)
+            decisions = [decide(r, ctx, self.providers) for r in waiting]
+            await self._apply_rate_limits(session, decisions, now)
+            lookups = [(r, ctx.recipient(r)) for r in unknown]
+            await self._write_decisions(session, decisions, now)
+            if unknown:
+                await session.execute(sa.update(M).where(M.c.id.in_([r.id for r in unknown]))
+                                      .values(next_attempt_at=now + SEND_LEASE))
+        sends = [d for d in decisions if d.action == "send"]
+        results = await asyncio.gather(*(self._send(d) for d in sends))
+        receipts = await asyncio.gather(*(self._lookup(r, rec) for r, rec in lookups))
+        async with self.sessionmaker() as session, session.begin():
+            await self._record(session, list(zip(sends, results, strict=True)), self.clock())
+            await self._record_lookups(session, list(zip(unknown, receipts, strict=True)), self.clock())
+        return len(rows)
+
+    # --- decide -----------------------------------------------------------------------------------------------
+
+    async def _claim(self, session: AsyncSession, now: datetime) -> list[Any]:
+        due = (sa.select(M.c.id).where(M.c.status.in_(("queued", "held", "sending")), M.c.next_attempt_at <= now)
+               .order_by(M.c.next_attempt_at).limit(self.batch_size).with_for_update(skip_locked=True))
+        ids = list((await session.scalars(due)).all())
+        if not ids:
+            return []
+        return list((await session.execute(sa.select(M).where(M.c.id.in_(ids)))).all())
+
+    async def _apply_rate_limits(self, session: AsyncSession, decisions: list[Decision], now: datetime) -> None:
+        by_provider: dict[str, list[Decision]] = defaultdict(list)
+        for d in decisions:
+            if d.action == "send" and d.provider is not None and d.provider.name in self.settings.provider_qps:
+                by_provider[d.provider.name].append(d)
+        for name, group in by_provider.items():
+            rate = self.settings.provider_qps[name]
+            granted = await ratelimit.take(session, name, len(group), rate, now)
+            for i, d in enumerate(group[granted:]):
+                d.action, d.reason = "hold", "rate_limited"
+                d.until = now + timedelta(seconds=(i + 1) / rate)
+                d.detail = f"{name} allows {rate:g} requests/s across all workers"
+
+    async def _write_decisions(self, session: AsyncSession, decisions: list[Decision], now: datetime) -> None:
+        updates, trail, events = [], [], []
+        for d in decisions:
+            m = d.message
+            DECISIONS.labels(d.action, d.reason or "").inc()
+            if d.action == "send":
+                assert d.outgoing is not None and d.provider is not None
+                updates.append(_values(m.id, status="sending", reason=None, detail=None, channel=d.channel,
+                                       provider=d.provider.name, recipient_masked=d.recipient_masked,
+                                       recipient_key=d.recipient_key, body=d.outgoing.text, sent_at=now,
+                                       attempts=m.attempts + 1, next_attempt_at=now + SEND_LEASE))
+                trail.append(_trail(m.id, now, "sending", None, d.channel, d.provider.name,
+                                    detail="; ".join(d.skipped) or None))
+            elif d.action == "hold":
+                updates.append(_values(m.id, status="held", reason=d.reason, detail=d.detail, next_attempt_at=d.until))
+                if m.status != "held" or m.reason != d.reason:  # one trail entry per reason, not per re-check
+                    trail.append(_trail(m.id, now, "held", d.reason, None, None,
+                                        detail=_until(d.until) + (f"; {d.detail}" if d.detail else "")))
+            else:
+                updates.append(_values(m.id, status="suppressed", reason=d.reason, detail=d.detail,
+                                       next_attempt_at=None))
+                trail.append(_trail(m.id, now, "suppressed", d.reason, None, None, detail=d.detail))
+                events.append(event_for(m, "suppressed", reason=d.reason or ""))
+        await _bulk_update(session, updates)
+        await _insert_trail(session, trail)
+        await self.outbox.append_many(session, events)
+        await _use_subscriptions(session, [d.outgoing for d in decisions if d.action == "send" and d.outgoing
+                                           and d.outgoing.channel == "wechat" and d.outgoing.wechat_kind == "subscribe"])
+
+    # --- send -------------------------------------------------------------------------------------------------
+
+    async def _send(self, d: Decision) -> SendResult:
+        assert d.provider is not None and d.outgoing is not None
+        async with self._calls:
+            try:
+                result = await d.provider.send(d.outgoing)
+            except Exception as exc:  # noqa: BLE001 - an adapter bug must not lose the batch; the outcome is unknown
+                log.exception("provider_send_crashed", provider=d.provider.name, message_id=str(d.message.id))
+                result = SendResult(Outcome.UNKNOWN, code=type(exc).__name__, detail="adapter error")
+        SENDS.labels(d.provider.name, result.outcome.value).inc()
+        return result
+
+    async def _lookup(self, row: Any, recipient: Any) -> Receipt | None:
+        provider = self.providers.get(row.channel or "")
+        address = recipient.address(row.channel) if recipient is not None and row.channel else None
+        if provider is None or address is None or row.sent_at is None:
+            return None
+        out = Outgoing(message_id=row.id, channel=row.channel, to=address, text=row.body or "")
+        try:
+            async with self._calls:
+                return await provider.lookup(out, row.sent_at)
+        except Exception:  # noqa: BLE001 - the status query is best effort; the row is looked at again later
+            log.warning("provider_lookup_failed", provider=provider.name, message_id=str(row.id))
+            return None
+
+    # --- record -----------------------------------------------------------------------------------------------
+
+    async def _record(self, session: AsyncSession, results: list[tuple[Decision, SendResult]],
+                      now: datetime) -> None:
+        updates, trail, events = [], [], []
+        sent_ids: dict[uuid.UUID, str | None] = {}
+        for d, r in results:
+            m, channel, provider = d.message, d.channel, d.provider.name if d.provider else None
+            attempts = m.attempts + 1
+            trail.append(_trail(m.id, now, _trail_status(r.outcome), r.outcome.value, channel, provider, r.code,
+                                r.detail))
+            if r.outcome is Outcome.SENT:
+                sent_ids[m.id] = r.provider_message_id
+                events.append(event_for(m, "sent", channel=channel, provider=provider, sent_at=now))
+            elif r.outcome is Outcome.UNKNOWN:
+                updates.append(_values(m.id, status="sending", reason="awaiting_receipt", detail=r.detail,
+                                       next_attempt_at=now + timedelta(seconds=self.settings.receipt_wait_seconds)))
+            elif r.outcome is Outcome.PERMANENT:
+                failed = [*(m.failed_channels or []), channel]
+                remaining = [c for c in m.channels if c not in failed]
+                if remaining:
+                    updates.append(_values(m.id, status="queued", reason="fallback", detail=r.code,
+                                           failed_channels=failed, sent_at=None, next_attempt_at=now))
+                else:
+                    updates.append(_values(m.id, status="failed", reason="provider_rejected", detail=r.code,
+                                           failed_channels=failed, sent_at=None, next_attempt_at=None))
+                    events.append(event_for(m, "failed", channel=channel, provider=provider,
+                                            reason="provider_rejected", code=r.code))
+            elif attempts >= self.settings.max_attempts:
+                updates.append(_values(m.id, status="failed", reason="dead_lettered", sent_at=None,
+                                       detail=f"{r.outcome.value} after {attempts} attempts: {r.code}",
+                                       next_attempt_at=None))
+                events.append(event_for(m, "failed", channel=channel, provider=provider, reason="dead_lettered",
+                                        code=r.code))
+            else:
+                delay = r.retry_after or min(self.settings.retry_base_seconds * 2 ** (attempts - 1),
+                                             self.settings.retry_max_seconds)
+                reason = "provider_rate_limited" if r.outcome is Outcome.RATE_LIMITED else "provider_retry"
+                updates.append(_values(m.id, status="held", reason=reason, detail=r.code, sent_at=None,
+                                       next_attempt_at=now + timedelta(seconds=delay)))
+        if sent_ids:
+            # A receipt can overtake this answer (a fast provider): only a row still `sending` becomes `sent`.
+            await session.execute(
+                sa.update(M).where(M.c.id == sa.bindparam("m_id"))
+                .values(status=sa.case((M.c.status == "sending", "sent"), else_=M.c.status), reason=None,
+                        provider_message_id=sa.bindparam("pmid"), next_attempt_at=None),
+                [{"m_id": k, "pmid": v} for k, v in sent_ids.items()])
+        await _bulk_update(session, updates, only_status="sending")
+        await _insert_trail(session, trail)
+        await self.outbox.append_many(session, events)
+
+    async def _record_lookups(self, session: AsyncSession, results: list[tuple[Any, Receipt | None]],
+                              now: datetime) -> None:
+        for row, receipt in results:
+            if receipt is not None:
+                await apply_receipt(session, self.outbox, row.id, receipt, now)
+            elif row.sent_at is not None and now - row.sent_at > UNKNOWN_GIVE_UP:
+                await session.execute(sa.update(M).where(M.c.id == row.id, M.c.status == "sending").values(
+                    status="failed", reason="unknown_outcome", next_attempt_at=None, updated_at=now,
+                    detail="the provider never confirmed or denied the send; check before replaying"))
+                await _insert_trail(session, [_trail(row.id, now, "failed", "unknown_outcome", row.channel,
+                                                     row.provider)])
+                await self.outbox.append_many(session, [event_for(row, "failed", channel=row.channel,
+                                                                  provider=row.provider, reason="unknown_outcome")])
+            else:
+                await session.execute(sa.update(M).where(M.c.id == row.id, M.c.status == "sending").values(
+                    next_attempt_at=now + timedelta(seconds=self.settings.receipt_wait_seconds)))
+
+
+async def _use_subscriptions(session: AsyncSession, sends: list[Outgoing | None]) -> None:
+    """A one-time WeChat subscription allows one notice: each send uses one up (decided under the same lock)."""
+    for out in sends:
+        assert out is not None
+        await session.execute(sa.update(Q).where(Q.c.openid == out.to, Q.c.template_id == out.template_code,
+                                                 Q.c.remaining > 0).values(remaining=Q.c.remaining - 1))
+
+
+def _values(message_id: uuid.UUID, **values: Any) -> dict[str, Any]:
+    return {"m_id": message_id, **values}
+
+
+def _until(at: datetime | None) -> str:
+    return f"until {at.isoformat(timespec='seconds')}" if at else ""
+
+
+def _trail_status(outcome: Outcome) -> str:
+    return {Outcome.SENT: "sent", Outcome.UNKNOWN: "sending", Outcome.PERMANENT: "failed"}.get(outcome, "held")
+
+
+def _trail(message_id: uuid.UUID, at: datetime, status: str, reason: str | None, channel: str | None,
+           provider: str | None, code: str | None = None, detail: str | None = None) -> dict[str, Any]:
+    return {"id": new_id(), "message_id": message_id, "at": at, "status": status, "reason": reason,
+            "channel": channel, "provider": provider, "code": code, "detail": (detail or None) and detail[:500]}
+
+
+async def _insert_trail(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(sa.insert(E), rows)
+
+
+async def _bulk_update(session: AsyncSession, updates: list[dict[str, Any]], only_status: str | None = None) -> None:
+    """One executemany UPDATE per distinct column set (asyncpg pipelines them)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for u in updates:
+        if u.get("detail"):
+            u["detail"] = u["detail"][:500]
+        groups[tuple(sorted(u))].append(u)
+    for columns, rows in groups.items():
+        stmt = sa.update(M).where(M.c.id == sa.bindparam("m_id"))
+        if only_status is not None:
+            stmt = stmt.where(M.c.status == only_status)
+        values: dict[str, Any] = {c: sa.bindparam(f"v_{c}") for c in columns if c != "m_id"}
+        values["updated_at"] = sa.func.now()
+        params = [{("m_id" if k == "m_id" else f"v_{k}"): v for k, v in row.items()} for row in rows]
+        await session.execute(stmt.values(values), params)

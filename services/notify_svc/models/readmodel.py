@@ -1,0 +1,59 @@
+"""notify_svc's own copies of customer_svc data (fed by its events; never read across schemas).
+
+Phones and openids are resolved here at send time, so commands on the bus carry ids, not numbers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from notify_svc.models import Base
+from shared.db.base import utcnow
+
+
+class StoreView(Base):
+    __tablename__ = "store"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    code: Mapped[str] = mapped_column(sa.String(40))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="Asia/Shanghai")
+    active: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class StaffView(Base):
+    __tablename__ = "staff"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    phone: Mapped[str | None] = mapped_column(sa.String(20))
+    roles: Mapped[list[str]]
+    store_ids: Mapped[list[str]]
+    active: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CustomerView(Base):
+    __tablename__ = "customer"
+    __table_args__ = (sa.Index("ix_customer_phone", "phone"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    store_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    phone: Mapped[str | None] = mapped_column(sa.String(20), comment="E.164")
+    wechat_openid: Mapped[str | None] = mapped_column(sa.String(64))
+    birthday: Mapped[date | None] = mapped_column(comment="Bulk greetings select by it (DOMAIN §12.6)")
+    #: ``"sms:marketing" -> granted``; a missing entry means no consent for marketing (service is implied by
+    #: the purchase contract, PIPL Art. 13) unless withdrawn.
+    consents: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    do_not_call: Mapped[bool] = mapped_column(default=False)
+    #: ``active``, ``lost`` or ``merged`` (messages to a merged record go to ``merged_into``).
+    status: Mapped[str] = mapped_column(sa.String(10), default="active")
+    merged_into: Mapped[uuid.UUID | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

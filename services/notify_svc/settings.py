@@ -1,0 +1,93 @@
+"""notify_svc settings (env prefix ``NOTIFY_``; ``AFTERCARE_*`` fills the rest).
+
+Every provider's base URL is a setting, so staging (and the tests) can point at the local provider sandbox
+(``python -m notify_svc.sandbox``), which speaks each provider's real formats and checks their signatures.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class NotifySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_", env_file=".env", extra="ignore")
+    service_name: ClassVar[str] = "notify_svc"
+    schema_name: ClassVar[str] = "notify"
+
+    #: Which SMS provider sends; ``console`` writes what would be sent to ``var/messages.jsonl`` (embedded, demos).
+    sms_provider: Literal["console", "aliyun", "tencent"] = "console"
+    #: WeChat Official Account messages; off without an app id (the message falls back to the next channel).
+    wechat_enabled: bool = False
+
+    aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    aliyun_access_key_id: str | None = None
+    aliyun_access_key_secret: SecretStr | None = None
+
+    tencent_endpoint: str = "https://sms.tencentcloudapi.com"
+    tencent_secret_id: str | None = None
+    tencent_secret_key: SecretStr | None = None
+    tencent_sdk_app_id: str | None = None
+    tencent_region: str = "ap-guangzhou"
+
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_appid: str | None = None
+    wechat_secret: SecretStr | None = None
+    #: The token configured in the Official Account's server settings: inbound pushes are signed with it.
+    wechat_callback_token: SecretStr | None = None
+
+    #: Key of the hash that identifies a person across stores for caps and budgets (phone numbers are not used in
+    #: clear beside messages). Required in production; rotating it restarts the counting windows.
+    pii_hash_key: SecretStr | None = None
+
+    #: Shared secret in the receipt / reply callback URLs given to Aliyun and Tencent (they do not sign pushes).
+    callback_token: SecretStr | None = None
+
+    #: Seconds to wait for a provider's answer. Aliyun asks for at least 1 s; a timeout is "unknown", never a resend.
+    provider_timeout_seconds: float = 5.0
+    #: Requests per second each provider accepts from all workers together (a token bucket in Postgres).
+    provider_qps: dict[str, float] = {"aliyun": 500.0, "tencent": 500.0, "wechat": 200.0}
+
+    dispatcher_batch_size: int = 200
+    dispatcher_poll_seconds: float = 0.5
+    #: Dispatcher loops per worker process: while one batch waits for the providers, another is decided and
+    #: recorded (they share the work like separate workers do: SKIP LOCKED claims, per-recipient locks).
+    dispatcher_loops: int = 2
+    #: Provider calls in flight per worker.
+    dispatcher_concurrency: int = 64
+    #: Retryable failures are retried this many times (back-off doubling from ``retry_base_seconds``), then
+    #: the message is failed as dead-lettered.
+    max_attempts: int = 6
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    #: A send whose outcome is unknown (timeout) waits this long for a receipt before its status is queried.
+    receipt_wait_seconds: float = 600.0
+
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    #: Private and loopback webhook targets are refused in production; dev and test may allow them.
+    webhook_allow_private: bool = False
+    webhook_poll_seconds: float = 1.0
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> NotifySettings:
+        if self.environment == "prod" and self.pii_hash_key is None:
+            raise ValueError("NOTIFY_PII_HASH_KEY is required in production")
+        if self.environment == "prod" and self.webhook_allow_private:
+            raise ValueError("NOTIFY_WEBHOOK_ALLOW_PRIVATE cannot be enabled in production")
+        if self.sms_provider == "aliyun" and not (self.aliyun_access_key_id and self.aliyun_access_key_secret):
+            raise ValueError("NOTIFY_SMS_PROVIDER=aliyun needs NOTIFY_ALIYUN_ACCESS_KEY_ID and _SECRET")
+        if self.sms_provider == "tencent" and not (self.tencent_secret_id and self.tencent_secret_key
+                                                   and self.tencent_sdk_app_id):
+            raise ValueError("NOTIFY_SMS_PROVIDER=tencent needs NOTIFY_TENCENT_SECRET_ID, _SECRET_KEY, _SDK_APP_ID")
+        if self.wechat_enabled and not (self.wechat_appid and self.wechat_secret):
+            raise ValueError("NOTIFY_WECHAT_ENABLED needs NOTIFY_WECHAT_APPID and NOTIFY_WECHAT_SECRET")
+        return self
+
+    @property
+    def person_key_secret(self) -> bytes:
+        return (self.pii_hash_key.get_secret_value() if self.pii_hash_key else "aftercare-dev-only").encode()

@@ -1,0 +1,249 @@
+"""Delivering queued webhooks: claim, POST (signed), record; retries with back-off; dead after the cap.
+
+One ``run_once`` claims up to a batch of due deliveries with ``FOR UPDATE SKIP LOCKED`` in a short transaction and
+pushes their ``next_attempt_at`` a lease ahead (the request timeout + 30 s): a second worker skips them meanwhile,
+and a worker that dies mid-batch leaves them due again once the lease runs out, so nothing is lost. The claim
+counts the attempt, so a delivery that keeps killing its worker still reaches the cap. The POSTs run
+concurrently outside any transaction; a second short transaction records each outcome, guarded by the attempt
+count it claimed, so a late answer never overwrites a newer attempt's.
+
+Outcomes (Standard Webhooks' status handling): 2xx delivered; 410 Gone disables the endpoint and fails the
+delivery; anything else (3xx included: redirects are not followed), a timeout, a connection error or an SSRF
+refusal is retried after the spec's schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, then daily; plus up
+to 10 % jitter, or later when the partner sends ``Retry-After``) until ``webhook_max_attempts``, then failed with
+the last error (dead-lettered; the API can replay it). Pending deliveries of a disabled endpoint fail when
+claimed ("endpoint disabled"). Secrets and payloads are never logged, and only the host of the URL (partners put
+tokens in query strings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from notify_svc.deps import audit_log
+from notify_svc.models import WebhookDelivery, WebhookEndpoint
+from notify_svc.settings import NotifySettings
+from notify_svc.webhooks.signing import signed_headers
+from notify_svc.webhooks.ssrf import UnsafeTarget, check_target, guarded_transport
+from shared.db.base import utcnow
+
+log = structlog.get_logger("webhooks")
+ATTEMPTS = Counter("webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"])
+
+BATCH_SIZE = 50
+USER_AGENT = "Aftercare-Webhooks/1"
+#: Seconds to wait after the n-th failed attempt (the Standard Webhooks example schedule); the last one repeats.
+RETRY_SCHEDULE: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+JITTER = 0.1
+#: A partner's ``Retry-After`` is honoured up to this many seconds.
+MAX_RETRY_AFTER = 86400
+#: Characters of a failed response's body kept in ``last_error`` (the partner's own words help them debug).
+SNIPPET = 200
+ERROR_LENGTH = 500
+
+
+def retry_delay(failed_attempts: int) -> float:
+    """Seconds until the next attempt after ``failed_attempts`` failures (jittered up to +10 %)."""
+    base = RETRY_SCHEDULE[min(max(failed_attempts, 1), len(RETRY_SCHEDULE)) - 1]
+    return base * (1 + random.uniform(0, JITTER))  # noqa: S311 - jitter, not cryptography
+
+
+def _retry_after(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max((parsedate_to_datetime(value) - now).total_seconds(), 0.0)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _host(url: str) -> str:
+    """The URL's host, for logs (the full URL may carry the partner's tokens)."""
+    try:
+        return httpx.URL(url).host
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "?"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker holds for one attempt (``attempts`` counts it already)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    event_type: str
+    payload: dict[str, Any]
+    attempts: int
+    url: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool = False
+    gone: bool = False
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    label: str = "error"  # the metric's outcome: delivered, gone, refused, timeout, connection, http, error
+
+
+class WebhookDeliverer:
+    """Delivers due webhooks, a batch per :meth:`run_once` (run it in a ``shared.periodic.Periodic`` loop)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: NotifySettings,
+                 client: httpx.AsyncClient | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        """``client`` replaces the guarded HTTP client (which re-checks every connection against SSRF); ``clock``
+        decides what is due and when the next attempt is (``next_attempt_at``; tests move it instead of sleeping).
+        Recorded times and the signed ``webhook-timestamp`` come from the real clock (the partner checks the
+        timestamp against theirs)."""
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.clock = clock
+        self.timeout = settings.webhook_timeout_seconds
+        self.lease = timedelta(seconds=self.timeout + 30)
+        self._owns_client = client is None
+        self.client = client or httpx.AsyncClient(transport=guarded_transport(settings.webhook_allow_private),
+                                                  follow_redirects=False, timeout=self.timeout)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def run_once(self) -> int:
+        """Claim, attempt and record one batch; answers how many deliveries were attempted."""
+        claimed = await self._claim()
+        if not claimed:
+            return 0
+        outcomes = await asyncio.gather(*(self._attempt(c) for c in claimed))
+        await self._record(list(zip(claimed, outcomes, strict=True)))
+        return len(claimed)
+
+    # --- claim --------------------------------------------------------------------------------------------
+
+    async def _claim(self) -> list[Claimed]:
+        d, e = WebhookDelivery, WebhookEndpoint
+        now = self.clock()
+        async with self.sessionmaker() as session, session.begin():
+            rows = (await session.execute(
+                sa.select(d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret,
+                          e.active)
+                .join(e, e.id == d.endpoint_id)
+                .where(d.status == "pending", d.next_attempt_at <= now)
+                .order_by(d.next_attempt_at).limit(BATCH_SIZE)
+                .with_for_update(of=d, skip_locked=True))).all()
+            disabled = [r.id for r in rows if not r.active]
+            live = [r for r in rows if r.active]
+            if disabled:
+                await session.execute(sa.update(d).where(d.id.in_(disabled)).values(
+                    status="failed", last_error="endpoint disabled", next_attempt_at=None, updated_at=utcnow()))
+            if live:
+                await session.execute(sa.update(d).where(d.id.in_([r.id for r in live])).values(
+                    attempts=d.attempts + 1, next_attempt_at=now + self.lease, updated_at=utcnow()))
+        return [Claimed(r.id, r.tenant_id, r.endpoint_id, r.event_type, r.payload, r.attempts + 1, r.url, r.secret)
+                for r in live]
+
+    # --- attempt ------------------------------------------------------------------------------------------
+
+    async def _attempt(self, c: Claimed) -> Outcome:
+        try:
+            async with asyncio.timeout(self.timeout + 5):  # one deadline for DNS, connect, upload and answer
+                return await self._post(c)
+        except UnsafeTarget as exc:
+            return Outcome(error=f"refused: {exc.reason}", label="refused")
+        except (TimeoutError, httpx.TimeoutException):
+            return Outcome(error=f"no answer within {self.timeout:g} s", label="timeout")
+        except httpx.HTTPError as exc:
+            return Outcome(error=f"request failed: {type(exc).__name__}: {exc}"[:ERROR_LENGTH], label="connection")
+        except Exception as exc:  # noqa: BLE001 - one bad delivery must not sink the batch (it still hits the cap)
+            log.exception("webhook_attempt_crashed", delivery_id=str(c.id), endpoint_id=str(c.endpoint_id))
+            return Outcome(error=f"internal error: {type(exc).__name__}")
+
+    async def _post(self, c: Claimed) -> Outcome:
+        await check_target(c.url, self.settings.webhook_allow_private)
+        body = orjson.dumps(c.payload)
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   **signed_headers(c.secret, str(c.id), int(time.time()), body)}
+        async with self.client.stream("POST", c.url, content=body, headers=headers, follow_redirects=False,
+                                      timeout=self.timeout) as response:
+            code = response.status_code
+            if 200 <= code < 300:
+                return Outcome(delivered=True, status_code=code, label="delivered")
+            if code == 410:
+                return Outcome(gone=True, status_code=code, label="gone")
+            snippet = b""
+            async for chunk in response.aiter_bytes():
+                snippet += chunk
+                if len(snippet) >= SNIPPET:
+                    break
+        text = snippet[:SNIPPET].decode("utf-8", "replace").strip()
+        why = f"HTTP {code}"
+        if 300 <= code < 400:
+            why += " (redirects are not followed: point the endpoint at the final URL)"
+        return Outcome(status_code=code, error=f"{why}: {text}" if text else why, label="http",
+                       retry_after=_retry_after(response.headers.get("retry-after"), utcnow()))
+
+    # --- record -------------------------------------------------------------------------------------------
+
+    async def _record(self, results: list[tuple[Claimed, Outcome]]) -> None:
+        d = WebhookDelivery
+        due_from, now = self.clock(), utcnow()
+        max_attempts = self.settings.webhook_max_attempts
+        async with self.sessionmaker() as session, session.begin():
+            for c, o in results:
+                # Only the attempt this worker claimed: a lease that ran out let another worker take over.
+                mine = sa.update(d).where(d.id == c.id, d.status == "pending", d.attempts == c.attempts)
+                common = {"last_status_code": o.status_code, "updated_at": now}
+                fields = {"delivery_id": str(c.id), "endpoint_id": str(c.endpoint_id), "event_type": c.event_type,
+                          "host": _host(c.url), "attempt": c.attempts, "status_code": o.status_code}
+                if o.delivered:
+                    await session.execute(mine.values(status="delivered", delivered_at=now, last_error=None,
+                                                      next_attempt_at=None, **common))
+                    log.info("webhook_delivered", **fields)
+                elif o.gone:
+                    await session.execute(mine.values(
+                        status="failed", next_attempt_at=None,
+                        last_error="410 Gone: the partner asked to stop; the endpoint was disabled", **common))
+                    await self._disable(session, c, now)
+                    log.warning("webhook_endpoint_gone", **fields)
+                elif c.attempts >= max_attempts:
+                    error = f"dead after {c.attempts} attempts; last: {o.error}"[:ERROR_LENGTH]
+                    await session.execute(mine.values(status="failed", next_attempt_at=None, last_error=error,
+                                                      **common))
+                    log.error("webhook_dead_lettered", error=o.error, **fields)
+                else:
+                    delay = retry_delay(c.attempts)
+                    if o.retry_after is not None:
+                        delay = max(delay, min(o.retry_after, MAX_RETRY_AFTER))
+                    await session.execute(mine.values(next_attempt_at=due_from + timedelta(seconds=delay),
+                                                      last_error=(o.error or "")[:ERROR_LENGTH], **common))
+                    log.warning("webhook_attempt_failed", error=o.error, retry_in_s=round(delay, 1), **fields)
+                ATTEMPTS.labels(o.label).inc()
+
+    async def _disable(self, session: AsyncSession, c: Claimed, now: datetime) -> None:
+        e = WebhookEndpoint
+        changed = (await session.execute(sa.update(e).where(e.id == c.endpoint_id, e.active.is_(True))
+                                         .values(active=False, updated_at=now).returning(e.id))).first()
+        if changed is not None:
+            audit_log.record(session, None, "disable", "webhook_endpoint", c.endpoint_id, tenant_id=c.tenant_id,
+                             store_id=None, before={"active": True}, after={"active": False})

@@ -1,0 +1,134 @@
+"""The webhook API: partner endpoints (admin and CS director) and their deliveries, dead letters and replays."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from notify_svc.deps import CtxDep, IdempotencyKey, IfMatch
+from notify_svc.models import WebhookDelivery, WebhookEndpoint
+from notify_svc.webhooks import service
+from notify_svc.webhooks.schemas import (DeliveryDetail, DeliveryRead, DeliveryStatus, EndpointCreate,
+                                         EndpointCreated, EndpointRead, EndpointUpdate, SecretRotated)
+from shared.auth import require_roles
+from shared.auth.roles import Role
+from shared.errors import problem_responses
+from shared.http.pagination import Page, PageParams, make_page, page_params
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=problem_responses(401, 403, 422),
+                   dependencies=[require_roles(Role.ADMIN, Role.CS_DIRECTOR)])
+ENDPOINTS = "/api/v1/webhooks/endpoints"
+EndpointId = Annotated[uuid.UUID, Path(description="The endpoint's id.")]
+DeliveryId = Annotated[uuid.UUID, Path(description="The delivery's id (its `webhook-id`).")]
+Params = Annotated[PageParams, Depends(page_params)]
+
+
+def _tagged(response: Response, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    response.headers["ETag"] = service.etag_of(endpoint)
+    return endpoint
+
+
+def _delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
+    return DeliveryRead.model_validate(delivery).model_dump(mode="json")
+
+
+@router.post("/endpoints", status_code=201, response_model=EndpointCreated, responses=problem_responses(409))
+async def create_endpoint(ctx: CtxDep, body: EndpointCreate, idempotency_key: IdempotencyKey = None) -> Response:
+    """Register a partner's webhook endpoint (admin, CS director). The answer carries the signing `secret`, the
+    only time it is shown. Every delivery is a POST of the CloudEvent as JSON, signed per Standard Webhooks
+    (`webhook-id`, `webhook-timestamp`, `webhook-signature`). The URL must be https and resolve to public
+    addresses only (422 on `body.url`); `store_ids` must be stores of your dealer group. Honours
+    `Idempotency-Key` (a repeat answers the first response, secret included, to the same caller only)."""
+
+    async def created() -> tuple[dict[str, Any], dict[str, str]]:
+        endpoint = await service.create_endpoint(ctx, body)
+        return (EndpointCreated.model_validate(endpoint).model_dump(mode="json"),
+                {"ETag": service.etag_of(endpoint), "Location": f"{ENDPOINTS}/{endpoint.id}"})
+
+    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /webhooks/endpoints",
+                                             body.model_dump(mode="json"), created)
+
+
+@router.get("/endpoints", response_model=Page[EndpointRead])
+async def list_endpoints(ctx: CtxDep, params: Params,
+                         active: Annotated[bool | None, Query(description="Only active (or only disabled) ones.")]
+                         = None) -> dict[str, Any]:
+    """Your dealer group's webhook endpoints, newest first (secrets are never shown again)."""
+    return make_page(await service.list_endpoints(ctx, params, active), params)
+
+
+@router.get("/endpoints/{endpoint_id}", response_model=EndpointRead, responses=problem_responses(404))
+async def get_endpoint(ctx: CtxDep, endpoint_id: EndpointId, response: Response) -> WebhookEndpoint:
+    """One endpoint, with its ETag (the secret is never shown again: rotate it if it was lost)."""
+    return _tagged(response, await service.get_endpoint(ctx, endpoint_id))
+
+
+@router.patch("/endpoints/{endpoint_id}", response_model=EndpointRead,
+              responses=problem_responses(404, 412, 428))
+async def update_endpoint(ctx: CtxDep, endpoint_id: EndpointId, body: EndpointUpdate, response: Response,
+                          if_match: IfMatch = None) -> WebhookEndpoint:
+    """Change the URL (checked like at creation), event types, store filter, partner name or `active`. Pausing
+    (`active` false) fails its pending deliveries as `endpoint disabled` (replay them after re-activating). An
+    endpoint the partner answered 410 Gone is disabled the same way. Requires `If-Match`."""
+    return _tagged(response, await service.update_endpoint(ctx, endpoint_id, body, if_match))
+
+
+@router.post("/endpoints/{endpoint_id}/rotate-secret", response_model=SecretRotated,
+             responses=problem_responses(404, 412, 428))
+async def rotate_secret(ctx: CtxDep, endpoint_id: EndpointId, response: Response,
+                        if_match: IfMatch = None) -> dict[str, Any]:
+    """Replace the signing secret; the new one is in this answer only and signs every request from now on
+    (retries of earlier deliveries included). Requires `If-Match`, so a repeated call answers 412 instead of
+    rotating twice."""
+    endpoint = await service.rotate_secret(ctx, endpoint_id, if_match)
+    response.headers["ETag"] = service.etag_of(endpoint)
+    return {"id": endpoint.id, "secret": endpoint.secret}
+
+
+@router.delete("/endpoints/{endpoint_id}", status_code=204, responses=problem_responses(404, 412))
+async def delete_endpoint(ctx: CtxDep, endpoint_id: EndpointId, if_match: IfMatch = None) -> Response:
+    """Remove an endpoint with its delivery history (`If-Match` checked when sent). A repeat answers 404."""
+    await service.delete_endpoint(ctx, endpoint_id, if_match)
+    return Response(status_code=204)
+
+
+@router.post("/endpoints/{endpoint_id}/ping", status_code=202, response_model=DeliveryRead,
+             responses=problem_responses(404, 409))
+async def ping_endpoint(ctx: CtxDep, endpoint_id: EndpointId, idempotency_key: IdempotencyKey = None) -> Response:
+    """Queue a `webhook.ping` delivery to the endpoint (signed and retried like any other) so the partner can
+    check their receiver; follow it under `/webhooks/deliveries`. 422 when the endpoint is disabled. Honours
+    `Idempotency-Key` (without one, each call queues another ping)."""
+
+    async def queued() -> tuple[dict[str, Any], dict[str, str]]:
+        delivery = await service.ping(ctx, endpoint_id)
+        return _delivery_json(delivery), {"Location": f"/api/v1/webhooks/deliveries/{delivery.id}"}
+
+    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /webhooks/endpoints/ping",
+                                             {"endpoint_id": str(endpoint_id)}, queued, status_code=202)
+
+
+@router.get("/deliveries", response_model=Page[DeliveryRead], responses=problem_responses(404))
+async def list_deliveries(
+        ctx: CtxDep, params: Params,
+        endpoint_id: Annotated[uuid.UUID | None, Query(description="Only deliveries to this endpoint.")] = None,
+        status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
+) -> dict[str, Any]:
+    """Deliveries of your dealer group, newest first, without payloads; `failed` ones are the dead letters."""
+    return make_page(await service.list_deliveries(ctx, params, endpoint_id, status), params)
+
+
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryDetail, responses=problem_responses(404))
+async def get_delivery(ctx: CtxDep, delivery_id: DeliveryId) -> WebhookDelivery:
+    """One delivery with its payload (the exact JSON each attempt POSTs)."""
+    return await service.get_delivery(ctx, delivery_id)
+
+
+@router.post("/deliveries/{delivery_id}/replay", status_code=202, response_model=DeliveryRead,
+             responses=problem_responses(404))
+async def replay_delivery(ctx: CtxDep, delivery_id: DeliveryId) -> WebhookDelivery:
+    """Send a delivered or failed delivery again: pending now, attempts from zero, the same `webhook-id` (so
+    the partner can tell it is a repeat). Replaying a pending delivery changes nothing. 422 when its endpoint
+    is disabled."""
+    return await service.replay(ctx, delivery_id)

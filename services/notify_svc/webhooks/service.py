@@ -1,0 +1,212 @@
+"""Webhook endpoints and their deliveries, per dealer group: create, change, rotate, ping, list and replay.
+
+Endpoints belong to the dealer group (a store filter narrows which events they get), so every query is scoped
+by the caller's tenant and anything of another group is "not found". Targets are SSRF-checked before the
+transaction opens (DNS can be slow). Secrets leave only in the create and rotate answers and never enter the
+audit log.
+
+``WebhookEndpoint`` has no version column: its ETag is the microsecond of its last change (``updated_at``),
+read and compared under a row lock, so a stale ``If-Match`` still answers 412.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import defer
+
+from notify_svc.deps import Ctx
+from notify_svc.models import StoreView, WebhookDelivery, WebhookEndpoint
+from notify_svc.webhooks.fanout import PING_EVENT_TYPE, delivery_row
+from notify_svc.webhooks.schemas import EndpointCreate, EndpointUpdate
+from notify_svc.webhooks.signing import new_secret
+from notify_svc.webhooks.ssrf import check_target
+from shared.auth.scoping import get_in_tenant
+from shared.audit import snapshot
+from shared.db.base import utcnow
+from shared.errors import BusinessRuleViolation, InvalidField, reject_nulls
+from shared.events.envelope import CloudEvent
+from shared.http.etag import check_if_match, etag_for
+from shared.http.pagination import PageParams, paginate
+from shared.ids import new_id
+
+SOURCE = "notify_svc"
+_HIDDEN_ENDPOINT = frozenset({"secret"})
+_HIDDEN_DELIVERY = frozenset({"payload"})
+
+
+def version_of(endpoint: WebhookEndpoint) -> int:
+    """The endpoint's concurrency token: its last change to the microsecond."""
+    return int(endpoint.updated_at.timestamp() * 1_000_000)
+
+
+def etag_of(endpoint: WebhookEndpoint) -> str:
+    return etag_for(version_of(endpoint))
+
+
+def _allow_private(ctx: Ctx) -> bool:
+    return bool(ctx.runtime.settings.webhook_allow_private)
+
+
+async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID]) -> list[str]:
+    """The ids as stored, each a store of the caller's dealer group (else 422 naming the entry)."""
+    if not store_ids:
+        return []
+    known = set((await ctx.session.scalars(sa.select(StoreView.id).where(
+        StoreView.tenant_id == ctx.principal.tenant_id, StoreView.id.in_(store_ids)))).all())
+    for i, store_id in enumerate(store_ids):
+        if store_id not in known:
+            raise InvalidField(f"body.store_ids.{i}", "not a store of your dealer group")
+    return [str(s) for s in store_ids]
+
+
+async def _endpoint(ctx: Ctx, endpoint_id: uuid.UUID, *, lock: bool = False) -> WebhookEndpoint:
+    return await get_in_tenant(ctx.session, WebhookEndpoint, ctx.principal, endpoint_id, "Webhook endpoint",
+                               for_update=lock)
+
+
+def _audit(ctx: Ctx, action: str, record_type: str, record_id: uuid.UUID, before: dict[str, Any] | None = None,
+           after: dict[str, Any] | None = None) -> None:
+    ctx.audit.record(ctx.session, ctx.principal, action, record_type, record_id, tenant_id=ctx.principal.tenant_id,
+                     store_id=None, before=before, after=after)
+
+
+# --- endpoints ----------------------------------------------------------------------------------------------
+
+
+async def create_endpoint(ctx: Ctx, body: EndpointCreate) -> WebhookEndpoint:
+    """A new active endpoint with a fresh secret (the caller reads it once, from this answer)."""
+    await check_target(body.url, _allow_private(ctx))
+    async with ctx.session.begin():
+        endpoint = WebhookEndpoint(tenant_id=ctx.principal.tenant_id, partner=body.partner, url=body.url,
+                                   event_types=list(body.event_types),
+                                   store_ids=await _check_stores(ctx, body.store_ids), secret=new_secret(),
+                                   active=True)
+        ctx.session.add(endpoint)
+        await ctx.session.flush()
+        _audit(ctx, "create", "webhook_endpoint", endpoint.id, after=snapshot(endpoint, _HIDDEN_ENDPOINT))
+    return endpoint
+
+
+async def list_endpoints(ctx: Ctx, params: PageParams, active: bool | None) -> list[WebhookEndpoint]:
+    stmt = sa.select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == ctx.principal.tenant_id)
+    if active is not None:
+        stmt = stmt.where(WebhookEndpoint.active.is_(active))
+    async with ctx.session.begin():
+        return list((await ctx.session.scalars(paginate(stmt, WebhookEndpoint.id, params))).all())
+
+
+async def get_endpoint(ctx: Ctx, endpoint_id: uuid.UUID) -> WebhookEndpoint:
+    async with ctx.session.begin():
+        return await _endpoint(ctx, endpoint_id)
+
+
+async def update_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, body: EndpointUpdate,
+                          if_match: str | None) -> WebhookEndpoint:
+    """Change the target, filters, name or state (If-Match required). A new URL is checked like at creation."""
+    changes = body.model_dump(exclude_unset=True)
+    reject_nulls(changes)
+    if "url" in changes:
+        await check_target(changes["url"], _allow_private(ctx))
+    async with ctx.session.begin():
+        endpoint = await _endpoint(ctx, endpoint_id, lock=True)
+        check_if_match(if_match, version_of(endpoint))
+        if "store_ids" in changes:
+            changes["store_ids"] = await _check_stores(ctx, body.store_ids or [])
+        before = snapshot(endpoint, _HIDDEN_ENDPOINT)
+        for name, value in changes.items():
+            setattr(endpoint, name, value)
+        if changes:
+            endpoint.updated_at = utcnow()
+            await ctx.session.flush()
+            _audit(ctx, "update", "webhook_endpoint", endpoint.id, before, snapshot(endpoint, _HIDDEN_ENDPOINT))
+    return endpoint
+
+
+async def rotate_secret(ctx: Ctx, endpoint_id: uuid.UUID, if_match: str | None) -> WebhookEndpoint:
+    """A new secret (If-Match required): every request from now on, retries included, is signed with it."""
+    async with ctx.session.begin():
+        endpoint = await _endpoint(ctx, endpoint_id, lock=True)
+        check_if_match(if_match, version_of(endpoint))
+        endpoint.secret = new_secret()
+        endpoint.updated_at = utcnow()
+        await ctx.session.flush()
+        _audit(ctx, "rotate_secret", "webhook_endpoint", endpoint.id)
+    return endpoint
+
+
+async def delete_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, if_match: str | None) -> None:
+    """Remove the endpoint and its delivery history (If-Match checked when sent)."""
+    async with ctx.session.begin():
+        endpoint = await _endpoint(ctx, endpoint_id, lock=True)
+        if if_match is not None:
+            check_if_match(if_match, version_of(endpoint))
+        before = snapshot(endpoint, _HIDDEN_ENDPOINT)
+        await ctx.session.execute(sa.delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id))
+        _audit(ctx, "delete", "webhook_endpoint", endpoint_id, before=before)
+
+
+async def ping(ctx: Ctx, endpoint_id: uuid.UUID) -> WebhookDelivery:
+    """Queue a ``webhook.ping`` delivery, signed and retried like any other, so a partner can test their side."""
+    async with ctx.session.begin():
+        endpoint = await _endpoint(ctx, endpoint_id)
+        if not endpoint.active:
+            raise BusinessRuleViolation("The endpoint is disabled: set `active` to true before pinging it.")
+        now = utcnow()
+        event = CloudEvent(id=new_id(), source=SOURCE, type=PING_EVENT_TYPE, subject=str(endpoint.id), time=now,
+                           tenantid=str(endpoint.tenant_id),
+                           data={"endpoint_id": str(endpoint.id), "partner": endpoint.partner})
+        delivery = WebhookDelivery(**delivery_row(endpoint.tenant_id, endpoint.id, event))
+        ctx.session.add(delivery)
+        await ctx.session.flush()
+        _audit(ctx, "ping", "webhook_endpoint", endpoint.id, after={"delivery_id": delivery.id})
+    return delivery
+
+
+# --- deliveries ---------------------------------------------------------------------------------------------
+
+
+async def list_deliveries(ctx: Ctx, params: PageParams, endpoint_id: uuid.UUID | None,
+                          status: str | None) -> list[WebhookDelivery]:
+    """Deliveries of the group (or of one endpoint), newest first, without their payloads."""
+    stmt = (sa.select(WebhookDelivery).where(WebhookDelivery.tenant_id == ctx.principal.tenant_id)
+            .options(defer(WebhookDelivery.payload, raiseload=True)))
+    async with ctx.session.begin():
+        if endpoint_id is not None:
+            await _endpoint(ctx, endpoint_id)
+            stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
+        if status is not None:
+            stmt = stmt.where(WebhookDelivery.status == status)
+        return list((await ctx.session.scalars(paginate(stmt, WebhookDelivery.id, params))).all())
+
+
+async def _delivery(ctx: Ctx, delivery_id: uuid.UUID, *, lock: bool = False) -> WebhookDelivery:
+    return await get_in_tenant(ctx.session, WebhookDelivery, ctx.principal, delivery_id, "Webhook delivery",
+                               for_update=lock)
+
+
+async def get_delivery(ctx: Ctx, delivery_id: uuid.UUID) -> WebhookDelivery:
+    async with ctx.session.begin():
+        return await _delivery(ctx, delivery_id)
+
+
+async def replay(ctx: Ctx, delivery_id: uuid.UUID) -> WebhookDelivery:
+    """Send a delivered or failed delivery again: back to pending, attempts from zero, same ``webhook-id`` (the
+    partner dedupes on it). A pending one is already queued and is answered as it is (a repeat is harmless)."""
+    async with ctx.session.begin():
+        delivery = await _delivery(ctx, delivery_id, lock=True)
+        if delivery.status == "pending":
+            return delivery
+        endpoint = await _endpoint(ctx, delivery.endpoint_id)
+        if not endpoint.active:
+            raise BusinessRuleViolation("The endpoint is disabled: set `active` to true before replaying to it.")
+        before = snapshot(delivery, _HIDDEN_DELIVERY)
+        now = utcnow()
+        delivery.status, delivery.attempts, delivery.next_attempt_at = "pending", 0, now
+        delivery.last_status_code = delivery.last_error = delivery.delivered_at = None
+        delivery.updated_at = now
+        await ctx.session.flush()
+        _audit(ctx, "replay", "webhook_delivery", delivery.id, before, snapshot(delivery, _HIDDEN_DELIVERY))
+    return delivery
