@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notify_svc.consent import set_consent
 from notify_svc.messages.intake import Request, accept
 from notify_svc.models import CustomerView, StaffView, StoreView
 from notify_svc.templates.seeding import ensure_default_templates
@@ -55,10 +56,20 @@ async def staff(session: AsyncSession, event: CloudEvent) -> None:
 
 async def customer(session: AsyncSession, event: CloudEvent) -> None:
     data = ev.CustomerSnapshot.model_validate(event.data)
-    await _upsert(session, CustomerView, data.customer_id, _tenant(event), store_id=data.store_id, name=data.name,
-                  phone=data.primary_phone, wechat_openid=data.wechat_openid, birthday=data.birthday,
-                  do_not_call=data.do_not_call,
-                  consents={f"{c.channel}:{c.purpose}": c.granted for c in data.consents})
+    row = await session.get(CustomerView, data.customer_id, with_for_update=True)
+    if row is None:
+        row = CustomerView(id=data.customer_id, tenant_id=_tenant(event), consents={}, consent_at={})
+        session.add(row)
+    if row.snapshot_at is None or event.time >= row.snapshot_at:
+        row.store_id, row.name, row.phone, row.wechat_openid = (data.store_id, data.name, data.primary_phone,
+                                                                data.wechat_openid)
+        row.birthday, row.do_not_call, row.snapshot_at = data.birthday, data.do_not_call, event.time
+    # A snapshot's consents only fill keys not seen yet: every later change comes as its own consent event (with
+    # the time it was recorded) or as an opt-out reply here, and those are ordered by that time.
+    for c in data.consents:
+        key = f"{c.channel}:{c.purpose}"
+        if key not in (row.consent_at or {}):
+            set_consent(row, key, c.granted, event.time)
 
 
 async def consent_changed(session: AsyncSession, event: CloudEvent) -> None:
@@ -66,7 +77,7 @@ async def consent_changed(session: AsyncSession, event: CloudEvent) -> None:
     row = await session.get(CustomerView, data.customer_id, with_for_update=True)
     if row is None:
         return  # the customer's snapshot (created/updated) carries the consents too
-    row.consents = {**(row.consents or {}), f"{data.channel}:{data.purpose}": data.granted}
+    set_consent(row, f"{data.channel}:{data.purpose}", data.granted, data.recorded_at)
 
 
 async def merged(session: AsyncSession, event: CloudEvent) -> None:

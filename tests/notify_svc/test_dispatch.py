@@ -218,3 +218,41 @@ async def test_wechat_first_and_sms_when_the_customer_no_longer_follows(
     assert [m.to for m in box.state.messages_for("aliyun")] == [phone_of(gone).removeprefix("+86")]
     statuses = [(e.status, e.channel) for e in await trail(notify_runtime, fell_back.id)]
     assert statuses[:2] == [("sending", "wechat"), ("failed", "wechat")] and ("sent", "sms") in statuses
+
+
+async def test_a_failure_receipt_that_overtakes_the_send_answer_falls_back(
+        client, notify_runtime, ngroup, clock: FixedClock, box: Sandbox) -> None:
+    """A fast provider can push "not delivered" before its own send answer is recorded: the message must move
+    on to the next channel, not be left queued with no next attempt."""
+    from notify_svc.channels.base import Receipt
+    from notify_svc.messages.receipts import apply_receipt
+    from shared.db.base import utcnow
+
+    c = await customer(client, notify_runtime, ngroup)
+    await set_provider_code(notify_runtime, ngroup, "purchase_thanks", "sms", aliyun="SMS_100001")
+    console = notify_runtime.providers["console"]
+
+    class PushesFailureFirst:
+        name, channel = "console", "console"
+
+        async def send(self, out):  # type: ignore[no-untyped-def]
+            result = await console.send(out)
+            async with notify_runtime.sessionmaker() as s, s.begin():
+                await apply_receipt(s, notify_runtime.outbox, out.message_id,
+                                    Receipt(provider="console", delivered=False, code="UNDELIV"), utcnow())
+            return result
+
+        async def lookup(self, out, sent_at):  # type: ignore[no-untyped-def]
+            return None
+
+        async def aclose(self) -> None:
+            return None
+
+    notify_runtime.providers["console"] = PushesFailureFirst()  # type: ignore[assignment]
+    try:
+        key = await request_message(notify_runtime, ngroup, c["id"], channels=("console", "sms"))
+        sent = await message_by_key(notify_runtime, ngroup, key, "sent")
+    finally:
+        notify_runtime.providers["console"] = console
+    assert (sent.channel, sent.failed_channels) == ("sms", ["console"])
+    assert len(box.state.messages_for("aliyun")) == 1

@@ -107,3 +107,23 @@ def test_opt_out_words(reply: str) -> None:
 @pytest.mark.parametrize("reply", ["好的", "谢谢", "明天来保养", "TDX", ""])
 def test_ordinary_replies_are_not_opt_outs(reply: str) -> None:
     assert not is_opt_out(reply)
+
+
+def test_a_budget_of_zero_holds_rather_than_breaks() -> None:
+    now = local(ORDINARY, 15)
+    policy = PolicyConfig(**{**POLICY.__dict__, "weekly_marketing_budget": 0})
+    reason, until = SendHistory().check("k", now, policy, policy.calendars("Asia/Shanghai")[0],  # type: ignore[misc]
+                                        "marketing", "t")
+    assert reason == "contact_budget" and until == now + timedelta(days=7)
+
+
+def test_an_older_consent_event_never_re_grants_a_newer_withdrawal() -> None:
+    from notify_svc.consent import set_consent
+    from notify_svc.models import CustomerView
+
+    row = CustomerView(consents={}, consent_at={})
+    newer, older = local(ORDINARY, 12), local(ORDINARY, 11)
+    assert set_consent(row, "sms:marketing", False, newer)
+    assert not set_consent(row, "sms:marketing", True, older)  # arrived late: ignored
+    assert row.consents["sms:marketing"] is False
+    assert set_consent(row, "sms:marketing", True, newer + timedelta(minutes=1))  # a real later grant applies

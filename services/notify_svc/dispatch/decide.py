@@ -129,8 +129,7 @@ def _try_channel(message: Any, recipient: Recipient, ctx: BatchContext, provider
         rendered = render(template, _variables(message, recipient, ctx), tz=_zone(ctx.timezone(message.store_id)))
     except TemplateVariableError as exc:
         return "template_variables", f"{exc.field}: {exc.message}"
-    if message.purpose == "marketing" and channel in ("sms", "console") \
-            and not any(marker in rendered.text for marker in OPT_OUT_MARKERS):
+    if message.purpose == "marketing" and channel in ("sms", "console") and not _has_opt_out(rendered.text, ctx, message):
         return "opt_out_text_missing", None
     outgoing = Outgoing(message_id=message.id, channel=channel, to=address, text=rendered.text,
                         template_code=code, sign_name=template.sign_name, params=rendered.params,
@@ -138,6 +137,11 @@ def _try_channel(message: Any, recipient: Recipient, ctx: BatchContext, provider
                         url=message.variables.get("url") or message.variables.get("survey_link"), wechat_kind=kind)
     return Decision(message, "send", channel=channel, provider=provider, outgoing=outgoing,
                     recipient_masked=masked(channel, address), recipient_key=recipient.key)
+
+
+def _has_opt_out(text: str, ctx: BatchContext, message: Any) -> bool:
+    own = ctx.policies.for_store(message.tenant_id, message.store_id).opt_out_text
+    return own in text or any(marker in text for marker in OPT_OUT_MARKERS)
 
 
 def _variables(message: Any, recipient: Recipient, ctx: BatchContext) -> dict[str, Any]:

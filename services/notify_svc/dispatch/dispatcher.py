@@ -61,8 +61,16 @@ class Dispatcher:
         self.clock = clock
         self.batch_size = settings.dispatcher_batch_size
         self._calls = asyncio.Semaphore(settings.dispatcher_concurrency)
+        #: SQLite (embedded) has no row locks: its loops take turns claiming and deciding.
+        self._claiming = asyncio.Lock() if sessionmaker.kw["bind"].dialect.name != "postgresql" else None
 
     async def run_once(self) -> int:
+        if self._claiming is not None:
+            async with self._claiming:
+                return await self._run_once()
+        return await self._run_once()
+
+    async def _run_once(self) -> int:
         now = self.clock()
         async with self.sessionmaker() as session, session.begin():
             rows = await self._claim(session, now)
@@ -74,7 +82,7 @@ class Dispatcher:
             keys = {(r.tenant_id, rec.key) for r in waiting if (rec := ctx.recipient(r)) is not None and rec.key}
             await lock_recipients(session, [k for _, k in keys])
             ctx.history = await load_history(session, keys, now)
-            decisions = [decide(r, ctx, self.providers) for r in waiting]
+            decisions = [self._decide(r, ctx, now) for r in waiting]
             await self._apply_rate_limits(session, decisions, now)
             lookups = [(r, ctx.recipient(r)) for r in unknown]
             await self._write_decisions(session, decisions, now)
@@ -82,14 +90,23 @@ class Dispatcher:
                 await session.execute(sa.update(M).where(M.c.id.in_([r.id for r in unknown]))
                                       .values(next_attempt_at=now + SEND_LEASE))
         sends = [d for d in decisions if d.action == "send"]
-        results = await asyncio.gather(*(self._send(d) for d in sends))
-        receipts = await asyncio.gather(*(self._lookup(r, rec) for r, rec in lookups))
+        results, receipts = await asyncio.gather(asyncio.gather(*(self._send(d) for d in sends)),
+                                                 asyncio.gather(*(self._lookup(r, rec) for r, rec in lookups)))
         async with self.sessionmaker() as session, session.begin():
             await self._record(session, list(zip(sends, results, strict=True)), self.clock())
             await self._record_lookups(session, list(zip(unknown, receipts, strict=True)), self.clock())
         return len(rows)
 
     # --- decide -----------------------------------------------------------------------------------------------
+
+    def _decide(self, row: Any, ctx: Any, now: datetime) -> Decision:
+        """One row's decision; a row whose check itself fails (bad data, a bug) is held with a back-off instead of
+        failing the batch, so one message never stops the others."""
+        try:
+            return decide(row, ctx, self.providers)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("decision_failed", message_id=str(row.id))
+            return Decision(row, "hold", "decision_error", now + timedelta(minutes=5), detail=type(exc).__name__)
 
     async def _claim(self, session: AsyncSession, now: datetime) -> list[Any]:
         due = (sa.select(M.c.id).where(M.c.status.in_(("queued", "held", "sending")), M.c.next_attempt_at <= now)
@@ -104,7 +121,7 @@ class Dispatcher:
         for d in decisions:
             if d.action == "send" and d.provider is not None and d.provider.name in self.settings.provider_qps:
                 by_provider[d.provider.name].append(d)
-        for name, group in by_provider.items():
+        for name, group in sorted(by_provider.items()):  # one lock order for every worker: no deadlocks
             rate = self.settings.provider_qps[name]
             granted = await ratelimit.take(session, name, len(group), rate, now)
             for i, d in enumerate(group[granted:]):
@@ -173,6 +190,7 @@ class Dispatcher:
                       now: datetime) -> None:
         updates, trail, events = [], [], []
         sent_ids: dict[uuid.UUID, str | None] = {}
+        sent_events: dict[uuid.UUID, Any] = {}
         for d, r in results:
             m, channel, provider = d.message, d.channel, d.provider.name if d.provider else None
             attempts = m.attempts + 1
@@ -180,7 +198,7 @@ class Dispatcher:
                                 r.detail))
             if r.outcome is Outcome.SENT:
                 sent_ids[m.id] = r.provider_message_id
-                events.append(event_for(m, "sent", channel=channel, provider=provider, sent_at=now))
+                sent_events[m.id] = event_for(m, "sent", channel=channel, provider=provider, sent_at=now)
             elif r.outcome is Outcome.UNKNOWN:
                 updates.append(_values(m.id, status="sending", reason="awaiting_receipt", detail=r.detail,
                                        next_attempt_at=now + timedelta(seconds=self.settings.receipt_wait_seconds)))
@@ -208,12 +226,21 @@ class Dispatcher:
                 updates.append(_values(m.id, status="held", reason=reason, detail=r.code, sent_at=None,
                                        next_attempt_at=now + timedelta(seconds=delay)))
         if sent_ids:
-            # A receipt can overtake this answer (a fast provider): only a row still `sending` becomes `sent`.
-            await session.execute(
-                sa.update(M).where(M.c.id == sa.bindparam("m_id"))
-                .values(status=sa.case((M.c.status == "sending", "sent"), else_=M.c.status), reason=None,
-                        provider_message_id=sa.bindparam("pmid"), next_attempt_at=None),
-                [{"m_id": k, "pmid": v} for k, v in sent_ids.items()])
+            # A receipt can overtake this answer (a fast provider): only a row still `sending` becomes `sent`; one
+            # the receipt already moved (delivered, fallback queued, failed) keeps its state and only learns its id.
+            still = set(await session.scalars(sa.select(M.c.id).where(M.c.id.in_(list(sent_ids)),
+                                                                      M.c.status == "sending").with_for_update()))
+            if still:
+                await session.execute(
+                    sa.update(M).where(M.c.id == sa.bindparam("m_id"))
+                    .values(status="sent", reason=None, provider_message_id=sa.bindparam("pmid"), next_attempt_at=None),
+                    [{"m_id": k, "pmid": v} for k, v in sent_ids.items() if k in still])
+                events += [sent_events[k] for k in sent_ids if k in still]
+            overtaken = [{"m_id": k, "pmid": v} for k, v in sent_ids.items() if k not in still and v]
+            if overtaken:
+                await session.execute(sa.update(M).where(M.c.id == sa.bindparam("m_id"),
+                                                         M.c.provider_message_id.is_(None))
+                                      .values(provider_message_id=sa.bindparam("pmid")), overtaken)
         await _bulk_update(session, updates, only_status="sending")
         await _insert_trail(session, trail)
         await self.outbox.append_many(session, events)

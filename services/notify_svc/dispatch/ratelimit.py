@@ -19,14 +19,15 @@ async def take(session: AsyncSession, provider: str, wanted: int, rate: float, n
     """How many of ``wanted`` requests ``provider`` may get now (0 … wanted)."""
     if wanted <= 0:
         return 0
+    capacity = max(rate, 1.0)  # below 1/s the bucket must still hold one whole request
     insert = dialect_insert(session)
-    await session.execute(insert(RateBucket).values(key=provider, tokens=rate, updated_at=now)
+    await session.execute(insert(RateBucket).values(key=provider, tokens=capacity, updated_at=now)
                           .on_conflict_do_nothing())
     bucket = RateBucket.__table__
     row = (await session.execute(sa.select(bucket.c.tokens, bucket.c.updated_at)
                                  .where(bucket.c.key == provider).with_for_update())).one()
     elapsed = max((now - row.updated_at).total_seconds(), 0.0)
-    available = min(rate, row.tokens + elapsed * rate)
+    available = min(capacity, row.tokens + elapsed * rate)
     granted = max(0, min(wanted, int(available)))
     await session.execute(sa.update(bucket).where(bucket.c.key == provider)
                           .values(tokens=available - granted, updated_at=now))

@@ -14,6 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notify_svc.consent import set_consent
 from notify_svc.models import CustomerView, Template
 from shared.events.catalog.notify import ConsentRevoked
 from shared.messaging.outbox import Outbox
@@ -52,14 +53,11 @@ async def _revoke(session: AsyncSession, outbox: Outbox, customers: list[Custome
                   purposes: tuple[str, ...], source: str, content: str | None, now: datetime) -> int:
     events = []
     for customer in customers:
-        consents = dict(customer.consents or {})
         for purpose in purposes:
-            if consents.get(f"{channel}:{purpose}") is False:
+            if not set_consent(customer, f"{channel}:{purpose}", False, now):
                 continue  # already withdrawn: a repeated "TD" changes nothing
-            consents[f"{channel}:{purpose}"] = False
             events.append((ConsentRevoked(customer_id=customer.id, channel=channel, purpose=purpose,  # type: ignore[arg-type]
                                           source=source, content=content, recorded_at=now),
                            customer.tenant_id, customer.store_id))
-        customer.consents = consents
     await outbox.append_many(session, events)
     return len(events)

@@ -41,6 +41,8 @@ async def apply_receipt(session: AsyncSession, outbox: Outbox, message_id: uuid.
     row = await find_message(session, receipt, message_id)
     if row is None or row.status not in ("sending", "sent"):
         return False
+    if row.provider is not None and row.provider != receipt.provider:
+        return False  # a late re-push about an earlier channel's attempt: the current attempt is another provider
     at = receipt.at or now
     values: dict[str, Any] = {"updated_at": now, "next_attempt_at": None}
     if receipt.provider_message_id and not row.provider_message_id:

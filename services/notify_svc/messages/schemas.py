@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
+from shared.validation import IsoDateTime
+
 
 Channel = Literal["wechat", "sms", "console"]
 Purpose = Literal["service", "marketing"]
@@ -84,8 +86,9 @@ class BulkCreate(BaseModel):
     birthday_to: date | None = Field(default=None, description="End of the birthday range (inclusive).")
     variables: dict[str, Any] = Field(default={}, description="Values every message shares (names and store are "
                                                               "filled in per recipient).")
-    not_before: datetime | None = Field(default=None, description="Send from this time on (default: now).")
-    expires_at: datetime | None = Field(default=None, description="Give up after this time.")
+    not_before: IsoDateTime | None = Field(default=None, description="Send from this time on (default: now); "
+                                           "with its UTC offset.")
+    expires_at: IsoDateTime | None = Field(default=None, description="Give up after this time (with its UTC offset).")
 
     @field_validator("channels")
     @classmethod

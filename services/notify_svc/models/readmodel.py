@@ -52,6 +52,11 @@ class CustomerView(Base):
     #: ``"sms:marketing" -> granted``; a missing entry means no consent for marketing (service is implied by
     #: the purchase contract, PIPL Art. 13) unless withdrawn.
     consents: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: When each consent key last changed at its source (ISO time): events arrive out of order (concurrent
+    #: deliveries, retries), and an older one must never re-grant what a newer one withdrew.
+    consent_at: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The time of the customer snapshot the other fields come from (older snapshots are ignored).
+    snapshot_at: Mapped[datetime | None]
     do_not_call: Mapped[bool] = mapped_column(default=False)
     #: ``active``, ``lost`` or ``merged`` (messages to a merged record go to ``merged_into``).
     status: Mapped[str] = mapped_column(sa.String(10), default="active")

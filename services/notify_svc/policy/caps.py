@@ -47,6 +47,8 @@ class SendHistory:
         week_ago, day_ago = now - WEEK, now - DAY
         same_purpose = sorted(s.at for s in sends if s.purpose == purpose and s.at > week_ago)
         budget = policy.weekly_budget(purpose)
+        if budget <= 0:  # a budget of 0 means none of this purpose at all for now: re-checked in a week
+            return "contact_budget", now + WEEK
         if len(same_purpose) >= budget:
             return "contact_budget", same_purpose[len(same_purpose) - budget] + WEEK
         same_template = sorted(s.at for s in sends if s.template_key == template_key and s.at > day_ago)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 17:05:22.459244
+Create Date: 2026-11-23 18:23:30.568512
 """
 from collections.abc import Sequence
 
@@ -64,6 +64,8 @@ def upgrade() -> None:
     sa.Column('wechat_openid', sa.String(length=64), nullable=True),
     sa.Column('birthday', sa.Date(), nullable=True, comment='Bulk greetings select by it (DOMAIN §12.6)'),
     sa.Column('consents', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('consent_at', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('snapshot_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('do_not_call', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('merged_into', sa.Uuid(), nullable=True),
