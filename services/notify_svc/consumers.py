@@ -1,9 +1,11 @@
 """Events notify_svc consumes: customer_svc's basic data feeds the read model (addresses, consent, time zones);
-message commands from followup_svc and survey_svc become messages; escalations become notices to staff."""
+message commands from followup_svc and survey_svc become messages; escalations become notices to staff (by WeCom
+where the group's WeCom app is configured, else by SMS)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,7 +53,8 @@ async def store(session: AsyncSession, event: CloudEvent) -> None:
 async def staff(session: AsyncSession, event: CloudEvent) -> None:
     data = ev.StaffUpserted.model_validate(event.data)
     await _upsert(session, StaffView, data.staff_id, _tenant(event), name=data.name, phone=data.phone,
-                  roles=list(data.roles), store_ids=[str(s) for s in data.store_ids], active=data.active)
+                  employee_no=data.employee_no, roles=list(data.roles), store_ids=[str(s) for s in data.store_ids],
+                  active=data.active)
 
 
 async def customer(session: AsyncSession, event: CloudEvent) -> None:
@@ -106,8 +109,9 @@ async def messages_requested(session: AsyncSession, events: list[CloudEvent]) ->
     await accept(session, [_request(e) for e in events])
 
 
-async def task_escalated(session: AsyncSession, event: CloudEvent) -> None:
-    """Each person told of an escalation gets a work notice (SMS to their phone; console when embedded)."""
+async def task_escalated(session: AsyncSession, event: CloudEvent, channels: Sequence[str] = ("sms",)) -> None:
+    """Each person told of an escalation gets a work notice on ``channels``, in order (WeCom, else SMS to their
+    phone; console when embedded)."""
     data = fev.TaskEscalated.model_validate(event.data)
     customer = await session.get(CustomerView, data.customer_id) if data.customer_id else None
     variables = {"level": data.level, "reason": data.reason, "task_title": data.title or "回访任务",
@@ -115,11 +119,20 @@ async def task_escalated(session: AsyncSession, event: CloudEvent) -> None:
     await accept(session, [Request(
         tenant_id=_tenant(event), store_id=_store(event), source="escalation", template_key="escalation_notice",
         idempotency_key=f"escalation:{data.task_id}:{data.level}:{staff_id}", purpose="service",
-        channels=["sms"], staff_id=staff_id, request_id=event.id, variables=variables)
+        channels=list(channels), staff_id=staff_id, request_id=event.id, variables=variables)
         for staff_id in data.notify_staff_ids])
 
 
-def subscriptions(runtime: NotifyRuntime) -> list[Subscription]:  # noqa: ARG001
+def escalation_channels(runtime: NotifyRuntime) -> list[str]:
+    """WeCom first where this worker has the group's WeCom app, then SMS. A notice never names a channel nobody
+    configured: a staff member without a phone is then "no_phone", not "wecom unavailable"."""
+    return ["wecom", "sms"] if "wecom" in runtime.providers else ["sms"]
+
+
+def subscriptions(runtime: NotifyRuntime) -> list[Subscription]:
+    async def escalated(session: AsyncSession, event: CloudEvent) -> None:
+        await task_escalated(session, event, escalation_channels(runtime))  # the providers as they are now
+
     return [
         Subscription("stores", (ev.StoreUpserted.type,), store),
         Subscription("staff", (ev.StaffUpserted.type,), staff),
@@ -128,6 +141,6 @@ def subscriptions(runtime: NotifyRuntime) -> list[Subscription]:  # noqa: ARG001
         Subscription("merged", (ev.CustomerMerged.type,), merged),
         Subscription("message_requests", (fev.MessageRequested.type, sev.SurveyMessageRequested.type),
                      message_requested, messages_requested),
-        Subscription("escalations", (fev.TaskEscalated.type,), task_escalated),
+        Subscription("escalations", (fev.TaskEscalated.type,), escalated),
         Subscription("webhooks", PARTNER_EVENT_TYPES, fan_out),
     ]

@@ -23,6 +23,9 @@ class NotifySettings(ServiceSettings):
     sms_provider: Literal["console", "aliyun", "tencent"] = "console"
     #: WeChat Official Account messages; off without an app id (the message falls back to the next channel).
     wechat_enabled: bool = False
+    #: WeCom (企业微信) app messages to staff (escalation notices), for groups whose stores use WeCom; off without a
+    #: corp id, app secret and agent id (the notice then goes by SMS).
+    wecom_enabled: bool = False
 
     aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
     aliyun_access_key_id: str | None = None
@@ -40,6 +43,13 @@ class NotifySettings(ServiceSettings):
     #: The token configured in the Official Account's server settings: inbound pushes are signed with it.
     wechat_callback_token: SecretStr | None = None
 
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+    #: The enterprise's corp id (``ww…``), the self-built app's secret and its agent id; a staff member's WeCom
+    #: userid is their employee number (the convention the dealer groups' WeCom directories follow).
+    wecom_corp_id: str | None = None
+    wecom_secret: SecretStr | None = None
+    wecom_agent_id: int | None = None
+
     #: Key of the hash that identifies a person across stores for caps and budgets (phone numbers are not used in
     #: clear beside messages). Required in production; rotating it restarts the counting windows.
     pii_hash_key: SecretStr | None = None
@@ -50,7 +60,8 @@ class NotifySettings(ServiceSettings):
     #: Seconds to wait for a provider's answer. Aliyun asks for at least 1 s; a timeout is "unknown", never a resend.
     provider_timeout_seconds: float = 5.0
     #: Requests per second each provider accepts from all workers together (a token bucket in Postgres).
-    provider_qps: dict[str, float] = {"aliyun": 500.0, "tencent": 500.0, "wechat": 200.0}
+    #: WeCom allows 10,000 calls a minute per enterprise and API.
+    provider_qps: dict[str, float] = {"aliyun": 500.0, "tencent": 500.0, "wechat": 200.0, "wecom": 150.0}
 
     dispatcher_batch_size: int = 200
     dispatcher_poll_seconds: float = 0.5
@@ -86,6 +97,9 @@ class NotifySettings(ServiceSettings):
             raise ValueError("NOTIFY_SMS_PROVIDER=tencent needs NOTIFY_TENCENT_SECRET_ID, _SECRET_KEY, _SDK_APP_ID")
         if self.wechat_enabled and not (self.wechat_appid and self.wechat_secret):
             raise ValueError("NOTIFY_WECHAT_ENABLED needs NOTIFY_WECHAT_APPID and NOTIFY_WECHAT_SECRET")
+        if self.wecom_enabled and not (self.wecom_corp_id and self.wecom_secret and self.wecom_agent_id is not None):
+            raise ValueError("NOTIFY_WECOM_ENABLED needs NOTIFY_WECOM_CORP_ID, NOTIFY_WECOM_SECRET and "
+                             "NOTIFY_WECOM_AGENT_ID")
         return self
 
     @property

@@ -48,7 +48,7 @@ async def tgroup(customer_runtime, notify_runtime: NotifyRuntime) -> Group:  # t
                                         .where(StoreView.tenant_id == group.tenant_id))
                 templates = await s.scalar(sa.select(sa.func.count()).select_from(Template)
                                            .where(Template.tenant_id == group.tenant_id))
-            return stores == 2 and templates >= len(DEFAULTS) * 2
+            return stores == 2 and templates >= sum(len(d.channels) for d in DEFAULTS.values())
 
         await eventually(known)
         return group
@@ -108,11 +108,12 @@ async def created(nc: httpx.AsyncClient, group: Group, body: dict, role: Role = 
 # --- the defaults ------------------------------------------------------------------------------------------------
 
 
-async def test_a_new_group_gets_every_default_template_for_sms_and_wechat(
+async def test_a_new_group_gets_every_default_template_for_its_channels(
         notify_client, notify_runtime: NotifyRuntime, tgroup: Group) -> None:
     rows = await listed(notify_client, tgroup, Role.SALES_CONSULTANT, "B")
-    assert {(t["key"], t["channel"]) for t in rows} == {(k, c) for k in DEFAULTS for c in ("sms", "wechat")}
-    assert len(rows) == len(DEFAULTS) * 2
+    assert {(t["key"], t["channel"]) for t in rows} == {(k, c) for k, d in DEFAULTS.items() for c in d.channels}
+    assert len(rows) == sum(len(d.channels) for d in DEFAULTS.values())
+    assert {t["channel"] for t in rows if t["key"] == "escalation_notice"} == {"sms", "wechat", "wecom"}
     assert all(t["status"] == "approved" and t["locale"] == "zh-CN" and t["store_id"] is None
                and t["provider_codes"] == {} and t["version"] == 1 for t in rows)
     for t in rows:
@@ -123,8 +124,10 @@ async def test_a_new_group_gets_every_default_template_for_sms_and_wechat(
             assert (OPT_OUT in t["body"]) is marketing, t["key"]
             order = t["provider_params"]["tencent"]
             assert order and all(f"{{{p}}}" in t["body"] for p in order)
-        else:
+        elif t["channel"] == "wechat":
             assert t["provider_params"]["wechat"] and OPT_OUT not in t["body"]
+        else:  # a WeCom app text: no provider template
+            assert t["channel"] == "wecom" and not any(t["provider_params"].values())
     maintenance = next(t for t in rows if t["key"] == "maintenance_reminder" and t["channel"] == "sms")
     assert maintenance["body"].startswith("{store_name}温馨提示:您的爱车{plate}本次保养的预计时间是{date}")
     survey = next(t for t in rows if t["key"] == "survey_invitation" and t["channel"] == "sms")
@@ -138,7 +141,7 @@ async def test_a_new_group_gets_every_default_template_for_sms_and_wechat(
                                                   Template.key == "birthday_greeting").values(status="disabled"))
         await ensure_default_templates(s, tgroup.tenant_id)
     again = await listed(notify_client, tgroup, Role.ADMIN)
-    assert len(again) == len(DEFAULTS) * 2
+    assert len(again) == sum(len(d.channels) for d in DEFAULTS.values())
     assert {t["status"] for t in again if t["key"] == "birthday_greeting"} == {"disabled"}
 
     # Every default renders with what its senders pass.

@@ -120,8 +120,8 @@ async def wechat_push(request: Request, runtime: RuntimeDep, signature: Sig, tim
     if push.kind == "receipt":
         await service.record_receipts(runtime.sessionmaker, runtime.outbox, push.receipts)
     elif push.kind == "subscription":
-        await service.grant_subscriptions(runtime.sessionmaker, push.openid,
-                                          [s.template_id for s in push.subscriptions if s.accepted])
+        await service.grant_subscriptions(runtime.sessionmaker, runtime.messaging.inbox.__table__, push.openid,
+                                          [s.template_id for s in push.subscriptions if s.accepted], push.at)
     elif push.kind == "unfollow":
         await service.unfollowed(runtime.sessionmaker, runtime.outbox, push.openid)
     else:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,14 +44,22 @@ async def record_replies(sessionmaker: async_sessionmaker[AsyncSession], outbox:
     return revoked
 
 
-async def grant_subscriptions(sessionmaker: async_sessionmaker[AsyncSession], openid: str,
-                              template_ids: Sequence[str]) -> None:
-    """Each accepted one-time subscription allows one message of that template (WeChat 订阅通知)."""
+async def grant_subscriptions(sessionmaker: async_sessionmaker[AsyncSession], inbox: Any, openid: str,
+                              template_ids: Sequence[str], pushed_at: datetime | None) -> None:
+    """Each accepted one-time subscription allows one message of that template (WeChat 订阅通知). WeChat pushes an
+    event again when it got no answer in 5 s: the (user, push time, template) is recorded in the inbox table, so a
+    repeated push grants nothing more."""
     if not template_ids:
         return
     async with sessionmaker() as session, session.begin():
         insert = dialect_insert(session)
         for template_id in template_ids:
+            push_id = uuid.uuid5(uuid.NAMESPACE_URL, f"wechat-subscription:{openid}:{pushed_at}:{template_id}")
+            first = await session.execute(insert(inbox).values(event_id=push_id, consumer="wechat.subscriptions",
+                                                               event_type="subscribe_msg_popup_event")
+                                          .on_conflict_do_nothing().returning(inbox.c.event_id))
+            if first.first() is None:
+                continue
             stmt = insert(WechatQuota).values(openid=openid, template_id=template_id, remaining=1,
                                               updated_at=utcnow())
             await session.execute(stmt.on_conflict_do_update(

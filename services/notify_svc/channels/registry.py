@@ -9,12 +9,14 @@ from notify_svc.channels.base import Provider
 from notify_svc.channels.console import ConsoleChannel
 from notify_svc.channels.tencent import TencentSms
 from notify_svc.channels.wechat import WechatOfficialAccount
+from notify_svc.channels.wecom import WecomApp
 from notify_svc.settings import NotifySettings
 
 
 def build_providers(settings: NotifySettings, sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Provider]:
-    """``sms`` (Aliyun, Tencent, or the console file), ``wechat`` only when enabled (otherwise a WeChat message
-    falls back to its next channel), and always ``console``. Callers ``aclose()`` each provider on shutdown."""
+    """``sms`` (Aliyun, Tencent, or the console file), ``wechat`` and ``wecom`` only when enabled (otherwise a
+    message for them falls back to its next channel), and always ``console``. Callers ``aclose()`` each provider
+    on shutdown."""
     messages = settings.var_dir / "messages.jsonl"
     providers: dict[str, Provider] = {}
     if settings.sms_provider == "aliyun":
@@ -25,5 +27,7 @@ def build_providers(settings: NotifySettings, sessionmaker: async_sessionmaker[A
         providers["sms"] = ConsoleChannel(messages, channel="sms")
     if settings.wechat_enabled:
         providers["wechat"] = WechatOfficialAccount(settings, sessionmaker)
+    if settings.wecom_enabled:
+        providers["wecom"] = WecomApp(settings, sessionmaker)
     providers["console"] = ConsoleChannel(messages, channel="console")
     return providers

@@ -23,15 +23,13 @@ from notify_svc.channels._transport import (
     http_status_outcome, new_client, redact, seconds_to_beijing_midnight, transport_failure,
 )
 from notify_svc.channels.base import Outcome, Outgoing, Receipt, SendResult
-from notify_svc.channels.wechat_token import WechatTokenError, WechatTokenStore
+from notify_svc.channels.wechat_token import WechatTokenStore
 from notify_svc.settings import NotifySettings
 
 log = structlog.get_logger("notify.wechat")
 
 TEMPLATE_PATH = "/cgi-bin/message/template/send"
 SUBSCRIBE_PATH = "/cgi-bin/message/subscribe/bizsend"
-#: The access token is invalid, not the latest, or expired.
-TOKEN_INVALID = frozenset({40001, 40014, 42001})
 #: 43004 not following, 43101 user refused / no subscription left, 40003 bad openid, 40037 bad template id,
 #: 47003 bad parameter, 45015 outside the reply window, 48001 API not authorised, 40165 bad page path,
 #: 41028/41030 bad form id / page, 40013/40164 wrong appid / IP not allow-listed.
@@ -96,30 +94,15 @@ class WechatOfficialAccount:
         return result
 
     async def _send(self, path: str, body: bytes) -> SendResult:
-        for attempt in (1, 2):
-            try:
-                token = await self.tokens.get()
-            except WechatTokenError as exc:
-                return exc.result
-            except Exception as exc:  # the token table is unreachable: nothing was sent
-                log.warning("wechat_token_store_failed", error=type(exc).__name__)
-                return SendResult(Outcome.RETRYABLE, code="token_store", detail=type(exc).__name__)
+        async def post(token: str) -> tuple[SendResult, int | None]:
             try:
                 response = await self._client.post(f"{self._base}{path}", params={"access_token": token},
                                                    content=body, headers={"content-type": "application/json"})
             except httpx.HTTPError as exc:
-                return transport_failure(exc)
-            result, errcode = _result(response)
-            if errcode not in TOKEN_INVALID:
-                return result
-            try:
-                await self.tokens.invalidate(token)
-            except Exception as exc:  # rejected, so nothing was sent
-                log.warning("wechat_token_store_failed", error=type(exc).__name__)
-                return SendResult(Outcome.RETRYABLE, code=str(errcode), detail="access token rejected")
-            if attempt == 1:
-                log.info("wechat_token_rejected", errcode=errcode)
-        return SendResult(Outcome.RETRYABLE, code=str(errcode), detail="access token rejected twice")
+                return transport_failure(exc), None
+            return _result(response)
+
+        return await self.tokens.call(post)
 
     async def lookup(self, out: Outgoing, sent_at: datetime) -> Receipt | None:
         return None

@@ -73,11 +73,15 @@ async def load_context(session: AsyncSession, messages: Sequence[Any], now: date
     templates = TemplateBook((await session.scalars(
         sa.select(Template).where(Template.tenant_id.in_(tenants), Template.key.in_(keys),
                                   sa.or_(Template.store_id.is_(None), Template.store_id.in_(store_ids))))).all())
-    openids = {r.openid for r in recipients.values() if r.openid}
-    quotas: dict[tuple[str, str], int] = {}
+    return BatchContext(now, recipients, merged_into, stores, await load_policies(session, tenants), templates,
+                        {}, SendHistory())
+
+
+async def load_quotas(session: AsyncSession, ctx: BatchContext) -> None:
+    """WeChat one-time authorisations left for the batch's recipients: read after their locks are held, so a
+    worker that waited on another's lock sees what that one used up."""
+    openids = {r.openid for r in ctx.recipients.values() if r.openid}
     if openids:
         rows = await session.execute(sa.select(WechatQuota.openid, WechatQuota.template_id, WechatQuota.remaining)
                                      .where(WechatQuota.openid.in_(openids)))
-        quotas = {(o, t): n for o, t, n in rows}
-    return BatchContext(now, recipients, merged_into, stores, await load_policies(session, tenants), templates,
-                        quotas, SendHistory())
+        ctx.quotas = {(o, t): n for o, t, n in rows}

@@ -117,7 +117,7 @@ def _try_channel(message: Any, recipient: Recipient, ctx: BatchContext, provider
                                   "sms" if channel == "console" else channel)
     if template is None or template.status != "approved":
         return "template_not_approved", f"{message.template_key}/{channel}"
-    code = template.provider_codes.get(provider.name) if provider.name != "console" else template.key
+    code = template.provider_codes.get(provider.name) if provider.name not in ("console", "wecom") else template.key
     if not code:
         return "template_not_approved", f"no {provider.name} template code for {message.template_key}"
     kind = (template.provider_params or {}).get("wechat_kind", "template")

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify_svc.channels.base import Outcome, Outgoing, Provider, Receipt, SendResult
-from notify_svc.dispatch.context import load_context
+from notify_svc.dispatch.context import load_context, load_quotas
 from notify_svc.dispatch.decide import Decision, decide
 from notify_svc.dispatch import ratelimit
 from notify_svc.messages.events import event_for
@@ -82,6 +82,7 @@ class Dispatcher:
             keys = {(r.tenant_id, rec.key) for r in waiting if (rec := ctx.recipient(r)) is not None and rec.key}
             await lock_recipients(session, [k for _, k in keys])
             ctx.history = await load_history(session, keys, now)
+            await load_quotas(session, ctx)
             decisions = [self._decide(r, ctx, now) for r in waiting]
             await self._apply_rate_limits(session, decisions, now)
             lookups = [(r, ctx.recipient(r)) for r in unknown]

@@ -1,6 +1,6 @@
 """notify_svc's own copies of customer_svc data (fed by its events; never read across schemas).
 
-Phones and openids are resolved here at send time, so commands on the bus carry ids, not numbers.
+Phones, openids and WeCom userids are resolved here at send time, so commands on the bus carry ids, not numbers.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class StaffView(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
     name: Mapped[str] = mapped_column(sa.String(100))
     phone: Mapped[str | None] = mapped_column(sa.String(20))
+    #: Also the staff member's WeCom userid: the dealer groups' WeCom directories use the employee number as the
+    #: userid, so work notices by WeCom go to it.
+    employee_no: Mapped[str | None] = mapped_column(sa.String(40))
     roles: Mapped[list[str]]
     store_ids: Mapped[list[str]]
     active: Mapped[bool] = mapped_column(default=True)

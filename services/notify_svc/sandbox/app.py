@@ -1,4 +1,5 @@
-"""The sandbox ASGI app: the three fake providers plus ``/_sandbox/*`` to read and steer them.
+"""The sandbox ASGI app: the fake providers (Aliyun, Tencent, WeChat, WeCom) plus ``/_sandbox/*`` to read and
+steer them.
 
 Plain Starlette (no validation or OpenAPI layer): the benchmark pushes 1,000+ sends/s through one process.
 """
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from notify_svc.sandbox import aliyun, formats, tencent, wechat
+from notify_svc.sandbox import aliyun, formats, tencent, wechat, wecom
 from notify_svc.sandbox._http import json
 from notify_svc.sandbox.state import PROVIDERS, SandboxState
 
@@ -40,6 +41,8 @@ def _control_routes(state: SandboxState) -> list[Route]:
         provider = request.path_params["provider"]
         if provider not in PROVIDERS:
             return json({"error": f"unknown provider {provider!r}"}, 404)
+        if provider == "wecom":
+            return json({"error": "WeCom app messages have no delivery receipts"}, 404)
         reported = state.report(provider, frozenset(request.query_params.getlist("fail")))
         if provider == "aliyun":
             return Response(formats.aliyun_receipts(reported), media_type="application/json")
@@ -88,6 +91,8 @@ def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
         Route("/wechat/cgi-bin/message/template/send", wechat.send_endpoint(state, "template"), methods=["POST"]),
         Route("/wechat/cgi-bin/message/subscribe/bizsend", wechat.send_endpoint(state, "subscribe"), methods=["POST"]),
         Route("/wechat/cgi-bin/token", wechat.token_endpoint(state), methods=["GET"]),
+        Route("/wecom/cgi-bin/gettoken", wecom.token_endpoint(state), methods=["GET"]),
+        Route("/wecom/cgi-bin/message/send", wecom.send_endpoint(state), methods=["POST"]),
         *_control_routes(state),
     ]
     app = Starlette(routes=routes)

@@ -1,6 +1,6 @@
-"""What the sandbox knows: its key pairs, the messages it accepted, per-number counters, issued WeChat tokens,
-and the faults queued for the next requests. Plain synchronous methods (the app runs on one event loop), so
-in-process tests can read and steer it directly."""
+"""What the sandbox knows: its key pairs, the messages it accepted, per-number (and per WeCom member) counters,
+issued WeChat and WeCom tokens, and the faults queued for the next requests. Plain synchronous methods (the app
+runs on one event loop), so in-process tests can read and steer it directly."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 BEIJING = ZoneInfo("Asia/Shanghai")
-PROVIDERS = ("aliyun", "tencent", "wechat")
+PROVIDERS = ("aliyun", "tencent", "wechat", "wecom")
 #: Network faults act before the signature check, business faults after it (as at the real provider).
 NETWORK_FAULTS = frozenset({"timeout", "http_500", "outage"})
 BUSINESS_FAULTS = frozenset({"system_error", "rate_limit", "invalid_number", "accept_then_timeout", "invalid_token"})
 FAULT_MODES = NETWORK_FAULTS | BUSINESS_FAULTS
 DAY = 86400.0
+MINUTE, HOUR = 60.0, 3600.0
 
 
 @dataclass(slots=True)
@@ -30,11 +31,11 @@ class SandboxMessage:
     to: str
     sign: str | None
     template: str
-    params: Any  # Aliyun: dict by name; Tencent: list by position; WeChat: {field: value}
+    params: Any  # Aliyun: dict by name; Tencent: list by position; WeChat: {field: value}; WeCom: agentid, content
     our_id: str | None  # OutId / SessionContext / client_msg_id
     provider_id: str  # BizId / SerialNo / msgid
     at: datetime
-    kind: str = "sms"  # sms | template | subscribe
+    kind: str = "sms"  # sms | template | subscribe | text (WeCom)
     url: str | None = None
     status: str = "accepted"  # accepted | delivered | failed
     reported_at: datetime | None = None
@@ -64,6 +65,8 @@ class SandboxState:
     aliyun_keys: dict[str, str] = field(default_factory=dict, repr=False)
     tencent_keys: dict[str, str] = field(default_factory=dict, repr=False)
     wechat_apps: dict[str, str] = field(default_factory=dict, repr=False)
+    #: WeCom corp id -> the app secret (one self-built app per corp here; any agent id is accepted).
+    wecom_apps: dict[str, str] = field(default_factory=dict, repr=False)
     tencent_app_ids: set[str] | None = None
     aliyun_signs: set[str] | None = None
     aliyun_templates: set[str] | None = None
@@ -76,6 +79,13 @@ class SandboxState:
     #: Openids that do not follow the account (template sends: 43004) or refused notices (subscribe: 43101).
     wechat_not_following: set[str] = field(default_factory=set)
     wechat_refused: set[str] = field(default_factory=set)
+    wecom_token_ttl: int = 7200
+    #: WeCom userids the corp does not have (or outside the app's visible range): 81013.
+    wecom_unknown_users: set[str] = field(default_factory=set)
+    #: WeCom app messages to one member per minute and per hour (the real WeCom drops the excess silently; the
+    #: sandbox answers 45033 so a test can see the limit).
+    wecom_member_minute_limit: int = 30
+    wecom_member_hour_limit: int = 1000
     fault_delay: float = 10.0
     #: Aliyun refuses a signature nonce seen in the last 15 minutes.
     nonce_window: float = 900.0
@@ -98,6 +108,12 @@ class SandboxState:
         self._tencent_content: dict[tuple[str, str, tuple[str, ...]], float] = {}
         self._nonces: dict[str, float] = {}
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (appid, expires at, epoch seconds)
+        self.wecom_token_requests = 0
+        self._wecom_tokens: dict[str, tuple[str, float]] = {}  # token -> (corp id, expires at)
+        self._wecom_sends: dict[str, deque[float]] = defaultdict(deque)  # member -> send times (last hour)
+        self._wecom_recent: dict[bytes, tuple[float, str]] = {}  # request body -> (when, msgid): duplicate check
+        #: WeCom requests its duplicate check answered without sending again.
+        self.wecom_duplicates = 0
 
     # --- faults -------------------------------------------------------------------------------------------
 
@@ -217,12 +233,62 @@ class SandboxState:
         """Every issued token becomes invalid (as when some other system fetched a new one long ago)."""
         self._tokens.clear()
 
+    # --- WeCom ------------------------------------------------------------------------------------------------
+
+    def issue_wecom_token(self, corp_id: str) -> str:
+        token = secrets.token_urlsafe(96)
+        self._wecom_tokens[token] = (corp_id, time.time() + self.wecom_token_ttl)
+        return token
+
+    def wecom_token_error(self, token: str | None) -> int | None:
+        """41001 without a token, 40014 for one the sandbox never issued (or revoked), 42001 for an expired one."""
+        if not token:
+            return 41001
+        issued = self._wecom_tokens.get(token)
+        if issued is None:
+            return 40014
+        return 42001 if issued[1] <= time.time() else None
+
+    def revoke_wecom_tokens(self) -> None:
+        """Every issued WeCom token becomes invalid (WeCom may end a token early)."""
+        self._wecom_tokens.clear()
+
+    def wecom_take(self, members: list[str]) -> bool:
+        """Count one app message to each member; False (nothing counted) when one is at the minute or hour limit."""
+        now = time.time()
+        windows = []
+        for member in members:
+            window = self._wecom_sends[member.lower()]
+            while window and window[0] <= now - HOUR:
+                window.popleft()
+            last_minute = sum(1 for t in window if t > now - MINUTE)
+            if last_minute >= self.wecom_member_minute_limit or len(window) >= self.wecom_member_hour_limit:
+                return False
+            windows.append(window)
+        for window in windows:
+            window.append(now)
+        return True
+
+    def wecom_duplicate(self, body: bytes, interval: float) -> str | None:
+        """The msgid of the same request accepted within ``interval`` seconds (WeCom's duplicate check), else None."""
+        seen = self._wecom_recent.get(body)
+        return seen[1] if seen is not None and time.time() - seen[0] < interval else None
+
+    def wecom_remember(self, body: bytes, msgid: str) -> None:
+        now = time.time()
+        self._wecom_recent[body] = (now, msgid)
+        if len(self._wecom_recent) % 1024 == 0:  # prune from the oldest: WeCom remembers at most 4 hours
+            for old in list(itertools.islice(self._wecom_recent, 1024)):
+                if now - self._wecom_recent[old][0] >= 4 * HOUR:
+                    del self._wecom_recent[old]
+
     def stats(self) -> dict[str, Any]:
         counts: dict[str, int] = defaultdict(int)
         for m in self.messages:
             counts[m.provider] += 1
-        return {"requests": dict(self.requests), "token_requests": self.token_requests, "messages": dict(counts),
-                "faults": self.pending_faults()}
+        return {"requests": dict(self.requests), "token_requests": self.token_requests,
+                "wecom_token_requests": self.wecom_token_requests, "wecom_duplicates": self.wecom_duplicates,
+                "messages": dict(counts), "faults": self.pending_faults()}
 
 
 def _local(phone: str) -> str:

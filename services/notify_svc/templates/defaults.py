@@ -1,4 +1,5 @@
-"""The message templates every dealer group starts with: one per key for SMS and for WeChat, zh-CN, approved.
+"""The message templates every dealer group starts with: one per key for SMS and for WeChat, zh-CN, approved,
+and a WeCom variant of the notices that go to staff (``escalation_notice``).
 
 Keys are the templates the default playbook names (``shared.events.catalog.followup.DEFAULT_TEMPLATES``) plus
 those survey_svc and the escalation notices use. Texts follow DOMAIN.md §7.4 (the maintenance SMS is the
@@ -9,7 +10,9 @@ marketing), so their SMS carries the opt-out phrase; reminders, thanks and surve
 
 Provider codes are left empty: a group fills in the codes Aliyun, Tencent and WeChat approved for its own
 account. Tencent's parameter order is the order of the placeholders in the SMS text, so only the code is
-missing; WeChat fields follow the subscription-message keyword style (thing1, time2, car_number3).
+missing; WeChat fields follow the subscription-message keyword style (thing1, time2, car_number3). WeCom app
+messages are plain text with no provider template, so a WeCom variant needs no code at all and is sendable as
+seeded; customers have no WeCom address, so only staff notices have one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from shared.events.catalog.followup import DEFAULT_TEMPLATES
 
 LOCALE = "zh-CN"
 CHANNELS = ("sms", "wechat")
+#: Channels only some defaults have: the staff-facing ones (see ``DefaultTemplate.channels``).
+STAFF_CHANNELS = ("wecom",)
 OPT_OUT = "拒收请回复R"
 
 
@@ -43,6 +48,13 @@ class DefaultTemplate:
     sms: str
     variables: tuple[dict[str, Any], ...]
     wechat_fields: dict[str, str] = field(default_factory=dict)
+    #: Channels beyond ``CHANNELS`` this default exists on (``wecom`` for notices to staff).
+    extra_channels: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Every channel a dealer group gets this default on."""
+        return (*CHANNELS, *self.extra_channels)
 
     @property
     def wechat(self) -> str:
@@ -50,12 +62,15 @@ class DefaultTemplate:
         return self.sms.replace(OPT_OUT, "").rstrip()
 
     def body(self, channel: str) -> str:
+        """The SMS text; WeChat's and WeCom's without the opt-out phrase (neither is an SMS)."""
         return self.sms if channel == "sms" else self.wechat
 
     def provider_params(self, channel: str) -> dict[str, Any]:
         if channel == "sms":
             return {"tencent": placeholders(self.sms)}
-        return {"wechat": dict(self.wechat_fields)}
+        if channel == "wechat":
+            return {"wechat": dict(self.wechat_fields)}
+        return {}  # WeCom: the rendered text is the message
 
 
 def _service(title: str, sms: str, variables: tuple[dict[str, Any], ...], fields: dict[str, str]) -> DefaultTemplate:
@@ -127,10 +142,11 @@ DEFAULTS: dict[str, DefaultTemplate] = {
     "survey_reminder": _service(
         "满意度调查提醒", "{customer_name}您好,{store_name}的服务评价还在等您,您的意见对我们很重要:{survey_link} "
                           "谢谢!", (CUSTOMER, STORE, LINK), GREETING_FIELDS),
-    "escalation_notice": _service(
-        "任务升级提醒", "{store_name}任务升级提醒:“{task_title}”已超时,现升级至第{level}级(客户:{customer_name}),"
-                        "请尽快处理。", (STORE, _var("task_title"), _var("level", "int"), CUSTOMER),
-        {"thing1": "task_title", "number2": "level", "name3": "customer_name"}),
+    "escalation_notice": DefaultTemplate(
+        "service", "任务升级提醒", "{store_name}任务升级提醒:“{task_title}”已超时,现升级至第{level}级"
+                                   "(客户:{customer_name}),请尽快处理。",
+        (STORE, _var("task_title"), _var("level", "int"), CUSTOMER),
+        {"thing1": "task_title", "number2": "level", "name3": "customer_name"}, extra_channels=STAFF_CHANNELS),
 }
 #: Keys the playbooks, survey_svc and escalations send by name: never deleted without a replacement.
 DEFAULT_KEYS = frozenset(DEFAULTS)
@@ -142,7 +158,7 @@ def _check() -> None:
     if missing:
         raise RuntimeError(f"no default template for {sorted(missing)}")
     for key, tpl in DEFAULTS.items():
-        for channel in CHANNELS:
+        for channel in tpl.channels:
             try:
                 check_definition(channel=channel, purpose=tpl.purpose, body=tpl.body(channel),
                                  variables=list(tpl.variables), provider_params=tpl.provider_params(channel))

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notify_svc.models import Template
-from notify_svc.templates.defaults import CHANNELS, DEFAULTS, LOCALE
+from notify_svc.templates.defaults import DEFAULTS, LOCALE
 from shared.db.base import dialect_insert, utcnow
 from shared.ids import new_id
 
@@ -27,6 +27,6 @@ async def ensure_default_templates(session: AsyncSession, tenant_id: uuid.UUID) 
                  purpose=tpl.purpose, title=tpl.title, body=tpl.body(channel), variables=list(tpl.variables),
                  sign_name=None, provider_codes={}, provider_params=tpl.provider_params(channel), status="approved",
                  version=1, created_at=now, updated_at=now)
-            for key, tpl in DEFAULTS.items() for channel in CHANNELS if (key, channel) not in have]
+            for key, tpl in DEFAULTS.items() for channel in tpl.channels if (key, channel) not in have]
     if rows:
         await session.execute(dialect_insert(session)(Template.__table__).values(rows).on_conflict_do_nothing())
