@@ -15,29 +15,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from followup_svc.models import Base
 from shared.db.base import JSONType, utcnow
+from shared.db.readmodels import StaffViewColumns, StoreViewColumns
 
 
-class StoreView(Base):
-    __tablename__ = "store"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    code: Mapped[str] = mapped_column(sa.String(40))
-    name: Mapped[str] = mapped_column(sa.String(200))
-    timezone: Mapped[str] = mapped_column(sa.String(64), default="Asia/Shanghai")
+class StoreView(StoreViewColumns, Base):
     business_hours: Mapped[dict[str, Any]]
-    active: Mapped[bool] = mapped_column(default=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class StaffView(Base):
-    __tablename__ = "staff"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    name: Mapped[str] = mapped_column(sa.String(100))
-    roles: Mapped[list[str]]
-    store_ids: Mapped[list[str]]
-    active: Mapped[bool] = mapped_column(default=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+class StaffView(StaffViewColumns, Base):
+    pass
 
 
 class CustomerView(Base):

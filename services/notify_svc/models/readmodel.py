@@ -14,32 +14,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from notify_svc.models import Base
 from shared.db.base import utcnow
+from shared.db.readmodels import StaffViewColumns, StoreViewColumns
 
 
-class StoreView(Base):
-    __tablename__ = "store"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    code: Mapped[str] = mapped_column(sa.String(40))
-    name: Mapped[str] = mapped_column(sa.String(200))
-    timezone: Mapped[str] = mapped_column(sa.String(64), default="Asia/Shanghai")
-    active: Mapped[bool] = mapped_column(default=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+class StoreView(StoreViewColumns, Base):
+    pass
 
 
-class StaffView(Base):
-    __tablename__ = "staff"
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    name: Mapped[str] = mapped_column(sa.String(100))
+class StaffView(StaffViewColumns, Base):
     phone: Mapped[str | None] = mapped_column(sa.String(20))
     #: Also the staff member's WeCom userid: the dealer groups' WeCom directories use the employee number as the
     #: userid, so work notices by WeCom go to it.
     employee_no: Mapped[str | None] = mapped_column(sa.String(40))
-    roles: Mapped[list[str]]
-    store_ids: Mapped[list[str]]
-    active: Mapped[bool] = mapped_column(default=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class CustomerView(Base):
