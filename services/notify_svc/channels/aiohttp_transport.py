@@ -39,7 +39,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                         sock_read=limits.get("read"), connect=limits.get("pool"))
         body = await request.aread()
         try:
-            async with self._client().request(request.method, str(request.url), headers=request.headers.multi_items(),
+            # Raw header bytes decoded once: httpx's ``Headers`` views re-derive their encoding on every access.
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+            async with self._client().request(request.method, str(request.url), headers=headers,
                                               data=body or None, allow_redirects=False, timeout=timeout,
                                               compress=None) as resp:
                 content = await resp.read()
