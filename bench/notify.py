@@ -75,6 +75,8 @@ TARGETS = {"sends_per_s": 1000.0}
 REGULAR, REVOKED, NO_MARKETING, CAPPED, CAPPED_EACH = 19_000, 5_000, 2_500, 500, 4
 DUPLICATES = 2_500
 DAILY_CAP = 3
+BENCH_TENANT = uuid.UUID(int=0xBE7C0001)
+BENCH_STORE = uuid.UUID(int=0xBE7C0002)
 
 
 def free_port() -> int:
@@ -132,7 +134,8 @@ def commands(tenant: uuid.UUID, store: uuid.UUID) -> list[aio_pika.Message]:
     out = []
     for index, template, purpose, key in specs:
         data = MessageRequested(request_id=uuid.uuid4(), idempotency_key=key, customer_id=customer_id(index),
-                                rule_key="bench", template=template, channels=["sms"], purpose=purpose,  # type: ignore[arg-type]
+                                rule_key="bench", template=template, channels=["sms"],
+                                purpose=purpose,  # type: ignore[arg-type]
                                 variables={"plate": "粤B12345"}, not_before=now,
                                 expires_at=now + timedelta(days=1))
         event = build_event(data, source="followup_svc", tenant_id=tenant, store_id=store)
@@ -157,10 +160,6 @@ async def publish(amqp_url: str, settings: NotifySettings) -> int:
         return len(messages)
     finally:
         await conn.close()
-
-
-BENCH_TENANT = uuid.UUID(int=0xBE7C0001)
-BENCH_STORE = uuid.UUID(int=0xBE7C0002)
 
 
 async def raw_provider(endpoint: str, count: int) -> float:
@@ -290,7 +289,8 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                                   env={**os.environ, **worker_env(url, amqp_url, endpoint, workdir, public)},
                                   cwd=workdir)
         sent_expected = REGULAR * 2 + CAPPED * DAILY_CAP
-        expected = {"sent": sent_expected, "suppressed": REVOKED + NO_MARKETING, "held": CAPPED * (CAPPED_EACH - DAILY_CAP)}
+        expected = {"sent": sent_expected, "suppressed": REVOKED + NO_MARKETING,
+                    "held": CAPPED * (CAPPED_EACH - DAILY_CAP)}
         cpu_before = cpu_seconds(worker.pid)
         elapsed, counts = await drain(url, expected, args.max_seconds)
         cpu = cpu_seconds(worker.pid) - cpu_before

@@ -44,7 +44,8 @@ _Hours = tuple[tuple[time, time] | None, ...]  # indexed by date.weekday(): (ope
 
 
 @functools.lru_cache(maxsize=256)
-def _zone(name: str) -> ZoneInfo:
+def zone(name: str) -> ZoneInfo:
+    """A cached ZoneInfo (its constructor is costly on hot paths)."""
     return ZoneInfo(name)
 
 
@@ -117,7 +118,7 @@ class StoreCalendar:
         if self.quiet_start.tzinfo is not None or self.quiet_end.tzinfo is not None:
             raise ValueError("quiet hours are local wall-clock times and must be naive")
         items = tuple((str(day), tuple(span or ())) for day, span in self.business_hours.items())
-        object.__setattr__(self, "_tz", _zone(self.timezone))  # fails fast on an unknown zone name
+        object.__setattr__(self, "_tz", zone(self.timezone))  # fails fast on an unknown zone name
         object.__setattr__(self, "_hours", _parse_hours(items))
 
     # -- conversions -------------------------------------------------------------------------------------------

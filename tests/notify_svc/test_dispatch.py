@@ -5,19 +5,22 @@ twice when the provider misbehaves."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
+import sqlalchemy as sa
 
 from notify_svc.app import NotifyRuntime
-from notify_svc.models import MessageEvent
+from notify_svc.channels.base import Receipt
+from notify_svc.messages.receipts import apply_receipt
+from notify_svc.models import Message, MessageEvent
+from shared.db.base import utcnow
+from shared.testing.waiting import eventually
 from shared.auth.roles import Role
 from tests.conftest import Group, customer_body
 from tests.notify_svc.conftest import (FixedClock, known_customer, message_by_key, request_message, rows,
                                        set_provider_code)
 from tests.notify_svc.sandbox_env import CALLBACK_TOKEN, Sandbox
-
-import sqlalchemy as sa
 
 
 async def customer(client: httpx.AsyncClient, runtime: NotifyRuntime, group: Group, store: str = "A",
@@ -136,7 +139,7 @@ async def test_a_redelivered_request_sends_once(client, notify_runtime, ngroup, 
     await request_message(notify_runtime, ngroup, c["id"], key=key)
     await message_by_key(notify_runtime, ngroup, key, "sent")
     await request_message(notify_runtime, ngroup, c["id"], key=key)  # after it was sent, too
-    assert len(await rows(notify_runtime, __import__("notify_svc.models", fromlist=["Message"]).Message,
+    assert len(await rows(notify_runtime, Message,
                           ngroup.tenant_id)) == 1
     assert len(box.state.messages_for("aliyun")) == 1
 
@@ -180,8 +183,6 @@ async def test_a_timeout_after_the_provider_accepted_never_sends_twice(
 
 
 async def after_attempts(runtime: NotifyRuntime, group: Group, key: str, attempts: int):  # type: ignore[no-untyped-def]
-    from shared.testing.waiting import eventually
-
     async def check():  # type: ignore[no-untyped-def]
         m = await message_by_key(runtime, group, key)
         return m if m.attempts >= attempts and m.status != "sending" else None
@@ -189,9 +190,8 @@ async def after_attempts(runtime: NotifyRuntime, group: Group, key: str, attempt
     return await eventually(check)
 
 
-async def message_by_key_reason(runtime: NotifyRuntime, group: Group, key: str, reason: str, after=None):  # type: ignore[no-untyped-def]
-    from shared.testing.waiting import eventually
-
+async def message_by_key_reason(runtime: NotifyRuntime, group: Group, key: str, reason: str,
+                                after: datetime | None = None) -> Message:
     async def check():  # type: ignore[no-untyped-def]
         m = await message_by_key(runtime, group, key)
         ok = m.reason == reason and (after is None or (m.next_attempt_at is not None and m.next_attempt_at > after))
@@ -224,10 +224,6 @@ async def test_a_failure_receipt_that_overtakes_the_send_answer_falls_back(
         client, notify_runtime, ngroup, clock: FixedClock, box: Sandbox) -> None:
     """A fast provider can push "not delivered" before its own send answer is recorded: the message must move
     on to the next channel, not be left queued with no next attempt."""
-    from notify_svc.channels.base import Receipt
-    from notify_svc.messages.receipts import apply_receipt
-    from shared.db.base import utcnow
-
     c = await customer(client, notify_runtime, ngroup)
     await set_provider_code(notify_runtime, ngroup, "purchase_thanks", "sms", aliyun="SMS_100001")
     console = notify_runtime.providers["console"]

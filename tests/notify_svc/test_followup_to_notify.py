@@ -4,6 +4,7 @@ that travel back to customer_svc, and the provider callbacks' authentication."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,14 +12,19 @@ import httpx
 import sqlalchemy as sa
 
 from followup_svc.models import TestClock
-from notify_svc.models import CustomerView
+from notify_svc.models import CustomerView, Message, Template
 from shared.auth.roles import Role
 from shared.testing.waiting import eventually
 from tests.customer_svc.factories import new_customer
 from tests.followup_svc.conftest import fire_all, followup_knows
 from tests.followup_svc.test_post_delivery import deliver, planned
-from tests.notify_svc.conftest import FixedClock, known_customer, message_by_key, set_provider_code
+from tests.notify_svc.conftest import FixedClock, known_customer, message_by_key, request_message, set_provider_code
 from tests.notify_svc.sandbox_env import CALLBACK_TOKEN, WECHAT_TOKEN, Sandbox
+
+
+def wechat_signature(timestamp: str, nonce: str) -> str:
+    """How WeChat signs its pushes with the account's server token."""
+    return hashlib.sha1("".join(sorted([WECHAT_TOKEN, timestamp, nonce])).encode()).hexdigest()
 
 
 async def test_a_delivery_s_thank_you_message_reaches_the_customer(
@@ -38,7 +44,6 @@ async def test_a_delivery_s_thank_you_message_reaches_the_customer(
 
         async def requested():  # type: ignore[no-untyped-def]
             async with notify_runtime.sessionmaker() as s:
-                from notify_svc.models import Message
                 return await s.scalar(sa.select(Message).where(Message.tenant_id == ngroup.tenant_id,
                                                                Message.idempotency_key.startswith(key)))
         message = await eventually(requested)
@@ -106,9 +111,8 @@ async def test_callbacks_are_authenticated_and_parse_strictly(notify_client, not
                                        params={"signature": "0" * 40, "timestamp": "1", "nonce": "n",
                                                "echostr": "hello"})
     assert unsigned.status_code == 401
-    import hashlib
     ts, nonce = "1700000000", "abc123"
-    signature = hashlib.sha1("".join(sorted([WECHAT_TOKEN, ts, nonce])).encode()).hexdigest()
+    signature = wechat_signature(ts, nonce)
     ok = await notify_client.get("/api/v1/notify/callbacks/wechat",
                                  params={"signature": signature, "timestamp": ts, "nonce": nonce, "echostr": "hello"})
     assert ok.status_code == 200 and ok.text == "hello"
@@ -120,9 +124,7 @@ async def test_callbacks_are_authenticated_and_parse_strictly(notify_client, not
 
 async def test_wechat_receipts_and_one_time_subscriptions(
         client, notify_client, notify_runtime, ngroup, clock: FixedClock, box: Sandbox) -> None:
-    import hashlib
 
-    from notify_svc.models import Template
     openid = f"oSub{uuid.uuid4().hex[:20]}"
     c = await new_customer(client, ngroup, wechat_openid=openid)
     await known_customer(notify_runtime, c["id"])
@@ -133,12 +135,12 @@ async def test_wechat_receipts_and_one_time_subscriptions(
                                                      Template.channel == "wechat", Template.store_id.is_(None)))
         t.provider_params = {**t.provider_params, "wechat_kind": "subscribe"}
     ts, nonce = "1700000001", "n1"
-    sig = {"signature": hashlib.sha1("".join(sorted([WECHAT_TOKEN, ts, nonce])).encode()).hexdigest(),
+    sig = {"signature": wechat_signature(ts, nonce),
            "timestamp": ts, "nonce": nonce}
-    from tests.notify_svc.conftest import request_message
     # No authorisation yet: suppressed (WeChat only), with the reason staff can read.
     k0 = await request_message(notify_runtime, ngroup, c["id"], template="appointment_reminder",
-                               channels=("wechat",), variables={"appointment_time": "2026-12-01T10:00:00+08:00", "plate": "粤B12345"})
+                               channels=("wechat",),
+                               variables={"appointment_time": "2026-12-01T10:00:00+08:00", "plate": "粤B12345"})
     first = await message_by_key(notify_runtime, ngroup, k0, "suppressed")
     assert first.reason == "no_subscription"
     popup = (f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
@@ -151,10 +153,12 @@ async def test_wechat_receipts_and_one_time_subscriptions(
         resp = await notify_client.post("/api/v1/notify/callbacks/wechat", params=sig, content=popup.encode())
         assert resp.status_code == 200 and resp.text == "success"
     k1 = await request_message(notify_runtime, ngroup, c["id"], template="appointment_reminder",
-                               channels=("wechat",), variables={"appointment_time": "2026-12-01T10:00:00+08:00", "plate": "粤B12345"})
+                               channels=("wechat",),
+                               variables={"appointment_time": "2026-12-01T10:00:00+08:00", "plate": "粤B12345"})
     sent = await message_by_key(notify_runtime, ngroup, k1, "sent")
     k2 = await request_message(notify_runtime, ngroup, c["id"], template="appointment_reminder",
-                               channels=("wechat",), variables={"appointment_time": "2026-12-02T10:00:00+08:00", "plate": "粤B12345"})
+                               channels=("wechat",),
+                               variables={"appointment_time": "2026-12-02T10:00:00+08:00", "plate": "粤B12345"})
     used_up = await message_by_key(notify_runtime, ngroup, k2, "suppressed")
     assert used_up.reason == "no_subscription"  # one authorisation, one notice
     [wx] = box.state.messages_for("wechat")

@@ -8,11 +8,9 @@ preference order that passes every channel check is used; the others are the fal
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from notify_svc.channels.base import Outgoing, Provider
 from notify_svc.dispatch.context import BatchContext
@@ -20,6 +18,7 @@ from notify_svc.policy.caps import Send
 from notify_svc.policy.windows import next_allowed
 from notify_svc.recipients import Recipient, masked
 from notify_svc.templates.rendering import OPT_OUT_MARKERS, TemplateVariableError, render
+from shared.calendar import zone
 
 #: How long a message waits for a template to be approved (or a recipient to appear in the read model).
 TEMPLATE_WAIT = timedelta(days=7)
@@ -126,10 +125,11 @@ def _try_channel(message: Any, recipient: Recipient, ctx: BatchContext, provider
             return "no_subscription", "no one-time subscription authorisation left"
         ctx.quotas[(address, code)] -= 1  # a second notice in the same batch needs a second authorisation
     try:
-        rendered = render(template, _variables(message, recipient, ctx), tz=_zone(ctx.timezone(message.store_id)))
+        rendered = render(template, _variables(message, recipient, ctx), tz=zone(ctx.timezone(message.store_id)))
     except TemplateVariableError as exc:
         return "template_variables", f"{exc.field}: {exc.message}"
-    if message.purpose == "marketing" and channel in ("sms", "console") and not _has_opt_out(rendered.text, ctx, message):
+    marketing_sms = message.purpose == "marketing" and channel in ("sms", "console")
+    if marketing_sms and not _has_opt_out(rendered.text, ctx, message):
         return "opt_out_text_missing", None
     outgoing = Outgoing(message_id=message.id, channel=channel, to=address, text=rendered.text,
                         template_code=code, sign_name=template.sign_name, params=rendered.params,
@@ -152,7 +152,3 @@ def _variables(message: Any, recipient: Recipient, ctx: BatchContext) -> dict[st
     values.update(message.variables or {})
     return values
 
-
-@functools.lru_cache(maxsize=64)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)

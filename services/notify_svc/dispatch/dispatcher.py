@@ -157,7 +157,8 @@ class Dispatcher:
         await _insert_trail(session, trail)
         await self.outbox.append_many(session, events)
         await _use_subscriptions(session, [d.outgoing for d in decisions if d.action == "send" and d.outgoing
-                                           and d.outgoing.channel == "wechat" and d.outgoing.wechat_kind == "subscribe"])
+                                           and d.outgoing.channel == "wechat"
+                                           and d.outgoing.wechat_kind == "subscribe"])
 
     # --- send -------------------------------------------------------------------------------------------------
 

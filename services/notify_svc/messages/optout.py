@@ -56,8 +56,8 @@ async def _revoke(session: AsyncSession, outbox: Outbox, customers: list[Custome
         for purpose in purposes:
             if not set_consent(customer, f"{channel}:{purpose}", False, now):
                 continue  # already withdrawn: a repeated "TD" changes nothing
-            events.append((ConsentRevoked(customer_id=customer.id, channel=channel, purpose=purpose,  # type: ignore[arg-type]
-                                          source=source, content=content, recorded_at=now),
-                           customer.tenant_id, customer.store_id))
+            revoked = ConsentRevoked(customer_id=customer.id, channel=channel,  # type: ignore[arg-type]
+                                     purpose=purpose, source=source, content=content, recorded_at=now)
+            events.append((revoked, customer.tenant_id, customer.store_id))
     await outbox.append_many(session, events)
     return len(events)

@@ -82,5 +82,5 @@ async def lock_recipients(session: AsyncSession, keys: Iterable[str]) -> None:
     ordered = sorted(set(keys))
     if not ordered or session.bind.dialect.name != "postgresql":
         return
-    await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(k, 7)) FROM unnest(CAST(:keys AS text[])) AS k "
-                                  "ORDER BY k"), {"keys": ordered})
+    await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(k, 7)) "
+                                  "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"), {"keys": ordered})
