@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-SERVICE_MODULES = ["customer_svc", "followup_svc", "notify_svc"]
+SERVICE_MODULES = ["customer_svc", "followup_svc", "notify_svc", "survey_svc"]
 
 
 @dataclass(frozen=True)

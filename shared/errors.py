@@ -108,6 +108,14 @@ class InvalidField(AppError):
         self.field_errors = [FieldError(field=field, message=message, type="value_error")]
 
 
+class InvalidFields(InvalidField):
+    """422 naming several fields at once (e.g. every bad answer of a survey form)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        AppError.__init__(self, "; ".join(f"{f}: {m}" for f, m in list(errors.items())[:5]))
+        self.field_errors = [FieldError(field=f, message=m, type="value_error") for f, m in errors.items()]
+
+
 def reject_nulls(changes: dict[str, Any], fields: Any = None) -> None:
     """PATCH bodies: a field may be left out, but these (default: all) may not be sent as null."""
     for key in changes if fields is None else fields:

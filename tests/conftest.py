@@ -23,6 +23,8 @@ from followup_svc.app import MIGRATIONS as FOLLOWUP_MIGRATIONS, FollowupRuntime,
 from followup_svc.settings import FollowupSettings
 from notify_svc.app import MIGRATIONS as NOTIFY_MIGRATIONS, NotifyRuntime, create_service_app as notify_app
 from notify_svc.settings import NotifySettings
+from survey_svc.app import MIGRATIONS as SURVEY_MIGRATIONS, SurveyRuntime, create_service_app as survey_app
+from survey_svc.settings import SurveySettings
 from shared.auth.roles import Role
 from shared.auth.tokens import generate_keypair
 from shared.db import migrations
@@ -64,6 +66,14 @@ class Infra:
         values.update(overrides)
         return NotifySettings(**values)  # type: ignore[arg-type]
 
+    def survey_settings(self, **overrides: object) -> SurveySettings:
+        values = dict(database_url=self.database_url, amqp_url=self.amqp_url, exchange=self.exchange,
+                      jwt_public_key=self.public_key, environment="test", retry_delays_ms=[100, 300],
+                      relay_poll_seconds=0.05, log_json=False, reminder_poll_seconds=0.1, sla_poll_seconds=0.1,
+                      public_base_url="https://survey.test")
+        values.update(overrides)
+        return SurveySettings(**values)  # type: ignore[arg-type]
+
 
 @pytest.fixture(scope="session")
 async def infra_env() -> AsyncIterator[Infra]:
@@ -74,6 +84,7 @@ async def infra_env() -> AsyncIterator[Infra]:
     await asyncio.to_thread(migrations.upgrade, env.customer_settings(), MIGRATIONS)
     await asyncio.to_thread(migrations.upgrade, env.followup_settings(), FOLLOWUP_MIGRATIONS)
     await asyncio.to_thread(migrations.upgrade, env.notify_settings(), NOTIFY_MIGRATIONS)
+    await asyncio.to_thread(migrations.upgrade, env.survey_settings(), SURVEY_MIGRATIONS)
     try:
         yield env
     finally:
@@ -151,6 +162,20 @@ async def notify_runtime(infra_env: Infra, customer_runtime: CustomerRuntime) ->
 async def notify_client(notify_runtime: NotifyRuntime) -> AsyncIterator[httpx.AsyncClient]:
     app = notify_app(notify_runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def survey_runtime(infra_env: Infra, customer_runtime: CustomerRuntime) -> AsyncIterator[SurveyRuntime]:
+    """survey_svc with its worker (relay, consumers, reminders, complaint SLA watch)."""
+    async with with_workers(SurveyRuntime(infra_env.survey_settings())) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="session")
+async def survey_client(survey_runtime: SurveyRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    app = survey_app(survey_runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://survey.test") as c:
         yield c
 
 

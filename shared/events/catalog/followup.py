@@ -174,4 +174,4 @@ DEFAULT_TEMPLATES = frozenset({
     "wedding_anniversary", "festival_greeting", "appointment_reminder", "win_back", "service_thanks",
 })
 #: Survey templates survey_svc seeds for every tenant.
-DEFAULT_SURVEYS = frozenset({"service_satisfaction", "sales_satisfaction", "nps"})
+DEFAULT_SURVEYS = frozenset({"service_satisfaction", "sales_satisfaction", "nps", "complaint_satisfaction"})

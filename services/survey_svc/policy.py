@@ -1,0 +1,87 @@
+"""Per dealer group rules: when an answer is a low score, how long invitations live, complaint SLAs by severity
+(the seeds give none, DOMAIN §6.5 / §17.2: these are the defaults), the goodwill limit (R-PERM-04: ¥10,000) and the
+integrity checks. Stored as one validated document per group; unset keys take the defaults."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from survey_svc.models import SurveyPolicy
+from survey_svc.surveys.answers import Scored
+
+#: Words that make a free-text comment negative (a low score even when the ratings are fine).
+NEGATIVE_WORDS = ["不满意", "很差", "太差", "差劲", "失望", "投诉", "态度差", "态度不好", "太慢", "不专业", "欺骗",
+                  "乱收费", "坑", "退车", "曝光", "再也不来"]
+
+
+class Sla(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first_response_hours: float = Field(gt=0, le=24 * 30)
+    resolution_hours: float = Field(gt=0, le=24 * 180)
+
+
+class PolicyRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: A response is low when its satisfaction index is at or below this…
+    low_index: float = Field(default=60, ge=0, le=100)
+    #: …or any scored item is at or below this (DOMAIN §9.4: ≤ 50 on any item, or 否 on Q6)…
+    low_item: float = Field(default=50, ge=0, le=100)
+    #: …or the NPS answer is at or below this (detractors: 0–6)…
+    low_nps: int = Field(default=6, ge=0, le=10)
+    #: …or a comment contains one of these.
+    negative_words: list[str] = Field(default_factory=lambda: list(NEGATIVE_WORDS), max_length=200)
+
+    invitation_days: int = Field(default=14, ge=1, le=90, description="An answer link lives this long.")
+    reminder_days: int = Field(default=3, ge=1, le=30, description="One reminder this long after an unanswered "
+                               "invitation (never after it expires).")
+
+    complaint_sla: dict[str, Sla] = Field(default_factory=lambda: {
+        "low": Sla(first_response_hours=24, resolution_hours=24 * 7),
+        "medium": Sla(first_response_hours=8, resolution_hours=24 * 5),
+        "high": Sla(first_response_hours=4, resolution_hours=24 * 3),
+        "critical": Sla(first_response_hours=1, resolution_hours=24)},
+        description="Per severity: first response and resolution time from intake.")
+    #: Goodwill above this (yuan) needs a manager's approval and makes the case major (R-PERM-03/04).
+    goodwill_limit: Decimal = Field(default=Decimal(10_000), ge=0, le=10_000_000)
+
+    #: One phone number answering for more than this many customers in ``integrity_days`` is flagged…
+    shared_phone_max: int = Field(default=2, ge=1, le=100)
+    #: …and one device answering for more than this many customers.
+    same_device_max: int = Field(default=2, ge=1, le=100)
+    integrity_days: int = Field(default=30, ge=1, le=365)
+    #: A contact phone changed less than this many hours before the invitation is flagged.
+    contact_change_hours: int = Field(default=72, ge=0, le=24 * 30)
+
+    def sla(self, severity: str) -> Sla:
+        return self.complaint_sla.get(severity) or Sla(first_response_hours=24, resolution_hours=24 * 7)
+
+    def low_reasons(self, scored: Scored) -> list[str]:
+        """Why a response is a low score (empty: it is not)."""
+        reasons = []
+        if scored.satisfaction_index is not None and scored.satisfaction_index <= self.low_index:
+            reasons.append(f"index: {scored.satisfaction_index:g}")
+        reasons += [f"{qid}: {s:g}" for qid, s in scored.item_scores.items() if s <= self.low_item]
+        if scored.nps_score is not None and scored.nps_score <= self.low_nps:
+            reasons.append(f"nps: {scored.nps_score}")
+        if scored.comment and any(word in scored.comment for word in self.negative_words):
+            reasons.append("comment")
+        return reasons
+
+
+class PolicyWrite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: PolicyRules
+
+
+class PolicyRead(BaseModel):
+    rules: PolicyRules
+    version: int
+
+
+async def rules_for(session: AsyncSession, tenant_id: uuid.UUID) -> PolicyRules:
+    row = await session.get(SurveyPolicy, tenant_id)
+    return PolicyRules.model_validate(row.rules) if row is not None else PolicyRules()
