@@ -1,5 +1,6 @@
 """Events followup_svc consumes: customer_svc's basic data feeds the read model, and each change
-(re)plans the follow-ups it drives, in the same transaction as the inbox row."""
+(re)plans the follow-ups it drives, in the same transaction as the inbox row; survey_svc's low scores and closed
+complaints plan service recovery, the post-resolution revisit and the re-survey."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from followup_svc.models import CustomerView, FollowUp, StaffView, StoreView, Task, VehicleView
 from followup_svc.playbooks.seeding import ensure_default_rules
 from followup_svc.scheduling import triggers
-from followup_svc.scheduling.planner import Planner
+from followup_svc.scheduling.planner import Planner, Subject
 from shared.events.catalog import customer as ev
+from shared.events.catalog import survey as sev
 from shared.events.envelope import CloudEvent
 from shared.messaging.consumer import Subscription
 
@@ -252,6 +254,43 @@ class Handlers:
             raise MissingDependency(f"vehicle {vehicle_id} not in the read model yet")
         return vehicle
 
+    # --- survey_svc -----------------------------------------------------------------------------------
+
+    async def low_score(self, session: AsyncSession, event: CloudEvent) -> None:
+        """A low score or negative comment: a service-recovery task (owner and SLA from the playbook), carrying
+        what tripped the alert so the manager calls knowing what went wrong."""
+        data = sev.SurveyLowScore.model_validate(event.data)
+        context = {"survey": data.survey, "survey_version": data.survey_version, "reasons": list(data.reasons),
+                   "satisfaction_index": data.satisfaction_index, "nps_score": data.nps_score,
+                   "comment": data.comment, "staff_id": _str(data.staff_id), "invitation_id": str(data.invitation_id),
+                   "about_type": data.about_type, "about_id": str(data.about_id)}
+        subject = Subject("survey_response", data.response_id, _tenant(event),
+                          await self._store_of(session, event, data.customer_id), data.customer_id, data.vehicle_id,
+                          {k: v for k, v in context.items() if v is not None})
+        await triggers.survey_low_score(self.planner(session), subject, data.survey, data.answered_at)
+
+    async def complaint_closed(self, session: AsyncSession, event: CloudEvent) -> None:
+        data = sev.ComplaintClosed.model_validate(event.data)
+        context = {"complaint_number": data.number, "category": data.category, "severity": data.severity,
+                   "kind": data.kind, "owner_id": _str(data.owner_id), "feedback_result": data.feedback_result,
+                   "feedback_speed": data.feedback_speed}
+        subject = Subject("complaint", data.complaint_id, _tenant(event),
+                          await self._store_of(session, event, data.customer_id), data.customer_id, data.vehicle_id,
+                          {k: v for k, v in context.items() if v is not None})
+        await triggers.complaint_closed(self.planner(session), subject, data.closed_at)
+
+    async def _store_of(self, session: AsyncSession, event: CloudEvent, customer_id: uuid.UUID | None) -> uuid.UUID:
+        """The event's store; the customer's when the event names none."""
+        if event.storeid:
+            return uuid.UUID(event.storeid)
+        if customer_id is not None:
+            return (await self._customer(session, customer_id)).store_id
+        raise MissingDependency(f"{event.type} {event.subject} names no store and no customer")
+
+
+def _str(value: uuid.UUID | None) -> str | None:
+    return str(value) if value is not None else None
+
 
 def _add_reading(vehicle: VehicleView, day: date, km: int) -> None:
     """Keep the odometer history sorted and short (the last 20 readings estimate the daily distance)."""
@@ -281,4 +320,6 @@ def subscriptions(runtime: FollowupRuntime) -> list[Subscription]:
         Subscription("delivered", (ev.VehicleDelivered.type,), h.delivered),
         Subscription("transferred", (ev.VehicleTransferred.type,), h.transferred),
         Subscription("visits", (ev.ServiceVisitCompleted.type,), h.visit),
+        Subscription("survey_low_score", (sev.SurveyLowScore.type,), h.low_score),
+        Subscription("complaint_closed", (sev.ComplaintClosed.type,), h.complaint_closed),
     ]

@@ -109,18 +109,37 @@ async def messages_requested(session: AsyncSession, events: list[CloudEvent]) ->
     await accept(session, [_request(e) for e in events])
 
 
-async def task_escalated(session: AsyncSession, event: CloudEvent, channels: Sequence[str] = ("sms",)) -> None:
+async def notify_escalation(session: AsyncSession, event: CloudEvent, *, key: str, title: str, level: int,
+                            reason: str, customer_id: uuid.UUID | None, staff_ids: Sequence[uuid.UUID],
+                            channels: Sequence[str]) -> None:
     """Each person told of an escalation gets a work notice on ``channels``, in order (WeCom, else SMS to their
-    phone; console when embedded)."""
-    data = fev.TaskEscalated.model_validate(event.data)
-    customer = await session.get(CustomerView, data.customer_id) if data.customer_id else None
-    variables = {"level": data.level, "reason": data.reason, "task_title": data.title or "回访任务",
+    phone; console when embedded). ``key`` names what escalated; with the level and the person it makes the
+    notice's idempotency key, so a redelivered event tells nobody twice."""
+    customer = await session.get(CustomerView, customer_id) if customer_id else None
+    variables = {"level": level, "reason": reason, "task_title": title,
                  "customer_name": customer.name if customer else "—"}
     await accept(session, [Request(
         tenant_id=_tenant(event), store_id=_store(event), source="escalation", template_key="escalation_notice",
-        idempotency_key=f"escalation:{data.task_id}:{data.level}:{staff_id}", purpose="service",
+        idempotency_key=f"escalation:{key}:{level}:{staff_id}", purpose="service",
         channels=list(channels), staff_id=staff_id, request_id=event.id, variables=variables)
-        for staff_id in data.notify_staff_ids])
+        for staff_id in staff_ids])
+
+
+async def task_escalated(session: AsyncSession, event: CloudEvent, channels: Sequence[str] = ("sms",)) -> None:
+    """A follow-up task went past its SLA (followup_svc's escalation chain)."""
+    data = fev.TaskEscalated.model_validate(event.data)
+    await notify_escalation(session, event, key=str(data.task_id), title=data.title or "回访任务", level=data.level,
+                            reason=data.reason, customer_id=data.customer_id, staff_ids=data.notify_staff_ids,
+                            channels=channels)
+
+
+async def complaint_escalated(session: AsyncSession, event: CloudEvent, channels: Sequence[str] = ("sms",)) -> None:
+    """A complaint breached its SLA and went up the chain of DOMAIN §10.8 (survey_svc): the same work notice,
+    naming the complaint."""
+    data = sev.ComplaintEscalated.model_validate(event.data)
+    await notify_escalation(session, event, key=f"complaint:{data.complaint_id}", title=data.title or data.number,
+                            level=data.level, reason=data.reason, customer_id=data.customer_id,
+                            staff_ids=data.notify_staff_ids, channels=channels)
 
 
 def escalation_channels(runtime: NotifyRuntime) -> list[str]:
@@ -133,6 +152,9 @@ def subscriptions(runtime: NotifyRuntime) -> list[Subscription]:
     async def escalated(session: AsyncSession, event: CloudEvent) -> None:
         await task_escalated(session, event, escalation_channels(runtime))  # the providers as they are now
 
+    async def complaint(session: AsyncSession, event: CloudEvent) -> None:
+        await complaint_escalated(session, event, escalation_channels(runtime))
+
     return [
         Subscription("stores", (ev.StoreUpserted.type,), store),
         Subscription("staff", (ev.StaffUpserted.type,), staff),
@@ -142,5 +164,6 @@ def subscriptions(runtime: NotifyRuntime) -> list[Subscription]:
         Subscription("message_requests", (fev.MessageRequested.type, sev.SurveyMessageRequested.type),
                      message_requested, messages_requested),
         Subscription("escalations", (fev.TaskEscalated.type,), escalated),
+        Subscription("complaint_escalations", (sev.ComplaintEscalated.type,), complaint),
         Subscription("webhooks", PARTNER_EVENT_TYPES, fan_out),
     ]

@@ -20,23 +20,24 @@ NEGATIVE_WORDS = ["不满意", "很差", "太差", "差劲", "失望", "投诉",
 
 class Sla(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    first_response_hours: float = Field(gt=0, le=24 * 30)
-    resolution_hours: float = Field(gt=0, le=24 * 180)
+    first_response_hours: float = Field(strict=True, gt=0, le=24 * 30)
+    resolution_hours: float = Field(strict=True, gt=0, le=24 * 180)
 
 
 class PolicyRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: A response is low when its satisfaction index is at or below this…
-    low_index: float = Field(default=60, ge=0, le=100)
+    low_index: float = Field(strict=True, default=60, ge=0, le=100)
     #: …or any scored item is at or below this (DOMAIN §9.4: ≤ 50 on any item, or 否 on Q6)…
-    low_item: float = Field(default=50, ge=0, le=100)
+    low_item: float = Field(strict=True, default=50, ge=0, le=100)
     #: …or the NPS answer is at or below this (detractors: 0–6)…
-    low_nps: int = Field(default=6, ge=0, le=10)
+    low_nps: int = Field(strict=True, default=6, ge=0, le=10)
     #: …or a comment contains one of these.
     negative_words: list[str] = Field(default_factory=lambda: list(NEGATIVE_WORDS), max_length=200)
 
-    invitation_days: int = Field(default=14, ge=1, le=90, description="An answer link lives this long.")
-    reminder_days: int = Field(default=3, ge=1, le=30, description="One reminder this long after an unanswered "
+    invitation_days: int = Field(strict=True, default=14, ge=1, le=90, description="An answer link lives this long.")
+    reminder_days: int = Field(strict=True, default=3, ge=1, le=30,
+                               description="One reminder this long after an unanswered "
                                "invitation (never after it expires).")
 
     complaint_sla: dict[str, Sla] = Field(default_factory=lambda: {
@@ -49,12 +50,12 @@ class PolicyRules(BaseModel):
     goodwill_limit: Decimal = Field(default=Decimal(10_000), ge=0, le=10_000_000)
 
     #: One phone number answering for more than this many customers in ``integrity_days`` is flagged…
-    shared_phone_max: int = Field(default=2, ge=1, le=100)
+    shared_phone_max: int = Field(strict=True, default=2, ge=1, le=100)
     #: …and one device answering for more than this many customers.
-    same_device_max: int = Field(default=2, ge=1, le=100)
-    integrity_days: int = Field(default=30, ge=1, le=365)
+    same_device_max: int = Field(strict=True, default=2, ge=1, le=100)
+    integrity_days: int = Field(strict=True, default=30, ge=1, le=365)
     #: A contact phone changed less than this many hours before the invitation is flagged.
-    contact_change_hours: int = Field(default=72, ge=0, le=24 * 30)
+    contact_change_hours: int = Field(strict=True, default=72, ge=0, le=24 * 30)
 
     def sla(self, severity: str) -> Sla:
         return self.complaint_sla.get(severity) or Sla(first_response_hours=24, resolution_hours=24 * 7)

@@ -82,7 +82,7 @@ async def test_every_staff_member_reads_the_default_playbook(followup_client, fg
     resp = await followup_client.get(RULES, headers=fgroup.headers(Role.SALES_CONSULTANT, "B"))
     assert resp.status_code == 200, resp.text
     rules = resp.json()
-    assert len(rules) == 36 and {r["key"] for r in rules} == set(DEFAULT_RULES)
+    assert len(rules) == 41 and {r["key"] for r in rules} == set(DEFAULT_RULES)
     assert all(r["scope"] == "*" and r["version"] == 1 and r["enabled"] and r["retired_at"] is None for r in rules)
     delivered = (await followup_client.get(RULES, params={"trigger": "vehicle.delivered"},
                                            headers=fgroup.headers(Role.CS_AGENT))).json()
@@ -130,7 +130,7 @@ async def test_a_store_override_changes_the_effective_set_of_that_store_only(
     in_b = {r["key"]: r for r in (await followup_client.get(RULES, params={"store_id": str(fgroup.store_b)},
                                                             headers=fgroup.headers(Role.CS_AGENT, "B"))).json()}
     group = {r["key"]: r for r in (await followup_client.get(RULES, headers=fgroup.headers(Role.CS_AGENT))).json()}
-    assert len(in_a) == len(in_b) == len(group) == 36
+    assert len(in_a) == len(in_b) == len(group) == 41
     assert in_a[CALLS]["id"] == created["id"] and in_a[CALLS]["scope"] == str(fgroup.store_a)
     assert in_b[CALLS]["scope"] == "*" and group[CALLS]["id"] == in_b[CALLS]["id"]
     effective = await followup_client.get(f"{RULES}/{CALLS}", params={"store_id": str(fgroup.store_a)},

@@ -23,6 +23,10 @@ SALES = "sales_consultant"
 ADVISOR = "service_advisor"
 CS = "cs_agent"
 NIGHT_AND_MORNING = {"local_time": "10:00"}
+RECOVERY = ("A low survey score (reasons in the task context). §9.4/§8.3: call at once, apologise and ask what went "
+            "wrong; record it truthfully in the archive; agree a solution with the department responsible and "
+            "record it; if no answer is possible now, promise a reply by a set deadline. Open a complaint (§10) "
+            "when the customer complains.")
 
 _RAW: dict[str, dict[str, Any]] = {
     # --- prospects (§6.1, §5.2) -----------------------------------------------------------------------
@@ -155,6 +159,37 @@ _RAW: dict[str, dict[str, Any]] = {
         "schedule": {"offsets": [{"days": 60}], "direction": "before", "local_time": "10:00",
                      "stale_after": {"days": 30}},
         "action": _msg("warranty_expiry")},
+    # --- voice of the customer: survey_svc's low scores and closed complaints (§9.4, §10.9) ------------
+    "service_recovery": {
+        "name": "满意度低分回访(服务补救)", "trigger": "survey.low_score",
+        "conditions": {"surveys": ["service_satisfaction", "nps"]},
+        "schedule": {"offsets": [{}], "working_days_only": False},
+        "action": _task("满意度低分回访(服务补救)", "service_manager", instructions=RECOVERY),
+        "sla_hours": 24, "priority": 1},
+    "sales_recovery": {
+        "name": "销售满意度低分回访(服务补救)", "trigger": "survey.low_score",
+        "conditions": {"surveys": ["sales_satisfaction"]},
+        "schedule": {"offsets": [{}], "working_days_only": False},
+        "action": _task("满意度低分回访(服务补救)", "sales_manager", instructions=RECOVERY),
+        "sla_hours": 24, "priority": 1},
+    "complaint_resurvey_recovery": {
+        "name": "投诉回访调查仍不满意:客服经理跟进", "trigger": "survey.low_score",
+        "conditions": {"surveys": ["complaint_satisfaction"]},
+        "schedule": {"offsets": [{}], "working_days_only": False},
+        "action": _task("投诉处理回访不满意跟进", "cs_manager", instructions=RECOVERY),
+        "sla_hours": 24, "priority": 1},
+    "complaint_revisit": {
+        "name": "投诉结案后回访(客服经理重点跟踪)", "trigger": "complaint.closed",
+        "schedule": {"offsets": [{"days": 3}], "local_time": "10:00", "working_days_only": False,
+                     "stale_after": {"days": 14}},
+        "action": _task("投诉结案后回访", "cs_manager",
+                        instructions="§10.9: call back to soothe the customer and confirm they are satisfied with "
+                                     "the result and the speed; record it. A new problem is a new complaint."),
+        "sla_hours": 48, "priority": 2},
+    "complaint_resurvey": {
+        "name": "投诉结案后满意度调查", "trigger": "complaint.closed",
+        "schedule": {"offsets": [{"days": 7}], "local_time": "11:00", "stale_after": {"days": 14}},
+        "action": {"kind": "survey", "survey": "complaint_satisfaction", "channels": ["wechat", "sms"]}},
     # --- lifecycle -------------------------------------------------------------------------------
     "owner_lapsed_win_back": {
         "name": "12个月未回厂:流失预警挽回", "trigger": "owner.lapsed", "conditions": {"lapsed_months": 12},

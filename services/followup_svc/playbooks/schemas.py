@@ -30,8 +30,12 @@ Trigger = Literal[
     "owner.lapsed",            # no visit for N months since the last one (win-back)
     "appointment.booked",      # D-3 parts check, D-1 confirmation
     "rule.fired",              # chained: after another rule's occurrence fired (conditions.after_rule)
+    "survey.low_score",        # a low survey score or negative comment: service recovery (conditions.surveys)
+    "complaint.closed",        # a complaint closed: post-resolution revisit and re-survey (DOMAIN §10.9)
 ]
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
+#: Triggers whose subject a survey can be about (survey_svc binds an invitation to it); chains inherit theirs.
+SURVEY_TRIGGERS = ("visit.completed", "vehicle.delivered", "complaint.closed", "rule.fired")
 AnchorField = Literal["insurance_expiry", "next_inspection_date", "warranty_end"]
 VisitType = Literal["first_maintenance", "maintenance", "minor_repair", "major_overhaul", "rework"]
 Festival = Literal["new_year", "spring_festival", "lantern", "dragon_boat", "qixi", "mid_autumn", "national_day",
@@ -114,6 +118,10 @@ class Conditions(BaseModel):
                                        description="Only this share of subjects (deterministic by subject id).")
     lapsed_months: int | None = Field(default=None, ge=1, le=120)
     maintenance: MaintenancePlan | None = None
+    surveys: list[Annotated[str, Field(pattern=KEY.pattern)]] | None = Field(
+        default=None, min_length=1, max_length=20, examples=[["service_satisfaction", "nps"]],
+        description="survey.low_score: only answers to these surveys (service and sales surveys go to different "
+                    "owners).")
 
 
 class MaintenancePlan(BaseModel):
@@ -192,10 +200,12 @@ class RuleDefinition(BaseModel):
                 raise ValueError(f"conditions.{field}: only for trigger {name}")
         if c.visit_types is not None and self.trigger != "visit.completed":
             raise ValueError("conditions.visit_types: only for trigger visit.completed")
+        if c.surveys is not None and self.trigger != "survey.low_score":
+            raise ValueError("conditions.surveys: only for trigger survey.low_score")
         if self.schedule.direction == "before" and self.trigger not in ("vehicle.date", "appointment.booked"):
             raise ValueError("schedule.direction: 'before' needs a date anchor (vehicle.date, appointment.booked)")
-        if self.action.kind == "survey" and self.trigger not in ("visit.completed", "vehicle.delivered", "rule.fired"):
-            raise ValueError("action.survey: surveys are about a visit or a delivery")
+        if self.action.kind == "survey" and self.trigger not in SURVEY_TRIGGERS:
+            raise ValueError("action.survey: surveys are about a visit, a delivery or a closed complaint")
         return self
 
 

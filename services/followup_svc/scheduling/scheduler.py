@@ -43,6 +43,10 @@ CLAIMED = ("id", "tenant_id", "store_id", "rule_id", "rule_key", "occurrence_key
 OUTCOME = ("state", "reason", "due_at", "attempts", "last_error", "fired_at", "task_id", "updated_at")
 
 
+#: What a survey command is about, by the occurrence's subject (a chain inherits its first rule's subject);
+#: None: nothing a survey can be bound to.
+SURVEY_ABOUT: dict[str, str | None] = {"visit": "visit", "vehicle": "delivery", "complaint": "complaint",
+                                       "survey_response": None}
 CUSTOMER_COLUMNS = ("name", "lost", "merged_into_id", "consents", "do_not_call", "assigned_sales_id",
                     "assigned_advisor_id")
 VEHICLE_COLUMNS = ("customer_id", "maintenance_count", "selling_consultant_id", "plate", "model", "declined_items")
@@ -265,9 +269,17 @@ class Scheduler:
                 purpose=rdef.purpose, variables=variables, not_before=now, expires_at=limit,
                 avoid_holidays=rdef.schedule.holiday_peak != "allow"), row.tenant_id, row.store_id))
         else:
-            about = "visit" if row.subject_type == "visit" else "delivery"
-            staff = _uuid(context.get("advisor_id")) if about == "visit" else \
-                (vehicle.selling_consultant_id if vehicle else None)
+            about = SURVEY_ABOUT.get(row.subject_type, "delivery")
+            if about is None or row.customer_id is None:
+                self._drop(row, batch, now, "skipped", f"nothing to survey: a {row.subject_type}"
+                           + ("" if row.customer_id else " without a customer"))
+                return
+            if about == "visit":
+                staff = _uuid(context.get("advisor_id"))
+            elif about == "complaint":
+                staff = _uuid(context.get("owner_id"))  # the first-contact owner who handled the case
+            else:
+                staff = vehicle.selling_consultant_id if vehicle else None
             batch.events.append((SurveyRequested(
                 request_id=row.id, idempotency_key=row.occurrence_key, customer_id=row.customer_id,
                 vehicle_id=row.vehicle_id, rule_key=row.rule_key, survey=action.survey, about_type=about,
@@ -294,9 +306,9 @@ class Scheduler:
         batch.tasks.append(dict(
             id=task_id, tenant_id=row.tenant_id, store_id=row.store_id, occurrence_key=row.occurrence_key,
             followup_id=row.id, rule_key=rule.key, customer_id=row.customer_id, vehicle_id=row.vehicle_id,
-            kind=action.task_kind, title=action.title, instructions=action.instructions, role=str(action.role),
-            assignee_id=assignee, status="open", priority=rdef.priority, due_at=due, sla_due_at=sla, attempt=1,
-            escalation_level=0, escalate_at=sla, context=context,
+            kind=action.task_kind, title=action.title, instructions=_instructions(action.instructions, context),
+            role=str(action.role), assignee_id=assignee, status="open", priority=rdef.priority, due_at=due,
+            sla_due_at=sla, attempt=1, escalation_level=0, escalate_at=sla, context=context,
             version=1, created_at=now, updated_at=now))
         row.task_id = task_id
         batch.events.append((TaskCreated(
@@ -338,6 +350,25 @@ def _owner(mode: str, row: Due, batch: Batch, customer: CustomerView | None,
         if staff is not None and staff.active and str(row.store_id) in staff.store_ids:
             return staff.id
     return None
+
+
+def _instructions(base: str | None, context: dict[str, Any]) -> str | None:
+    """The rule's instructions, with what the occurrence is about when the event said (a low score's reasons and
+    comment, a complaint's number), so the person calling need not look it up first."""
+    facts = []
+    if context.get("reasons"):
+        facts.append("Low-score reasons: " + "; ".join(str(r) for r in context["reasons"]))
+    if context.get("satisfaction_index") is not None:
+        facts.append(f"Satisfaction index: {context['satisfaction_index']}")
+    if context.get("nps_score") is not None:
+        facts.append(f"NPS: {context['nps_score']}")
+    if context.get("comment"):
+        facts.append(f"Comment: {context['comment']}")
+    if context.get("complaint_number"):
+        facts.append(f"Complaint {context['complaint_number']} ({context.get('category', '—')})")
+    if not facts:
+        return base
+    return "\n".join([*([base] if base else []), *facts])[:4000]
 
 
 def _variables(row: Due, customer: CustomerView | None, vehicle: VehicleView | None,

@@ -196,6 +196,29 @@ async def visit_completed(planner: Planner, v: VehicleView, visit_id, visit_type
     await reconcile_vehicle(planner, v)
 
 
+# --- survey_svc: low scores and closed complaints -------------------------------------------------------
+
+
+async def survey_low_score(planner: Planner, subject: Subject, survey: str, answered_at: datetime) -> int:
+    """Service recovery for one low-scoring answer (subject: the response). Rules filter by the survey answered,
+    so a sales survey reaches the sales manager and a service survey the service manager. Anchored at the answer
+    (a redelivered or late alert plans the same occurrence, never a second)."""
+    def matches(rdef: RuleDefinition) -> bool:
+        surveys = rdef.conditions.surveys
+        return (surveys is None or survey in surveys) and timing.sampled(subject.id, rdef.conditions.sample_percent)
+
+    return await planner.plan("survey.low_score", subject, answered_at, "r", matches)
+
+
+async def complaint_closed(planner: Planner, subject: Subject, closed_at: datetime) -> int:
+    """The post-resolution revisit and the re-survey of a closed complaint (subject: the complaint). The series
+    is the closing time, so a complaint reopened and closed again gets its own revisit."""
+    def matches(rdef: RuleDefinition) -> bool:
+        return timing.sampled(subject.id, rdef.conditions.sample_percent)
+
+    return await planner.plan("complaint.closed", subject, closed_at, str(int(closed_at.timestamp())), matches)
+
+
 # --- appointments and chains ---------------------------------------------------------------------------
 
 

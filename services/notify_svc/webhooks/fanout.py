@@ -18,7 +18,7 @@ from shared.db.base import dialect_insert, utcnow
 from shared.events.envelope import CloudEvent
 from shared.ids import new_id
 
-#: Event types integration partners may subscribe to. Survey and complaint types join as those issues land.
+#: Event types integration partners may subscribe to (an OEM follows its dealers' survey scores and complaints).
 PARTNER_EVENT_TYPES: tuple[str, ...] = (
     "customer.vehicle.delivered.v1",
     "customer.visit.completed.v1",
@@ -26,6 +26,12 @@ PARTNER_EVENT_TYPES: tuple[str, ...] = (
     "followup.task.escalated.v1",
     "notify.message.delivered.v1",
     "notify.message.failed.v1",
+    "survey.response.answered.v1",
+    "survey.response.low_score.v1",
+    "survey.complaint.opened.v1",
+    "survey.complaint.escalated.v1",
+    "survey.complaint.resolved.v1",
+    "survey.complaint.closed.v1",
 )
 #: The type of the test delivery ``POST /webhooks/endpoints/{id}/ping`` queues (never subscribed to).
 PING_EVENT_TYPE = "webhook.ping"

@@ -24,7 +24,7 @@ from survey_svc.surveys.answers import AnswerErrors
 from survey_svc.surveys.schemas import SurveyDefinition
 from shared.errors import AppError, Conflict, NotFound, problem_responses
 
-router = APIRouter(tags=["public survey"])
+router = APIRouter(tags=["public survey"], responses=problem_responses(422))
 templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(["html"]), auto_reload=False)
 Token = Annotated[str, PathParam(min_length=1, max_length=64, description="The token of the answer link.")]

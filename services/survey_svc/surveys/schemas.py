@@ -20,7 +20,7 @@ class Option(BaseModel):
     value: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_\-]+$",
                        description="What is stored (stable across wording changes).")
     label: str = Field(min_length=1, max_length=100, examples=["非常满意"])
-    score: float | None = Field(default=None, ge=0, le=100,
+    score: float | None = Field(strict=True, default=None, ge=0, le=100,
                                 description="Rating questions: the option's 0–100 score (e.g. 100/75/50/25/0).")
 
 
@@ -30,7 +30,7 @@ class ShowIf(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     question: str = Field(pattern=QID)
-    max_score: float | None = Field(default=None, ge=0, le=100)
+    max_score: float | None = Field(strict=True, default=None, ge=0, le=100)
     values: list[str] | None = Field(default=None, min_length=1, max_length=20)
 
     @model_validator(mode="after")
@@ -49,9 +49,9 @@ class Question(BaseModel):
     options: list[Option] | None = Field(default=None, max_length=20)
     #: Rating questions count into the 0–100 satisfaction index unless ``scored`` is false.
     scored: bool = True
-    min_choices: int = Field(default=1, ge=0, le=20)
-    max_choices: int | None = Field(default=None, ge=1, le=20)
-    max_length: int = Field(default=1000, ge=1, le=4000, description="Text answers.")
+    min_choices: int = Field(strict=True, default=1, ge=0, le=20)
+    max_choices: int | None = Field(strict=True, default=None, ge=1, le=20)
+    max_length: int = Field(strict=True, default=1000, ge=1, le=4000, description="Text answers.")
     show_if: ShowIf | None = None
 
     @model_validator(mode="after")

@@ -1,0 +1,302 @@
+"""Surveys end to end on survey_svc's side: invitations from commands (once per occurrence and per subject), the
+answer link's message, the public page and API (validation, conditional follow-ups, single use, expiry), scoring
+and low-score events, reminders, phone answers, templates and versions, integrity flags and review, scoping."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+
+from survey_svc.models import CustomerView, Invitation, Response
+from shared.auth.roles import Role
+from tests.survey_svc.conftest import invitation_by_key, new_customer, publish_survey_request, rows, token_of
+
+GOOD = {"q1": "satisfied", "q2": "satisfied", "q3": "satisfied", "q4": "very_satisfied", "q5": "satisfied",
+        "q6": "yes"}
+INVITED = "survey.invitation.sent.v1"
+ANSWERED = "survey.response.answered.v1"
+LOW = "survey.response.low_score.v1"
+MESSAGE = "survey.message.requested.v1"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def _invite(client, survey_runtime, group, **kw):  # type: ignore[no-untyped-def]
+    customer = await new_customer(client, group)
+    key = await publish_survey_request(survey_runtime, group, customer["id"], **kw)
+    return customer, await invitation_by_key(survey_runtime, group, key)
+
+
+async def test_command_becomes_one_invitation_with_a_link_sent_through_notify(
+        client, survey_runtime, sgroup, event_tap) -> None:  # type: ignore[no-untyped-def]
+    customer = await new_customer(client, sgroup)
+    visit = uuid.uuid4()
+    key = await publish_survey_request(survey_runtime, sgroup, customer["id"], about_id=visit)
+    inv = await invitation_by_key(survey_runtime, sgroup, key)
+    # The same command redelivered, and a second command about the same repair order: still one invitation.
+    await publish_survey_request(survey_runtime, sgroup, customer["id"], about_id=visit, key=key)
+    await publish_survey_request(survey_runtime, sgroup, customer["id"], about_id=visit)
+    [msg] = await event_tap.wait_for(MESSAGE, where=lambda e: e.data["idempotency_key"] == f"survey:{inv.id}:invite")
+    assert msg.data["template"] == "survey_invitation" and msg.data["purpose"] == "service"
+    assert msg.data["variables"]["survey_link"] == f"https://survey.test/s/{token_of(survey_runtime, inv.id)}"
+    assert msg.data["customer_id"] == customer["id"] and msg.data["channels"] == ["sms"]
+    [invited] = await event_tap.wait_for(INVITED, subject=str(inv.id))
+    assert invited.data["about_id"] == str(visit) and invited.data["survey_version"] == 1
+    assert len(await rows(survey_runtime, Invitation, sgroup.tenant_id, customer_id=uuid.UUID(customer["id"]))) == 1
+    assert inv.expires_at - inv.created_at == timedelta(days=14)
+    assert inv.remind_at - inv.created_at == timedelta(days=3)  # type: ignore[operator]
+
+
+async def test_public_page_validates_follows_up_low_scores_and_takes_one_answer(
+        client, survey_client, survey_runtime, sgroup, event_tap) -> None:  # type: ignore[no-untyped-def]
+    _, inv = await _invite(client, survey_runtime, sgroup)
+    url = f"/s/{token_of(survey_runtime, inv.id)}"
+    page = await survey_client.get(url)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "总体满意度" in page.text and "Store A" in page.text and page.headers["cache-control"] == "no-store"
+    assert "测试客户" not in page.text  # the link shows no customer data
+
+    # Missing answers and a bad option: 422, each marked beside its question, given values kept.
+    bad = await survey_client.post(url, content=urlencode({"q1": "very_dissatisfied", "q2": "awful"}), headers=FORM)
+    assert bad.status_code == 422
+    assert bad.text.count('class="msg"') == 5 and "choose one of the options" in bad.text
+    assert 'value="very_dissatisfied" data-score="0.0" checked' in bad.text
+
+    # A very low overall score asks why; the answer to the follow-up is taken.
+    answers = {**GOOD, "q1": "very_dissatisfied", "q1_why": "等了三个小时,态度差", "contact_way": ["phone", "sms"]}
+    ok = await survey_client.post(url, content=urlencode(answers, doseq=True), headers=FORM)
+    assert ok.status_code == 200 and "感谢您的宝贵意见" in ok.text
+    [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)
+    assert resp.channel == "web" and resp.overall_score == 0 and resp.answers["contact_way"] == ["phone", "sms"]
+    assert resp.low_score and "q1: 0" in resp.low_reasons and "comment" in resp.low_reasons
+    [low] = await event_tap.wait_for(LOW, subject=str(resp.id))
+    assert low.data["customer_id"] == str(inv.customer_id) and low.data["comment"] == "等了三个小时,态度差"
+    [answered] = await event_tap.wait_for(ANSWERED, subject=str(resp.id))
+    assert answered.data["low_score"] is True and answered.data["channel"] == "web"
+
+    # Used: the page says so kindly, the API answers 409, and nothing is recorded twice.
+    again = await survey_client.get(url)
+    assert again.status_code == 200 and "您已完成调查" in again.text and "<form" not in again.text
+    repost = await survey_client.post(url, content=urlencode(GOOD), headers=FORM)
+    assert "您已完成调查" in repost.text
+    api = await survey_client.post(f"/api/v1/public/surveys/{token_of(survey_runtime, inv.id)}/responses",
+                                   json={"answers": GOOD})
+    assert api.status_code == 409 and api.headers["content-type"] == "application/problem+json"
+    assert len(await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)) == 1
+
+
+async def test_public_api_names_each_bad_answer(client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    _, inv = await _invite(client, survey_runtime, sgroup, survey="sales_satisfaction")
+    url = f"/api/v1/public/surveys/{token_of(survey_runtime, inv.id)}"
+    got = (await survey_client.get(url)).json()
+    assert got["state"] == "open" and [q["id"] for q in got["survey"]["questions"]][:3] == ["q1", "q1_why", "q2"]
+    r = await survey_client.post(f"{url}/responses", json={"answers": {
+        "q1": "satisfied", "q1_why": "不该问", "q2": "satisfied", "q3": "satisfied", "q4": "maybe", "nps": 11,
+        "bogus": 1}})
+    assert r.status_code == 422
+    fields = {e["field"]: e["message"] for e in r.json()["errors"]}
+    assert fields == {"body.answers.bogus": "not a question of this survey",
+                      "body.answers.q1_why": "not asked for the answers given",
+                      "body.answers.q4": "choose one of the options",
+                      "body.answers.nps": "give a whole number from 0 to 10"}
+    r = await survey_client.post(f"{url}/responses", json={"answers": {
+        "q1": "satisfied", "q2": "very_satisfied", "q3": "satisfied", "q4": "yes", "nps": 6}})
+    assert r.status_code == 201, r.text
+    [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)
+    assert resp.nps_score == 6 and resp.nps_class == "detractor" and resp.low_reasons == ["nps: 6"]
+    assert resp.satisfaction_index == 87.5
+
+
+async def test_unknown_expired_and_cancelled_links_get_friendly_pages(
+        client, survey_client, survey_runtime, sgroup, sclock) -> None:  # type: ignore[no-untyped-def]
+    for token in ("x" * 32, "short", "a" * 64):
+        r = await survey_client.get(f"/s/{token}")
+        assert r.status_code == 404 and "链接无效" in r.text
+    assert (await survey_client.get("/api/v1/public/surveys/" + "x" * 32)).status_code == 404
+
+    _, inv = await _invite(client, survey_runtime, sgroup)
+    token = token_of(survey_runtime, inv.id)
+    sclock.advance(timedelta(days=15))
+    r = await survey_client.get(f"/s/{token}")
+    assert r.status_code == 410 and "有效期已过" in r.text
+    r = await survey_client.post(f"/api/v1/public/surveys/{token}/responses", json={"answers": GOOD})
+    assert r.status_code == 410
+    await survey_runtime.reminders.run_once()
+    async with survey_runtime.sessionmaker() as s:
+        assert (await s.get(Invitation, inv.id)).status == "expired"  # type: ignore[union-attr]
+
+    _, inv2 = await _invite(client, survey_runtime, sgroup)
+    r = await survey_client.post(f"/api/v1/surveys/invitations/{inv2.id}/cancel",
+                                 headers=sgroup.headers(Role.CS_AGENT))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = await survey_client.get(f"/s/{token_of(survey_runtime, inv2.id)}")
+    assert r.status_code == 410 and "已不再收集" in r.text
+
+
+async def test_one_reminder_if_unanswered(client, survey_client, survey_runtime, sgroup, sclock, event_tap) -> None:  # type: ignore[no-untyped-def]
+    _, unanswered = await _invite(client, survey_runtime, sgroup)
+    _, answered = await _invite(client, survey_runtime, sgroup)
+    r = await survey_client.post(f"/api/v1/public/surveys/{token_of(survey_runtime, answered.id)}/responses",
+                                 json={"answers": GOOD})
+    assert r.status_code == 201
+    sclock.advance(timedelta(days=2))
+    await survey_runtime.reminders.run_once()
+    sclock.advance(timedelta(days=1, minutes=1))
+    await survey_runtime.reminders.run_once()
+    await survey_runtime.reminders.run_once()
+    [reminder] = await event_tap.wait_for(MESSAGE, where=lambda e: e.data["idempotency_key"].startswith(
+        f"survey:{unanswered.id}:remind"))
+    assert reminder.data["template"] == "survey_reminder"
+    assert reminder.data["variables"]["survey_link"].endswith(token_of(survey_runtime, unanswered.id))
+    assert not event_tap.matching(MESSAGE, where=lambda e: e.data["idempotency_key"] == f"survey:{answered.id}:remind")
+    async with survey_runtime.sessionmaker() as s:
+        row = await s.get(Invitation, unanswered.id)
+        assert row.reminded_at is not None and row.remind_at is None  # type: ignore[union-attr]
+
+
+async def test_staff_record_a_phone_answer(client, survey_client, survey_runtime, sgroup, event_tap) -> None:  # type: ignore[no-untyped-def]
+    customer, inv = await _invite(client, survey_runtime, sgroup)
+    agent = sgroup.headers(Role.CS_AGENT)
+    r = await survey_client.post("/api/v1/surveys/responses", headers=agent,
+                                 json={"invitation_id": str(inv.id), "answers": GOOD})
+    assert r.status_code == 201, r.text
+    assert r.json()["channel"] == "phone" and r.json()["recorded_by"] is not None
+    again = await survey_client.post("/api/v1/surveys/responses", headers=agent,
+                                     json={"invitation_id": str(inv.id), "answers": GOOD})
+    assert again.status_code == 409
+
+    # No invitation was sent for this delivery: the answer is recorded on one made for it (no SMS goes out).
+    vehicle = uuid.uuid4()
+    r = await survey_client.post("/api/v1/surveys/responses", headers=agent, json={
+        "survey": "sales_satisfaction", "store_id": str(sgroup.store_a), "customer_id": customer["id"],
+        "about_type": "delivery", "about_id": str(vehicle),
+        "answers": {"q1": "very_satisfied", "q2": "very_satisfied", "q3": "very_satisfied", "q4": "yes", "nps": 10}})
+    assert r.status_code == 201, r.text
+    [made] = await rows(survey_runtime, Invitation, sgroup.tenant_id, about_id=vehicle)
+    assert made.source == "phone" and made.status == "answered"
+    assert not event_tap.matching(MESSAGE, where=lambda e: e.data["idempotency_key"].startswith(f"survey:{made.id}"))
+    bad = await survey_client.post("/api/v1/surveys/responses", headers=agent,
+                                   json={"invitation_id": str(inv.id), "survey": "nps", "answers": {}})
+    assert bad.status_code == 422
+    wrong_store = await survey_client.post("/api/v1/surveys/responses", headers=sgroup.headers(Role.CS_AGENT, "B"),
+                                           json={"invitation_id": str(inv.id), "answers": GOOD})
+    assert wrong_store.status_code == 404
+
+
+async def test_new_version_for_new_invitations_open_ones_keep_theirs(
+        client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    _, old = await _invite(client, survey_runtime, sgroup, survey="nps")
+    manager = sgroup.headers(Role.CS_MANAGER)
+    bad = await survey_client.put("/api/v1/surveys/templates/nps", headers=manager, json={
+        "name": "NPS", "definition": {"title": "推荐", "questions": [
+            {"id": "why", "type": "text", "text": "为什么?", "show_if": {"question": "nps", "max_score": 60}},
+            {"id": "nps", "type": "nps", "text": "推荐吗?"}]}})
+    assert bad.status_code == 422 and "not an earlier question" in bad.text
+    assert (await survey_client.put("/api/v1/surveys/templates/nps", headers=sgroup.headers(Role.SERVICE_ADVISOR),
+                                    json={"name": "x", "definition": {"title": "x", "questions": []}})).status_code == 403
+    r = await survey_client.put("/api/v1/surveys/templates/nps", headers=manager, json={
+        "name": "NPS v2", "change_note": "加一道题", "definition": {"title": "推荐意愿", "questions": [
+            {"id": "nps", "type": "nps", "text": "您有多大可能推荐本店?"},
+            {"id": "best", "type": "single", "text": "最满意的环节", "required": False,
+             "options": [{"value": "sales", "label": "销售"}, {"value": "service", "label": "售后"}]}]}})
+    assert r.status_code == 200 and r.json()["version"] == 2
+    versions = (await survey_client.get("/api/v1/surveys/templates/nps/versions", headers=manager)).json()
+    assert [v["version"] for v in versions] == [2, 1] and versions[1]["retired_at"] is not None
+
+    _, new = await _invite(client, survey_runtime, sgroup, survey="nps")
+    assert (old.survey_version, new.survey_version) == (1, 2)
+    # The open invitation still answers version 1 (no "best" question there).
+    r = await survey_client.post(f"/api/v1/public/surveys/{token_of(survey_runtime, old.id)}/responses",
+                                 json={"answers": {"nps": 9, "best": "sales"}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.answers.best"
+    r = await survey_client.post(f"/api/v1/public/surveys/{token_of(survey_runtime, new.id)}/responses",
+                                 json={"answers": {"nps": 9, "best": "sales"}})
+    assert r.status_code == 201
+    [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=new.id)
+    assert resp.survey_version == 2 and resp.nps_class == "promoter" and not resp.low_score
+
+
+async def test_one_device_or_one_phone_answering_for_many_customers_is_flagged_for_review(
+        client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    staff_phone = {"User-Agent": "Mozilla/5.0 (iPhone) MicroMessenger/8.0", "X-Forwarded-For": "203.0.113.7"}
+    invitations = [(await _invite(client, survey_runtime, sgroup))[1] for _ in range(3)]
+    for inv in invitations:
+        r = await survey_client.post(f"/api/v1/public/surveys/{token_of(survey_runtime, inv.id)}/responses",
+                                     json={"answers": {**GOOD, "q1": "very_satisfied"}}, headers=staff_phone)
+        assert r.status_code == 201
+    found = {r.invitation_id: r for r in await rows(survey_runtime, Response, sgroup.tenant_id)}
+    flagged = [found[i.id].flags for i in invitations]
+    assert flagged == [[], [], ["same_device"]]
+    third = found[invitations[2].id]
+    assert third.review_status == "pending"
+
+    # Three customers whose records carry one phone number (a consultant's own): their answers are flagged.
+    async with survey_runtime.sessionmaker() as s, s.begin():
+        ids = [uuid.uuid4() for _ in range(3)]
+        for cid in ids:
+            s.add(CustomerView(id=cid, tenant_id=sgroup.tenant_id, store_id=sgroup.store_a, name="x",
+                               phone="+8613900000000"))
+    for cid in ids:
+        key = await publish_survey_request(survey_runtime, sgroup, cid)
+        inv = await invitation_by_key(survey_runtime, sgroup, key)
+    r = await survey_client.post(f"/api/v1/public/surveys/{token_of(survey_runtime, inv.id)}/responses",
+                                 json={"answers": GOOD})
+    [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)
+    assert "shared_phone" in resp.flags
+
+    # A contact phone entered just before the survey is flagged on the invitation.
+    customer = await new_customer(client, sgroup)
+    r = await client.patch(f"/api/v1/customers/{customer['id']}", headers={**sgroup.headers(), "If-Match": '"1"'},
+                           json={"phones": [{"number": "+8613911112222"}]})
+    assert r.status_code == 200, r.text
+
+    async def phone_changed() -> bool:
+        async with survey_runtime.sessionmaker() as s:
+            row = await s.get(CustomerView, uuid.UUID(customer["id"]))
+            return row is not None and row.phone_changed_at is not None
+
+    from shared.testing.waiting import eventually
+    await eventually(phone_changed)
+    key = await publish_survey_request(survey_runtime, sgroup, customer["id"])
+    assert (await invitation_by_key(survey_runtime, sgroup, key)).flags == ["contact_changed"]
+
+    # Review: the CS manager decides; an advisor may not; a decided answer is not decided again.
+    url = f"/api/v1/surveys/responses/{third.id}/review"
+    assert (await survey_client.post(url, headers=sgroup.headers(Role.SERVICE_ADVISOR),
+                                     json={"decision": "rejected", "note": "x"})).status_code == 403
+    r = await survey_client.post(url, headers=sgroup.headers(Role.CS_MANAGER),
+                                 json={"decision": "rejected", "note": "顾问本人手机代填"})
+    assert r.status_code == 200 and r.json()["review_status"] == "rejected"
+    assert (await survey_client.post(url, headers=sgroup.headers(Role.CS_MANAGER),
+                                     json={"decision": "accepted", "note": "x"})).status_code == 409
+    pending = await survey_client.get("/api/v1/surveys/responses?review_status=pending",
+                                      headers=sgroup.headers(Role.CS_MANAGER))
+    assert third.id not in {uuid.UUID(i["id"]) for i in pending.json()["items"]}
+
+
+async def test_staff_see_only_their_stores(client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    _, inv = await _invite(client, survey_runtime, sgroup)
+    b = sgroup.headers(Role.CS_MANAGER, "B")
+    assert (await survey_client.get(f"/api/v1/surveys/invitations/{inv.id}", headers=b)).status_code == 404
+    listed = (await survey_client.get("/api/v1/surveys/invitations", headers=b)).json()["items"]
+    assert inv.id not in {uuid.UUID(i["id"]) for i in listed}
+    a = (await survey_client.get(f"/api/v1/surveys/invitations/{inv.id}", headers=sgroup.headers(Role.CS_AGENT)))
+    assert a.status_code == 200 and a.json()["status"] == "open"
+    assert (await survey_client.get("/api/v1/surveys/invitations")).status_code == 401
+    # Creating by hand: one invitation per survey and subject.
+    body = {"survey": "nps", "store_id": str(sgroup.store_a), "customer_id": str(inv.customer_id),
+            "about_type": "visit", "about_id": str(inv.about_id)}
+    first = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT), json=body)
+    assert first.status_code == 201 and first.json()["source"] == "staff"
+    dup = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT), json=body)
+    assert dup.status_code == 409 and dup.json()["existing_id"] == first.json()["id"]
+    other = await survey_client.post("/api/v1/surveys/invitations", headers=b, json=body)
+    assert other.status_code == 404
+    unknown = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT),
+                                       json={**body, "survey": "no_such_survey", "about_id": str(uuid.uuid4())})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "body.survey"
+    async with survey_runtime.sessionmaker() as s:
+        assert await s.scalar(sa.select(sa.func.count()).select_from(Invitation).where(
+            Invitation.tenant_id == sgroup.tenant_id, Invitation.survey_key == "no_such_survey")) == 0
