@@ -23,7 +23,7 @@ def main() -> None:
     if args.cmd == "run":
         configure_logging("aftercare", os.environ.get("AFTERCARE_LOG_LEVEL", "INFO"),
                           os.environ.get("AFTERCARE_LOG_JSON", "false").lower() == "true")
-        os.environ["PORT"] = str(args.port)
+        os.environ["HOST"], os.environ["PORT"] = args.host, str(args.port)  # the greeting and survey links use them
         uvicorn.run("aftercare.embedded:create_embedded_app", factory=True, host=args.host, port=args.port,
                     log_config=None, access_log=False)
     else:

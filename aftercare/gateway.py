@@ -1,7 +1,8 @@
 """Running the nginx gateway without Docker: render deploy/gateway/nginx.conf for local upstreams and start nginx.
 
 Used by ``scripts/prod-up.sh``, the gateway tests and the benchmark. The rendered file differs from the
-committed one only in upstream addresses, the listen port, the rate limit and burst and where nginx keeps its files.
+committed one only in upstream addresses, the listen port, the rate limits and bursts (per client, and the stricter
+one of the public survey answers) and where nginx keeps its files.
 
     python -m aftercare.gateway start --port 8080 --workdir var/prod/gateway --upstream customer_svc=127.0.0.1:9001
     python -m aftercare.gateway stop --workdir var/prod/gateway
@@ -32,9 +33,12 @@ def nginx_binary() -> str:
 
 
 def render(upstreams: dict[str, list[str]], port: int, workdir: Path, rate: str | None = None,
-           access_log: bool = True, burst: int | None = None, others_down: bool = False) -> Path:
+           access_log: bool = True, burst: int | None = None, others_down: bool = False,
+           public_rate: str | None = None, public_burst: int | None = None) -> Path:
     """Write a runnable config into ``workdir``; ``upstreams`` maps a service name to host:port addresses.
-    With ``others_down`` (tests and benchmarks of one service) the services not given answer 503."""
+    With ``others_down`` (tests and benchmarks of one service) the services not given answer 503.
+    ``rate`` / ``burst`` replace the per-client limit, ``public_rate`` / ``public_burst`` the per-address limit
+    of the public survey answers (a benchmark posting answers from one address raises both)."""
     workdir.mkdir(parents=True, exist_ok=True)
     text = TEMPLATE.read_text()
     for name, addresses in upstreams.items():
@@ -48,12 +52,16 @@ def render(upstreams: dict[str, list[str]], port: int, workdir: Path, rate: str 
                 raise ValueError(f"no address given for upstream {name}")
             text = re.sub(rf"server \S+; # @upstream {re.escape(name)}", "server 127.0.0.1:9 down;", text)
     text = re.sub(r"listen 8000;", f"listen 127.0.0.1:{port};", text)
-    if rate:
-        text = re.sub(r"rate=\S+; # @rate", f"rate={rate}; # @rate", text)
-    if burst is not None:
-        text, n = re.subn(r"burst=\d+( nodelay)?; # @burst", rf"burst={int(burst)}\1; # @burst", text)
-        if n < 1:
-            raise ValueError(f"no burst marker in {TEMPLATE}")
+    for marker, value in (("rate", rate), ("public_rate", public_rate)):
+        if value:
+            text, n = re.subn(rf"rate=\S+; # @{marker}\b", f"rate={value}; # @{marker}", text)
+            if n < 1:
+                raise ValueError(f"no {marker} marker in {TEMPLATE}")
+    for marker, value in (("burst", burst), ("public_burst", public_burst)):
+        if value is not None:
+            text, n = re.subn(rf"burst=\d+( nodelay)?; # @{marker}\b", rf"burst={int(value)}\1; # @{marker}", text)
+            if n < 1:
+                raise ValueError(f"no {marker} marker in {TEMPLATE}")
     text = text.replace("/tmp/aftercare-gateway", str(workdir / "nginx"))
     if os.geteuid() == 0:
         # Started by root (CI, containers), nginx would run its workers as "nobody", who may not reach the temp
@@ -153,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="repeat for each service, and for each replica of one")
     start.add_argument("--rate", help="e.g. 50r/s (default: the committed config's)")
     start.add_argument("--burst", type=int, help="default: the committed config's")
+    start.add_argument("--public-rate", help="per-address limit of public survey answers, e.g. 5r/s "
+                                             "(default: the committed config's)")
+    start.add_argument("--public-burst", type=int, help="default: the committed config's")
     stop = sub.add_parser("stop", help="stop the nginx started with the same --workdir")
     stop.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -164,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         name, _, address = item.partition("=")
         upstreams.setdefault(name, []).append(address)
     stop_detached(args.workdir)
-    conf = render(upstreams, args.port, args.workdir.resolve(), rate=args.rate, burst=args.burst)
+    conf = render(upstreams, args.port, args.workdir.resolve(), rate=args.rate, burst=args.burst,
+                  public_rate=args.public_rate, public_burst=args.public_burst)
     gateway = Gateway(conf, args.port).start(detach=True)
     assert gateway.proc is not None
     gateway.pid_file.write_text(f"{gateway.proc.pid}\n")

@@ -15,6 +15,10 @@
 #   AFTERCARE_PROD_ADMIN_PASSWORD its admin's password (generated once, kept in secrets/admin-password)
 #   <SERVICE>_DB_PASSWORD         a service role's password (generated once, kept in secrets/<service>.db-password)
 #   NOTIFY_PII_HASH_KEY           notify_svc's key for counting caps per person (generated once, secrets/)
+#   SURVEY_TOKEN_KEY              survey_svc's key of the answer-link tokens (generated once, secrets/)
+#   SURVEY_PUBLIC_BASE_URL        where customers open answer links (http://127.0.0.1:$PORT, the gateway)
+#   AFTERCARE_PROD_RATE AFTERCARE_PROD_BURST   the gateway's per-client limit (the committed config's: 50r/s, 100)
+#   AFTERCARE_PROD_PUBLIC_RATE AFTERCARE_PROD_PUBLIC_BURST   its per-address limit of survey answers (5r/s, 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -75,6 +79,9 @@ step "token keys"
 "$PY" -m aftercare.keys --private-dir "$KEYS"
 # notify_svc's key for counting caps per person (generated once, kept like the passwords).
 NOTIFY_PII_HASH_KEY=$(secret "$SECRETS/notify-pii-hash-key" "${NOTIFY_PII_HASH_KEY:-}")
+# survey_svc's key of the answer-link tokens: kept, since a new one would void every link already sent.
+SURVEY_TOKEN_KEY=$(secret "$SECRETS/survey-token-key" "${SURVEY_TOKEN_KEY:-}")
+SURVEY_PUBLIC_BASE_URL=${SURVEY_PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}
 
 # What every process of one service gets: production settings, its own role, the broker, the keys.
 service_env() {  # service_env SVC -> NAME=VALUE lines for `env`
@@ -87,6 +94,10 @@ service_env() {  # service_env SVC -> NAME=VALUE lines for `env`
   echo "${prefix}DATABASE_URL=postgresql+asyncpg://$svc:${!var}@$PGHOST:$PGPORT/$DB"
   if [ "$svc" = customer_svc ]; then echo "CUSTOMER_JWT_PRIVATE_KEY=$KEYS/jwt_private.pem"; fi
   if [ "$svc" = notify_svc ]; then echo "NOTIFY_PII_HASH_KEY=$NOTIFY_PII_HASH_KEY"; fi
+  if [ "$svc" = survey_svc ]; then
+    echo "SURVEY_TOKEN_KEY=$SURVEY_TOKEN_KEY"
+    echo "SURVEY_PUBLIC_BASE_URL=$SURVEY_PUBLIC_BASE_URL"
+  fi
 }
 in_env() {  # in_env SVC COMMAND...
   local svc=$1; shift
@@ -127,7 +138,13 @@ for svc in $SERVICES; do
 done
 
 step "gateway on port $PORT"
-"$PY" -m aftercare.gateway start --port "$PORT" --workdir "$PROD_DIR/gateway" "${upstreams[@]}" >"$LOG/gateway-start.log" 2>&1 \
+limits=()
+[ -n "${AFTERCARE_PROD_RATE:-}" ] && limits+=(--rate "$AFTERCARE_PROD_RATE")
+[ -n "${AFTERCARE_PROD_BURST:-}" ] && limits+=(--burst "$AFTERCARE_PROD_BURST")
+[ -n "${AFTERCARE_PROD_PUBLIC_RATE:-}" ] && limits+=(--public-rate "$AFTERCARE_PROD_PUBLIC_RATE")
+[ -n "${AFTERCARE_PROD_PUBLIC_BURST:-}" ] && limits+=(--public-burst "$AFTERCARE_PROD_PUBLIC_BURST")
+"$PY" -m aftercare.gateway start --port "$PORT" --workdir "$PROD_DIR/gateway" "${upstreams[@]}" "${limits[@]}" \
+  >"$LOG/gateway-start.log" 2>&1 \
   || { cat "$LOG/gateway-start.log" >&2; die "the gateway did not start"; }
 for svc in $SERVICES; do
   wait_ok "http://127.0.0.1:$PORT/readyz/$svc" 30 || die "$svc is not ready through the gateway"
@@ -139,6 +156,7 @@ cat <<EOF
 
 Aftercare is running in production mode (processes under $PROD_DIR, logs in $LOG).
   Gateway:     http://127.0.0.1:$PORT/api/v1/...   (health: /healthz, per service: /readyz/<service>)
+  Surveys:     answer links $SURVEY_PUBLIC_BASE_URL/s/<token>
 $(for svc in $SERVICES; do echo "  $svc: api http://127.0.0.1:${api_port[$svc]} (docs: /docs), worker pid $(cat "$RUN/$svc-worker.pid")"; done)
   Database:    $DB on $PGHOST:$PGPORT (one role per service, passwords in $SECRETS)
   Broker:      $broker

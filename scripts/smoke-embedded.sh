@@ -27,4 +27,15 @@ for _ in $(seq 1 20); do
 done
 [ "$n" -ge 1 ] || { echo "the customer's timeline never received its created event"; cat "$log"; exit 1; }
 curl -fsS "http://127.0.0.1:$port/docs" | grep -q swagger || { echo "/docs missing"; exit 1; }
-echo "embedded smoke test: ok (platform up, login, customer created, event delivered to the timeline)"
+
+# survey_svc: the demo group's default surveys, links pointing at this server, the public answer page (HTML)
+for _ in $(seq 1 20); do
+  n=$(curl -fsS "http://127.0.0.1:$port/api/v1/surveys/templates" -H "Authorization: Bearer $token" \
+      | .venv/bin/python -c 'import json,sys; print(len(json.load(sys.stdin)))')
+  [ "$n" -ge 1 ] && break; sleep 0.5
+done
+[ "$n" -ge 1 ] || { echo "survey_svc never received the demo group's default surveys"; cat "$log"; exit 1; }
+grep -qF "http://127.0.0.1:$port/s/<token>" "$log" || { echo "survey links do not point at this server"; cat "$log"; exit 1; }
+code=$(curl -s -o "$work/page.html" -w '%{http_code}' "http://127.0.0.1:$port/s/not-a-real-token")
+[ "$code" = 404 ] && grep -q '<html' "$work/page.html" || { echo "the survey answer page is not served ($code)"; exit 1; }
+echo "embedded smoke test: ok (platform up, login, customer created, event delivered to the timeline, surveys served)"

@@ -14,6 +14,7 @@ from aftercare.embedded import create_embedded_app
 from customer_svc.app import CustomerRuntime
 from customer_svc.bootstrap import DEMO_PASSWORD
 from customer_svc.settings import CustomerSettings
+from survey_svc.invitations.tokens import token_for
 from shared.cli import parked
 from shared.events.envelope import CloudEvent
 from shared.messaging.consumer import EventConsumer, Subscription
@@ -23,7 +24,8 @@ from tests.customer_svc.factories import new_vin
 from tests.followup_svc.conftest import local_today
 
 PLATFORM_ENV = ("AFTERCARE_DATABASE_URL", "AFTERCARE_AMQP_URL", "CUSTOMER_DATABASE_URL", "CUSTOMER_AMQP_URL",
-                "FOLLOWUP_DATABASE_URL", "FOLLOWUP_AMQP_URL",
+                "FOLLOWUP_DATABASE_URL", "FOLLOWUP_AMQP_URL", "NOTIFY_DATABASE_URL", "NOTIFY_AMQP_URL",
+                "SURVEY_DATABASE_URL", "SURVEY_AMQP_URL", "SURVEY_PUBLIC_BASE_URL", "SURVEY_TOKEN_KEY",
                 "AFTERCARE_JWT_PUBLIC_KEY", "CUSTOMER_JWT_PRIVATE_KEY")
 
 
@@ -159,3 +161,53 @@ async def test_embedded_follow_up_plan_fires_with_the_test_clock(embedded_env: P
         [message] = await eventually(thanks, timeout=10)
         assert message["source"] == "followup" and message["purpose"] == "service"
         assert message["status"] in ("queued", "held", "sent") and message["channels"] == ["wechat", "sms"]
+
+
+async def test_embedded_serves_the_survey_answer_page_at_its_own_address(
+        embedded_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """survey_svc on SQLite in the one process: staff invite a customer, the link points at this server (no gateway
+    in embedded mode), the customer answers on /s/<token> and gets the thank-you page, then the "already answered"
+    one."""
+    monkeypatch.setenv("PORT", "18123")
+    app = create_embedded_app()
+    survey = app.state.runtimes["survey_svc"]
+    assert survey.settings.public_base_url == "http://127.0.0.1:18123"
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://embedded") as client:
+        login = await client.post("/api/v1/auth/login",
+                                  json={"tenant": "demo", "employee_no": "admin", "password": DEMO_PASSWORD})
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        store = (await client.get("/api/v1/stores", headers=headers)).json()[0]["id"]
+        customer = (await client.post("/api/v1/customers", headers=headers, json={
+            "store_id": store, "name": "问卷车主", "phones": [{"number": "13700000003"}]})).json()
+
+        async def invited() -> dict | None:  # once survey_svc has the demo group's stores and default surveys
+            resp = await client.post("/api/v1/surveys/invitations", headers=headers, json={
+                "survey": "service_satisfaction", "store_id": store, "customer_id": customer["id"],
+                "about_type": "visit", "about_id": str(uuid.uuid4())})
+            return resp.json() if resp.status_code == 201 else None
+
+        invitation = await eventually(invited, timeout=10)
+        assert "links in them open here: http://127.0.0.1:18123/s/<token>" in capsys.readouterr().out
+        token = token_for(survey.settings.token_secret, uuid.UUID(invitation["id"]))
+        assert survey.settings.answer_link(token) == f"http://127.0.0.1:18123/s/{token}"
+
+        page = await client.get(f"/s/{token}")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "维修满意度调查" in page.text and "<form" in page.text
+        answers = {"q1": "satisfied", "q2": "very_satisfied", "q3": "satisfied", "q4": "satisfied",
+                   "q5": "satisfied", "q6": "yes"}
+        done = await client.post(f"/s/{token}", data=answers)
+        assert done.status_code == 200 and "提交成功" in done.text, done.text
+        again = await client.get(f"/s/{token}")
+        assert again.status_code == 200 and "您已完成调查" in again.text
+        unknown = await client.get("/s/no-such-token")
+        assert unknown.status_code == 404 and "链接无效" in unknown.text
+
+        async def answered() -> list | None:
+            resp = await client.get("/api/v1/surveys/responses", headers=headers,
+                                    params={"customer_id": customer["id"]})
+            return resp.json()["items"] if resp.status_code == 200 and resp.json()["items"] else None
+
+        [response] = await eventually(answered, timeout=10)
+        assert response["satisfaction_index"] is not None

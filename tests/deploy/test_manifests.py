@@ -20,30 +20,64 @@ NGINX = ROOT / "deploy" / "gateway" / "nginx.conf"
 # The service keys docker compose accepts that this file may use (compose-spec), to catch typos like "depend_on".
 SERVICE_KEYS = {"image", "build", "restart", "volumes", "depends_on", "expose", "healthcheck", "stop_grace_period",
                 "environment", "command", "hostname", "ports", "networks", "deploy", "user", "read_only", "tmpfs"}
-VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$\$|\$(?P<bare>[A-Za-z_])")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
-    """docker compose's ${VAR}, ${VAR:-default}, ${VAR:?error}, $$ (the subset this file uses)."""
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        if m.group("bare"):
-            raise AssertionError(f"unbraced variable at {m.group(0)!r}: write ${{...}} or $$")
-        name, op, arg = m.group("name"), m.group("op"), m.group("arg")
-        value = env.get(name)
-        if op in (":-", "-"):
-            return value if value else (arg or "")
-        if op in (":?", "?"):
-            if not value:
-                raise KeyError(f"{name}: {arg}")
-            return value
-        return value or ""
-    return VAR.sub(sub, text)
+    """docker compose's ${VAR}, ${VAR:-default}, ${VAR:?error}, $$, and defaults that hold variables themselves
+    (``${A:-http://host:${B:-8000}}``): the subset this file uses."""
+    value, end = _scan(text, 0, env, inside=False)
+    assert end == len(text)
+    return value
+
+
+def _scan(text: str, i: int, env: dict[str, str], inside: bool) -> tuple[str, int]:
+    """Interpolate from ``i`` to the end, or (``inside`` a ${...}) to its closing brace; returns the text and where
+    it stopped (at that brace)."""
+    out: list[str] = []
+    while i < len(text):
+        c = text[i]
+        if inside and c == "}":
+            return "".join(out), i
+        if c != "$":
+            out.append(c)
+            i += 1
+        elif text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            value, i = _braced(text, i + 2, env)
+            out.append(value)
+        elif NAME.match(text, i + 1):
+            raise AssertionError(f"unbraced variable at {text[i:i + 20]!r}: write ${{...}} or $$")
+        else:
+            out.append(c)
+            i += 1
+    assert not inside, "unclosed ${"
+    return "".join(out), i
+
+
+def _braced(text: str, i: int, env: dict[str, str]) -> tuple[str, int]:
+    m = NAME.match(text, i)
+    assert m, f"bad variable at {text[i - 2:i + 20]!r}"
+    name, i = m.group(0), m.end()
+    op = next((o for o in (":-", ":?", "-", "?") if text.startswith(o, i)), "")
+    arg, i = _scan(text, i + len(op), env, inside=True)
+    value = env.get(name)
+    missing = not value if op.startswith(":") else value is None  # ":" also takes an empty value as missing
+    if op in (":-", "-"):
+        return (arg if missing else value or ""), i + 1
+    if op in (":?", "?"):
+        if missing:
+            raise KeyError(f"{name}: {arg}")
+        return value or "", i + 1
+    assert not arg, f"unsupported expression ${{{name}{arg}}}"
+    return value or "", i + 1
 
 
 ENV = {"POSTGRES_PASSWORD": "pg-secret", "CUSTOMER_SVC_DB_PASSWORD": "cust-secret", "FOLLOWUP_SVC_DB_PASSWORD": "fu-secret",
        "NOTIFY_SVC_DB_PASSWORD": "nt-secret", "NOTIFY_PII_HASH_KEY": "pii-secret",
+       "SURVEY_SVC_DB_PASSWORD": "sv-secret", "SURVEY_TOKEN_KEY": "survey-token-secret",
        "RABBITMQ_PASSWORD": "mq-secret"}
 
 
@@ -136,6 +170,33 @@ def test_gateway_reaches_every_upstream_by_a_compose_name(compose: dict) -> None
         assert gateway["depends_on"][f"{svc}-api"]["condition"] == "service_healthy"
 
 
+def test_survey_links_point_at_the_gateway_and_the_token_key_is_shared(compose: dict) -> None:
+    """Answer links are <SURVEY_PUBLIC_BASE_URL>/s/<token>: by default the gateway's published port; every survey_svc
+    process derives tokens with the same key (the worker signs the links, the api checks them)."""
+    services = compose["services"]
+    procs = [services[n] for n in ("migrate-survey_svc", "survey_svc-api", "survey_svc-worker")]
+    for proc in procs:
+        assert proc["environment"]["SURVEY_PUBLIC_BASE_URL"] == "http://localhost:8000"
+        assert proc["environment"]["SURVEY_TOKEN_KEY"] == "survey-token-secret"
+        assert proc["environment"]["SURVEY_DATABASE_URL"] == \
+            "postgresql+asyncpg://survey_svc:sv-secret@postgres:5432/aftercare"
+    moved = yaml.safe_load(interpolate(COMPOSE.read_text(), {**ENV, "GATEWAY_PORT": "9000"}))["services"]
+    assert moved["survey_svc-worker"]["environment"]["SURVEY_PUBLIC_BASE_URL"] == "http://localhost:9000"
+    assert moved["gateway"]["ports"] == ["9000:8000"]
+    public = yaml.safe_load(interpolate(COMPOSE.read_text(), {**ENV, "SURVEY_PUBLIC_BASE_URL": "https://s.example"}))
+    assert public["services"]["survey_svc-api"]["environment"]["SURVEY_PUBLIC_BASE_URL"] == "https://s.example"
+
+
+def test_interpolation_helper_matches_compose() -> None:
+    env = {"A": "a", "EMPTY": ""}
+    assert interpolate("${A}-${B:-b}-${EMPTY:-e}-${EMPTY-e}-$$A", env) == "a-b-e--$A"
+    assert interpolate("${B:-http://h:${C:-80}/x}|${A:-${C}}", env) == "http://h:80/x|a"
+    with pytest.raises(KeyError, match="B: need B"):
+        interpolate("${B:?need B}", env)
+    with pytest.raises(AssertionError, match="unbraced"):
+        interpolate("$A", env)
+
+
 def test_database_roles_in_compose_match_roles_sql(compose: dict) -> None:
     services = compose["services"]
     for name in ("postgres", "db-roles"):
@@ -182,3 +243,15 @@ def test_kustomize_renders_each_service_and_the_gateway(k8s: list[dict]) -> None
     assert gateway["volumes"][0]["configMap"]["name"] == gateway_cm["metadata"]["name"]
     for host, port, svc in re.findall(r"server ([\w.-]+):(\d+); # @upstream (\w+)", nginx_text):
         assert by[("Service", host)]["spec"]["ports"][0]["port"] == int(port)
+
+
+def test_kustomize_gives_survey_svc_its_token_key_and_public_address(k8s: list[dict]) -> None:
+    """survey_svc refuses to start in production without SURVEY_TOKEN_KEY: every one of its containers (the migration
+    too) reads the same Secret, and the ConfigMap names the address the answer links point at."""
+    by = {(d["kind"], d["metadata"]["name"]): d for d in k8s}
+    assert by[("ConfigMap", "survey-svc")]["data"]["SURVEY_PUBLIC_BASE_URL"].startswith("https://")
+    for kind, name in (("Deployment", "survey-svc-api"), ("Deployment", "survey-svc-worker"),
+                       ("Job", "survey-svc-migrate")):
+        [container] = by[(kind, name)]["spec"]["template"]["spec"]["containers"]
+        assert {"secretRef": {"name": "survey-svc-token"}} in container["envFrom"], name
+        assert {"secretRef": {"name": "survey-svc-db"}} in container["envFrom"], name

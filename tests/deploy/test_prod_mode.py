@@ -46,6 +46,9 @@ async def test_prod_up_serves_through_the_gateway_and_prod_down_stops_everything
         up = await asyncio.to_thread(run_script, "prod-up.sh", env)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         assert f"http://127.0.0.1:{port}" in up.stdout and ADMIN_PASSWORD in up.stdout
+        # survey_svc's link key is generated once and kept; its links point at the gateway
+        assert (prod_dir / "secrets" / "survey-token-key").stat().st_size >= 32
+        assert f"answer links http://127.0.0.1:{port}/s/<token>" in up.stdout
 
         pid_files = sorted((prod_dir / "run").glob("*.pid")) + [prod_dir / "gateway" / "gateway.pid"]
         assert {p.name for p in pid_files} == {f"{s}-{kind}.pid" for s in SERVICE_MODULES for kind in ("api", "worker")} \
@@ -64,6 +67,9 @@ async def test_prod_up_serves_through_the_gateway_and_prod_down_stops_everything
                                     json={"store_id": store, "name": "生产模式", "phones": [{"number": "13900001234"}]})
             assert created.status_code == 201, created.text
             customer_id = created.json()["id"]
+            # the public answer page is served by survey_svc through the gateway (its own HTML, even for a bad link)
+            page = await gw.get("/s/not-a-real-token")
+            assert page.status_code == 404 and page.headers["content-type"].startswith("text/html"), page.text
         # the worker process relayed it from the outbox to RabbitMQ
         [event] = await tap.wait_for("customer.customer.created.v1", subject=customer_id, timeout=20)
         assert event.source == "customer_svc"

