@@ -280,3 +280,21 @@ async def test_a_merge_moves_the_duplicates_cars_and_their_plans_to_the_survivor
     assert {r.rule_key for r in pending} >= {"post_delivery_calls", "maintenance_reminder", "owner_anniversary_calls"}
     async with followup_runtime.sessionmaker() as s:
         assert (await s.get(VehicleView, vid)).customer_id == sid
+
+
+async def test_maintenance_reminder_fires_with_its_due_day(client, followup_runtime: FollowupRuntime, fgroup: Group,
+                                                            event_tap) -> None:  # type: ignore[no-untyped-def]
+    """The reminder names the day the maintenance falls due (DOMAIN §7.4), computed when it fires from the car's
+    delivery and odometer: a regression of the scheduler reading only some of the vehicle's columns."""
+    _, vehicle, _ = await deliver(client, fgroup)
+    await planned(followup_runtime, fgroup, vehicle["id"], 17)
+    await advance(followup_runtime, timedelta(days=50))  # reminded 14 days ahead of day 62
+    await fire_all(followup_runtime)
+    [sent] = await event_tap.wait_for("followup.message.requested.v1", where=lambda e: e.data[
+        "rule_key"] == "maintenance_reminder" and e.data.get("vehicle_id") == vehicle["id"])
+    due = datetime.fromisoformat(sent.data["variables"]["date"]).date()
+    # 2,500 km at 40 km a day after delivery (62 days), the first maintenance's mileage before its 3 months.
+    assert due == local_today() + timedelta(days=62)
+    rows = await followups(followup_runtime, fgroup.tenant_id, vehicle_id=uuid.UUID(vehicle["id"]),
+                           rule_key="maintenance_reminder")
+    assert [r.state for r in rows if r.state != "scheduled"] == ["fired"], [(r.state, r.reason) for r in rows]

@@ -37,7 +37,7 @@ async def test_visit_to_survey_to_recovery_to_closed_complaint_to_reports(
     customer = await new_customer(client, group, relationship_type="owner")
     vehicle = await new_vehicle(client, group, customer["id"])
     visit = await record_visit(client, group, vehicle["id"], "maintenance", mileage_km=12000, advisor_id=advisor)
-    await eventually(lambda: _planned(followup_runtime, group, visit["id"]))
+    await eventually(lambda: _planned(followup_runtime, group, visit["id"], "service_survey"))
     await advance(followup_runtime, timedelta(days=2))
     await fire_all(followup_runtime)
 
@@ -68,9 +68,61 @@ async def test_visit_to_survey_to_recovery_to_closed_complaint_to_reports(
     assert task.role == "service_manager" and task.customer_id == uuid.UUID(customer["id"])
     assert task.sla_due_at - task.due_at == timedelta(hours=24) and "q1: 0" in (task.instructions or "")
 
+    # The service manager calls back and takes it in as a complaint (first-contact owner), bound to the answer.
+    manager = group.headers(Role.SERVICE_MANAGER)
+    r = await survey_client.post("/api/v1/complaints", headers=manager, json={
+        "response_id": response_id, "category": "service", "subtype": "service_quality", "problems": ["waiting", "attitude"],
+        "demands": "要求道歉并减免工时费"})
+    assert r.status_code == 201, r.text
+    case = r.json()
+    assert case["customer_id"] == customer["id"] and case["about_id"] == visit["id"] and case["status"] == "ongoing"
+    await event_tap.wait_for("survey.complaint.opened.v1", subject=case["id"])
 
-async def _planned(runtime, group, visit_id: str) -> bool:  # type: ignore[no-untyped-def]
+    # Nobody answers in time: the SLA watch escalates it along the chain (CS supervisor first).
+    sclock.advance(timedelta(days=3))
+    await survey_runtime.sla_watch.run_once()
+    [escalated] = await event_tap.wait_for("survey.complaint.escalated.v1", subject=case["id"])
+    assert escalated.data["level"] == 1 and "cs_manager" in escalated.data["to_roles"]
+    assert escalated.data["notify_staff_ids"]
+
+    # The owner answers, offers remedies, the customer picks one, a manager closes with the customer's feedback.
+    url = f"/api/v1/complaints/{case['id']}"
+    assert (await survey_client.post(f"{url}/respond", headers=manager, json={
+        "body": "致电道歉,约定明天回复处理方案"})).status_code == 200
+    assert (await survey_client.post(f"{url}/remedies", headers=manager, json={"remedies": [
+        {"label": "方案一", "description": "本次工时8.5折并赠送免费洗车", "goodwill_amount": "200"},
+        {"label": "方案二", "description": "下次保养工时全免", "goodwill_amount": "500"}]})).status_code == 200
+    r = await survey_client.post(f"{url}/resolve", headers=manager, json={"remedy": "方案一", "goodwill_amount": "200"})
+    assert r.status_code == 200, r.text
+    r = await survey_client.post(f"{url}/close", headers=manager, json={
+        "root_cause": "高峰期接待人手不足,未告知等待时间", "action_taken": "高峰期增派接待,超时主动告知并致歉",
+        "feedback_result": "satisfied", "feedback_speed": "basically_satisfied"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "closed"
+    [closed] = await event_tap.wait_for("survey.complaint.closed.v1", subject=case["id"])
+    assert closed.data["feedback_speed"] == "basically_satisfied"
+
+    # followup_svc plans the CS manager's revisit (day 3) and the re-survey about the complaint (day 7).
+    async def revisit():  # type: ignore[no-untyped-def]
+        found = await tasks(followup_runtime, group.tenant_id, rule_key="complaint_revisit")
+        return found[0] if found else None
+
+    await eventually(lambda: _planned(followup_runtime, group, case["id"], "complaint_revisit"))
+    # (survey_svc's clock is 3 days on, followup_svc's 2: the revisit falls due at 10:00 on day 6 of the test.)
+    await advance(followup_runtime, timedelta(days=5))
+    await fire_all(followup_runtime)
+    visit_task = await eventually(revisit)
+    assert visit_task.role == "cs_manager" and visit_task.customer_id == uuid.UUID(customer["id"])
+    await advance(followup_runtime, timedelta(days=4))
+    await fire_all(followup_runtime)
+    [resurvey] = await event_tap.wait_for("survey.invitation.sent.v1",
+                                          where=lambda e: e.data["about_id"] == case["id"])
+    assert resurvey.data["survey"] == "complaint_satisfaction" and resurvey.data["about_type"] == "complaint"
+
+
+async def _planned(runtime, group, subject_id: str, rule_key: str) -> bool:  # type: ignore[no-untyped-def]
+    """followup_svc has planned ``rule_key`` for the subject (the event that drives it has arrived)."""
     async with runtime.sessionmaker() as s:
         return bool(await s.scalar(sa.select(sa.func.count()).select_from(FollowUp).where(
-            FollowUp.tenant_id == group.tenant_id, FollowUp.subject_id == uuid.UUID(visit_id),
-            FollowUp.rule_key == "service_survey")))
+            FollowUp.tenant_id == group.tenant_id, FollowUp.subject_id == uuid.UUID(subject_id),
+            FollowUp.rule_key == rule_key)))

@@ -49,7 +49,9 @@ SURVEY_ABOUT: dict[str, str | None] = {"visit": "visit", "vehicle": "delivery", 
                                        "survey_response": None}
 CUSTOMER_COLUMNS = ("name", "lost", "merged_into_id", "consents", "do_not_call", "assigned_sales_id",
                     "assigned_advisor_id")
-VEHICLE_COLUMNS = ("customer_id", "maintenance_count", "selling_consultant_id", "plate", "model", "declined_items")
+#: The maintenance reminder names its due day, computed from the last maintenance and the odometer readings.
+VEHICLE_COLUMNS = ("customer_id", "maintenance_count", "selling_consultant_id", "plate", "model", "declined_items",
+                   "last_maintenance_at", "last_maintenance_km", "delivery_date", "mileage_readings")
 
 
 class Due:
