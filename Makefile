@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test test-fast migrate bench bench-scheduler bench-notify lint services gateway prod-up prod-down clean
+.PHONY: install run test test-fast migrate bench bench-scheduler bench-notify bench-survey lint services gateway prod-up prod-down clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
@@ -40,6 +40,9 @@ bench-scheduler: install services ## follow-up scheduler draining 100k due of 1M
 
 bench-notify: install services ## 50,000 message commands through policy and the provider sandbox vs raw provider calls (JSON last)
 	$(PY) -m bench.notify
+
+bench-survey: install services ## public survey answers/s through nginx vs bare, monthly report over 1M responses (JSON last)
+	$(PY) -m bench.survey
 
 prod-up: install services ## production mode without Docker: each service's api + worker, nginx in front
 	@scripts/prod-up.sh

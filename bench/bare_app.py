@@ -1,13 +1,14 @@
 """The HTTP baseline: a tiny FastAPI app returning a small JSON, served like the services are.
 
-Run as ``python -m bench.bare_app --port N``; it answers on the same path as the customer read so the
-same nginx location and wrk script apply. uvicorn.run with the same arguments as ``shared.cli``
+Run as ``python -m bench.bare_app --port N``; it answers on the same paths as the customer read and the public
+survey answer, so the same nginx locations and wrk scripts apply. uvicorn.run with the same arguments as ``shared.cli``
 (uvloop and httptools are picked automatically when installed, as for the services).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,6 +24,12 @@ async def healthz() -> dict[str, str]:
 @app.get("/api/v1/customers/{customer_id}")
 async def customer(customer_id: str) -> dict[str, str]:
     return {"id": customer_id, "name": "bench"}
+
+
+@app.post("/api/v1/public/surveys/{token}/responses", status_code=201)
+async def survey_answer(token: str, body: dict[str, Any]) -> dict[str, str]:
+    """The JSON body is parsed, as the real endpoint's is; nothing is checked or stored."""
+    return {"state": "answered", "thanks": "bench"}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -180,11 +181,16 @@ async def test_embedded_serves_the_survey_answer_page_at_its_own_address(
         store = (await client.get("/api/v1/stores", headers=headers)).json()[0]["id"]
         customer = (await client.post("/api/v1/customers", headers=headers, json={
             "store_id": store, "name": "问卷车主", "phones": [{"number": "13700000003"}]})).json()
+        vehicle = (await client.post("/api/v1/vehicles", headers=headers, json={
+            "customer_id": customer["id"], "vin": "LSVAU218XN2183294"})).json()
+        visit = (await client.post("/api/v1/visits", headers=headers, json={
+            "vehicle_id": vehicle["id"], "visit_type": "maintenance",
+            "completed_at": datetime.now(UTC).isoformat()})).json()
 
         async def invited() -> dict | None:  # once survey_svc has the demo group's stores and default surveys
             resp = await client.post("/api/v1/surveys/invitations", headers=headers, json={
                 "survey": "service_satisfaction", "store_id": store, "customer_id": customer["id"],
-                "about_type": "visit", "about_id": str(uuid.uuid4())})
+                "about_type": "visit", "about_id": visit["id"]})
             return resp.json() if resp.status_code == 201 else None
 
         invitation = await eventually(invited, timeout=10)

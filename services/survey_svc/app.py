@@ -11,11 +11,14 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 
+from survey_svc.complaints.escalation import SlaWatch
+from survey_svc.complaints.router import router as complaints_router
 from survey_svc.consumers import subscriptions
 from survey_svc.invitations.router import router as invitations_router
 from survey_svc.invitations.service import Reminders
 from survey_svc.models import Base, messaging
 from survey_svc.public.router import router as public_router
+from survey_svc.reports.router import router as reports_router
 from survey_svc.responses.router import router as responses_router
 from survey_svc.settings import SurveySettings
 from survey_svc.surveys.router import router as surveys_router
@@ -27,7 +30,9 @@ from shared.runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 settings_class = SurveySettings
-ROUTERS: list[APIRouter] = [surveys_router, invitations_router, responses_router, public_router]
+# reports first: their fixed paths (/api/v1/complaints/reports) must win over an id path of the same prefix.
+ROUTERS: list[APIRouter] = [reports_router, surveys_router, invitations_router, responses_router, public_router,
+                             complaints_router]
 TITLE = "Aftercare survey service"
 DESCRIPTION = ("The voice of the customer: satisfaction surveys (versioned templates, invitations with expiring "
                "links, the public answer page, scores and low-score alerts), complaints from intake through "
@@ -44,8 +49,11 @@ class SurveyRuntime(ServiceRuntime):
         super().__init__(settings, Base, messaging, MIGRATIONS, subscriptions, bus)
         self.clock: Callable[[], datetime] = utcnow
         self.reminders = Reminders(self.sessionmaker, self.outbox, settings, lambda: self.clock())
+        self.sla_watch = SlaWatch(self.sessionmaker, self.outbox, lambda: self.clock())
         self.loops = [Periodic("reminders", self.reminders.run_once, settings.reminder_poll_seconds,
-                               self.reminders.batch)]
+                               self.reminders.batch),
+                      Periodic("complaint_sla", self.sla_watch.run_once, settings.sla_poll_seconds,
+                               self.sla_watch.batch)]
 
     def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         tasks = super().start_workers(stop)

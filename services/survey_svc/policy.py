@@ -7,7 +7,9 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from survey_svc.models import SurveyPolicy
@@ -23,6 +25,12 @@ class Sla(BaseModel):
     first_response_hours: float = Field(strict=True, gt=0, le=24 * 30)
     resolution_hours: float = Field(strict=True, gt=0, le=24 * 180)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> Sla:
+        if self.first_response_hours > self.resolution_hours:
+            raise ValueError("first_response_hours: cannot be longer than resolution_hours")
+        return self
+
 
 class PolicyRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -33,7 +41,8 @@ class PolicyRules(BaseModel):
     #: …or the NPS answer is at or below this (detractors: 0–6)…
     low_nps: int = Field(strict=True, default=6, ge=0, le=10)
     #: …or a comment contains one of these.
-    negative_words: list[str] = Field(default_factory=lambda: list(NEGATIVE_WORDS), max_length=200)
+    negative_words: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]] = \
+        Field(default_factory=lambda: list(NEGATIVE_WORDS), max_length=200)
 
     invitation_days: int = Field(strict=True, default=14, ge=1, le=90, description="An answer link lives this long.")
     reminder_days: int = Field(strict=True, default=3, ge=1, le=30,

@@ -23,7 +23,7 @@ from customer_svc.app import CustomerRuntime
 from survey_svc.app import SurveyRuntime
 from survey_svc.invitations.tokens import token_for
 from tests.conftest import PASSWORD, Infra, customer_body, make_group
-from tests.survey_svc.conftest import survey_knows
+from tests.survey_svc.conftest import survey_knows, visited
 
 PROBLEM = "application/problem+json"
 GATEWAY_404 = "No service serves this path."
@@ -298,8 +298,9 @@ async def test_a_customer_answers_through_the_gateway(gw: httpx.AsyncClient, cus
     await survey_knows(survey_runtime, group)
     created = await gw.post("/api/v1/customers", headers=group.headers(), json=customer_body(group.store_a))
     assert created.status_code == 201, created.text
+    visit = await visited(gw, survey_runtime, group, created.json()["id"])
     body = {"survey": "service_satisfaction", "store_id": str(group.store_a), "customer_id": created.json()["id"],
-            "about_type": "visit", "about_id": str(uuid.uuid4())}
+            "about_type": "visit", "about_id": visit}
     invited = await gw.post("/api/v1/surveys/invitations", headers=group.headers(), json=body)
     assert invited.status_code == 201, invited.text
     token = token_for(survey_runtime.settings.token_secret, uuid.UUID(invited.json()["id"]))

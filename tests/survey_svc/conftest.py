@@ -14,13 +14,15 @@ import sqlalchemy as sa
 
 from survey_svc.app import SurveyRuntime
 from survey_svc.invitations.tokens import token_for
-from survey_svc.models import Invitation, StaffView, StoreView, SurveyTemplate
+from survey_svc.models import Invitation, StaffView, StoreView, SurveyTemplate, VisitView
+from shared.auth.roles import Role
 from shared.db.base import utcnow
 from shared.events.catalog.followup import SurveyRequested
 from shared.events.envelope import build_event
 from shared.messaging.amqp import AmqpPublisher
 from shared.testing.waiting import eventually
 from tests.conftest import Group, customer_body, make_group
+from tests.customer_svc.factories import new_vehicle
 
 
 class SurveyClock:
@@ -117,3 +119,26 @@ async def rows(runtime: SurveyRuntime, model: Any, tenant_id: uuid.UUID, **where
         for name, value in where.items():
             stmt = stmt.where(getattr(model, name) == value)
         return list((await s.scalars(stmt)).all())
+
+
+async def visited(client: httpx.AsyncClient, runtime: SurveyRuntime, group: Group, customer_id: str,
+                  kind: str = "visit", store: str = "A") -> str:
+    """A real repair order (``kind="visit"``: the visit id) or delivery (the vehicle id) of the customer,
+    recorded in customer_svc and known to survey_svc."""
+    admin = group.headers(Role.ADMIN, store)
+    vehicle = await new_vehicle(client, group, customer_id, store)
+    if kind == "visit":
+        r = await client.post("/api/v1/visits", headers=admin, json={
+            "vehicle_id": vehicle["id"], "visit_type": "maintenance", "completed_at": datetime.now(UTC).isoformat()})
+    else:
+        r = await client.post(f"/api/v1/vehicles/{vehicle['id']}/delivery", headers=admin,
+                              json={"delivery_date": datetime.now(UTC).date().isoformat()})
+    assert r.status_code in (200, 201), r.text
+    about = r.json()["id"]
+
+    async def known() -> bool:
+        async with runtime.sessionmaker() as s:
+            return await s.get(VisitView, (uuid.UUID(about), kind)) is not None
+
+    await eventually(known)
+    return about

@@ -7,8 +7,9 @@ the revisit and the re-survey, and the reports show it all."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -86,15 +87,20 @@ async def test_visit_to_survey_to_recovery_to_closed_complaint_to_reports(
     assert escalated.data["notify_staff_ids"]
 
     # The owner answers, offers remedies, the customer picks one, a manager closes with the customer's feedback.
+    # (each action sends the ETag it read as If-Match)
     url = f"/api/v1/complaints/{case['id']}"
-    assert (await survey_client.post(f"{url}/respond", headers=manager, json={
-        "body": "致电道歉,约定明天回复处理方案"})).status_code == 200
-    assert (await survey_client.post(f"{url}/remedies", headers=manager, json={"remedies": [
-        {"label": "方案一", "description": "本次工时8.5折并赠送免费洗车", "goodwill_amount": "200"},
-        {"label": "方案二", "description": "下次保养工时全免", "goodwill_amount": "500"}]})).status_code == 200
-    r = await survey_client.post(f"{url}/resolve", headers=manager, json={"remedy": "方案一", "goodwill_amount": "200"})
+    r = await survey_client.get(url, headers=manager)
+    r = await survey_client.post(f"{url}/respond", headers={**manager, "If-Match": r.headers["ETag"]}, json={
+        "body": "致电道歉,约定明天回复处理方案"})
     assert r.status_code == 200, r.text
-    r = await survey_client.post(f"{url}/close", headers=manager, json={
+    r = await survey_client.post(f"{url}/remedies", headers={**manager, "If-Match": r.headers["ETag"]}, json={
+        "remedies": [{"label": "方案一", "description": "本次工时8.5折并赠送免费洗车", "goodwill_amount": "200"},
+                     {"label": "方案二", "description": "下次保养工时全免", "goodwill_amount": "500"}]})
+    assert r.status_code == 200, r.text
+    r = await survey_client.post(f"{url}/resolve", headers={**manager, "If-Match": r.headers["ETag"]},
+                                 json={"remedy": "方案一", "goodwill_amount": "200"})
+    assert r.status_code == 200, r.text
+    r = await survey_client.post(f"{url}/close", headers={**manager, "If-Match": r.headers["ETag"]}, json={
         "root_cause": "高峰期接待人手不足,未告知等待时间", "action_taken": "高峰期增派接待,超时主动告知并致歉",
         "feedback_result": "satisfied", "feedback_speed": "basically_satisfied"})
     assert r.status_code == 200, r.text
@@ -118,6 +124,26 @@ async def test_visit_to_survey_to_recovery_to_closed_complaint_to_reports(
     [resurvey] = await event_tap.wait_for("survey.invitation.sent.v1",
                                           where=lambda e: e.data["about_id"] == case["id"])
     assert resurvey.data["survey"] == "complaint_satisfaction" and resurvey.data["about_type"] == "complaint"
+
+    # The reports show it: the repair order surveyed, the answer very dissatisfied and low, the complaint escalated
+    # once, answered late and closed with the customer's feedback.
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    period = {"store_id": str(group.store_a), "from": str(today - timedelta(days=1)),
+              "to": str(today + timedelta(days=10))}
+    cs = group.headers(Role.CS_MANAGER)
+    r = await survey_client.get("/api/v1/surveys/reports/satisfaction", params=period, headers=cs)
+    assert r.status_code == 200, r.text
+    totals = r.json()["totals"]
+    assert (totals["repair_orders"], totals["invitations_about_records"], totals["survey_rate"]) == (1, 1, 1.0)
+    assert (totals["responses"], totals["valid_responses"], totals["very_dissatisfied"], totals["low_score"]) == \
+        (1, 1, 1, 1)
+    r = await survey_client.get("/api/v1/complaints/reports", params=period, headers=cs)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert {k: report["totals"][k] for k in ("complaints", "closed", "escalated", "responded",
+                                              "first_response_late")} == \
+        {"complaints": 1, "closed": 1, "escalated": 1, "responded": 1, "first_response_late": 1}
+    assert report["feedback_speed"] == [{"value": "basically_satisfied", "count": 1}]
 
 
 async def _planned(runtime, group, subject_id: str, rule_key: str) -> bool:  # type: ignore[no-untyped-def]

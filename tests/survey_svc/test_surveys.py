@@ -4,15 +4,19 @@ and low-score events, reminders, phone answers, templates and versions, integrit
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
-from survey_svc.models import CustomerView, Invitation, Response
+from survey_svc.models import CustomerView, Invitation, Response, VisitView
 from shared.auth.roles import Role
-from tests.survey_svc.conftest import invitation_by_key, new_customer, publish_survey_request, rows, token_of
+from shared.testing.waiting import eventually
+from tests.customer_svc.factories import staff_id
+from tests.survey_svc.conftest import (invitation_by_key, new_customer, publish_survey_request, rows, token_of,
+                                      visited)
 
 GOOD = {"q1": "satisfied", "q2": "satisfied", "q3": "satisfied", "q4": "very_satisfied", "q5": "satisfied",
         "q6": "yes"}
@@ -168,7 +172,11 @@ async def test_staff_record_a_phone_answer(client, survey_client, survey_runtime
     assert again.status_code == 409
 
     # No invitation was sent for this delivery: the answer is recorded on one made for it (no SMS goes out).
-    vehicle = uuid.uuid4()
+    vehicle = uuid.UUID(await visited(client, survey_runtime, sgroup, customer["id"], "delivery"))
+    made_up = {"survey": "sales_satisfaction", "store_id": str(sgroup.store_a), "customer_id": customer["id"],
+               "about_type": "delivery", "about_id": str(uuid.uuid4()), "answers": {"q1": "satisfied"}}
+    r = await survey_client.post("/api/v1/surveys/responses", headers=agent, json=made_up)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.about_id"
     r = await survey_client.post("/api/v1/surveys/responses", headers=agent, json={
         "survey": "sales_satisfaction", "store_id": str(sgroup.store_a), "customer_id": customer["id"],
         "about_type": "delivery", "about_id": str(vehicle),
@@ -257,7 +265,6 @@ async def test_one_device_or_one_phone_answering_for_many_customers_is_flagged_f
             row = await s.get(CustomerView, uuid.UUID(customer["id"]))
             return row is not None and row.phone_changed_at is not None
 
-    from shared.testing.waiting import eventually
     await eventually(phone_changed)
     key = await publish_survey_request(survey_runtime, sgroup, customer["id"])
     assert (await invitation_by_key(survey_runtime, sgroup, key)).flags == ["contact_changed"]
@@ -285,9 +292,16 @@ async def test_staff_see_only_their_stores(client, survey_client, survey_runtime
     a = (await survey_client.get(f"/api/v1/surveys/invitations/{inv.id}", headers=sgroup.headers(Role.CS_AGENT)))
     assert a.status_code == 200 and a.json()["status"] == "open"
     assert (await survey_client.get("/api/v1/surveys/invitations")).status_code == 401
-    # Creating by hand: one invitation per survey and subject.
+    # Creating by hand: about a real repair order of the customer in the store; one per survey and subject.
+    visit = await visited(client, survey_runtime, sgroup, str(inv.customer_id))
     body = {"survey": "nps", "store_id": str(sgroup.store_a), "customer_id": str(inv.customer_id),
-            "about_type": "visit", "about_id": str(inv.about_id)}
+            "about_type": "visit", "about_id": visit}
+    for change, field in (({"about_id": str(inv.about_id)}, "body.about_id"),
+                          ({"customer_id": str(uuid.uuid4())}, "body.customer_id"),
+                          ({"about_type": "delivery"}, "body.about_id")):
+        r = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT),
+                                     json={**body, **change})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, (change, r.text)
     first = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT), json=body)
     assert first.status_code == 201 and first.json()["source"] == "staff"
     dup = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT), json=body)
@@ -295,8 +309,97 @@ async def test_staff_see_only_their_stores(client, survey_client, survey_runtime
     other = await survey_client.post("/api/v1/surveys/invitations", headers=b, json=body)
     assert other.status_code == 404
     unknown = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT),
-                                       json={**body, "survey": "no_such_survey", "about_id": str(uuid.uuid4())})
+                                       json={**body, "survey": "no_such_survey"})
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "body.survey"
     async with survey_runtime.sessionmaker() as s:
         assert await s.scalar(sa.select(sa.func.count()).select_from(Invitation).where(
             Invitation.tenant_id == sgroup.tenant_id, Invitation.survey_key == "no_such_survey")) == 0
+
+
+async def test_odd_answers_get_422_never_500(client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    _, inv = await _invite(client, survey_runtime, sgroup, survey="nps")
+    token = token_of(survey_runtime, inv.id)
+    api = f"/api/v1/public/surveys/{token}/responses"
+    for answers in ({"nps": "²"}, {"nps": "1" * 5000}, {"nps": {"x": 1}}, {"nps": [9]}, {"nps": 9.5}, {"nps": True},
+                    {"nps": 9, "nps_why": ["a"]}):
+        r = await survey_client.post(api, json={"answers": answers})
+        assert r.status_code == 422, (answers, r.text)
+    for form in ("nps=%C2%B2", "nps=3&nps_why=%00%00", "&".join(f"f{i}=1" for i in range(300))):
+        r = await survey_client.post(f"/s/{token}", content=form, headers=FORM)
+        assert r.status_code in (413, 422) or (r.status_code == 200 and "感谢" in r.text), (form[:20], r.text[:200])
+    [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)
+    assert resp.nps_score == 3 and "nps_why" not in resp.answers  # the NUL-only text counted as empty
+    long_link = await survey_client.get("/s/" + "a" * 300)
+    assert long_link.status_code == 404 and "链接无效" in long_link.text
+
+
+async def test_blank_text_and_multiple_choice_follow_ups(client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    manager = sgroup.headers(Role.CS_MANAGER)
+    r = await survey_client.post("/api/v1/surveys/templates", headers=manager, json={
+        "key": "lounge", "name": "休息区", "definition": {"title": "休息区体验", "questions": [
+            {"id": "used", "type": "multiple", "text": "您使用了哪些设施?",
+             "options": [{"value": "wifi", "label": "WiFi"}, {"value": "coffee", "label": "咖啡"}]},
+            {"id": "coffee_note", "type": "text", "text": "咖啡口味如何?", "show_if": {"question": "used",
+                                                                                    "values": ["coffee"]}},
+            {"id": "say", "type": "text", "text": "一句话评价"}]}})
+    assert r.status_code == 201, r.text
+    bad = await survey_client.post("/api/v1/surveys/templates", headers=manager, json={
+        "key": "pick_two", "name": "x", "definition": {"title": "x", "questions": [
+            {"id": "q", "type": "multiple", "text": "x", "min_choices": 3,
+             "options": [{"value": "a", "label": "A"}, {"value": "b", "label": "B"}]}]}})
+    assert bad.status_code == 422 and "min_choices" in bad.text
+    customer = await new_customer(client, sgroup)
+    key = await publish_survey_request(survey_runtime, sgroup, customer["id"], survey="lounge")
+    inv = await invitation_by_key(survey_runtime, sgroup, key)
+    api = f"/api/v1/public/surveys/{token_of(survey_runtime, inv.id)}/responses"
+    r = await survey_client.post(api, json={"answers": {"used": ["wifi", "coffee"], "coffee_note": "   ",
+                                                        "say": "  "}})
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {"body.answers.coffee_note", "body.answers.say"}
+    r = await survey_client.post(api, json={"answers": {"used": ["wifi", "coffee"], "coffee_note": "偏淡",
+                                                        "say": "不错"}})
+    assert r.status_code == 201, r.text
+
+
+async def test_phone_answers_race_once_and_the_rated_advisor_cannot_score_himself(
+        client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    customer = await new_customer(client, sgroup)
+    visit = await visited(client, survey_runtime, sgroup, customer["id"])
+    body = {"survey": "service_satisfaction", "store_id": str(sgroup.store_a), "customer_id": customer["id"],
+            "about_type": "visit", "about_id": visit, "answers": GOOD}
+    agent = sgroup.headers(Role.CS_AGENT)
+    results = await asyncio.gather(*(survey_client.post("/api/v1/surveys/responses", headers=agent, json=body)
+                                     for _ in range(4)))
+    assert sorted(r.status_code for r in results) == [201, 409, 409, 409]
+    assert len(await rows(survey_runtime, Invitation, sgroup.tenant_id, about_id=uuid.UUID(visit))) == 1
+
+    # An advisor's own repair order, answered "by phone" by that advisor: kept, but waits for review.
+    advisor = await staff_id(client, sgroup, Role.SERVICE_ADVISOR)
+    own = await visited(client, survey_runtime, sgroup, customer["id"])
+    async with survey_runtime.sessionmaker() as s, s.begin():
+        (await s.get(VisitView, (uuid.UUID(own), "visit"))).staff_id = uuid.UUID(advisor)  # type: ignore[union-attr]
+    r = await survey_client.post("/api/v1/surveys/responses", headers={**sgroup.headers(Role.SERVICE_ADVISOR),
+                                                                       "Idempotency-Key": "call-1"},
+                                 json={**body, "about_id": own, "answers": {**GOOD, "q1": "very_satisfied"}})
+    assert r.status_code == 201, r.text
+    assert r.json()["flags"] == ["recorded_by_rated_staff"] and r.json()["review_status"] == "pending"
+    replay = await survey_client.post("/api/v1/surveys/responses", headers={
+        **sgroup.headers(Role.SERVICE_ADVISOR), "Idempotency-Key": "call-1"},
+        json={**body, "about_id": own, "answers": {**GOOD, "q1": "very_satisfied"}})
+    assert replay.status_code == 201 and replay.json()["id"] == r.json()["id"]
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_contact_changed_after_the_invitation_flags_the_answer(
+        client, survey_client, survey_runtime, sgroup, sclock) -> None:  # type: ignore[no-untyped-def]
+    customer, inv = await _invite(client, survey_runtime, sgroup)
+    assert inv.flags == []
+    sclock.advance(timedelta(days=5))  # long after the invitation: only the change after it matters
+    async with survey_runtime.sessionmaker() as s, s.begin():
+        row = await s.get(CustomerView, uuid.UUID(customer["id"]))
+        row.phone, row.phone_changed_at = "+8613911110000", sclock.now  # type: ignore[union-attr]
+    r = await survey_client.post(f"/api/v1/public/surveys/{token_of(survey_runtime, inv.id)}/responses",
+                                 json={"answers": GOOD})
+    assert r.status_code == 201
+    [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)
+    assert resp.flags == ["contact_changed"] and resp.review_status == "pending"

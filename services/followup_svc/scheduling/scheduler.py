@@ -271,7 +271,7 @@ class Scheduler:
                 purpose=rdef.purpose, variables=variables, not_before=now, expires_at=limit,
                 avoid_holidays=rdef.schedule.holiday_peak != "allow"), row.tenant_id, row.store_id))
         else:
-            about = SURVEY_ABOUT.get(row.subject_type, "delivery")
+            about = SURVEY_ABOUT.get(row.subject_type)
             if about is None or row.customer_id is None:
                 self._drop(row, batch, now, "skipped", f"nothing to survey: a {row.subject_type}"
                            + ("" if row.customer_id else " without a customer"))

@@ -7,10 +7,12 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
-from survey_svc.deps import CtxDep
+from survey_svc.deps import CtxDep, IdempotencyKey
 from survey_svc.invitations import schemas as s
-from survey_svc.invitations.service import InviteRequest, SurveyUnknown, existing_for_subject, invite
+from survey_svc.invitations.service import (InviteRequest, SubjectUnknown, SurveyUnknown, check_subject,
+                                            existing_for_subject, invite)
 from survey_svc.models import Invitation
 from survey_svc.policy import rules_for
 from survey_svc.responses.service import state_of
@@ -67,16 +69,31 @@ async def get_invitation(ctx: CtxDep, invitation_id: uuid.UUID) -> s.InvitationR
 
 @router.post("", status_code=201, response_model=s.InvitationRead, dependencies=[staff_only],
              responses=problem_responses(404, 409))
-async def create_invitation(ctx: CtxDep, body: s.InvitationCreate) -> s.InvitationRead:
-    """Invite a customer to a survey about a visit, delivery or complaint; the link goes out through notify_svc.
-    409 when that survey about that subject already has an open or answered invitation (one rating per repair
-    order)."""
+async def create_invitation(ctx: CtxDep, body: s.InvitationCreate,
+                            idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Invite a customer to a survey about a visit, delivery (vehicle id) or complaint of theirs in that store;
+    the link goes out through notify_svc. 409 when that survey about that subject already has an open or
+    answered invitation (one rating per repair order). Honours `Idempotency-Key`."""
+
+    async def created() -> tuple[dict, dict[str, str]]:
+        inv = await _create(ctx, body)
+        return _read(inv, ctx.runtime.clock()).model_dump(mode="json"), {"Location": f"{router.prefix}/{inv.id}"}
+
+    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /surveys/invitations",
+                                             body.model_dump(mode="json"), created)
+
+
+async def _create(ctx: CtxDep, body: s.InvitationCreate) -> Invitation:
     ensure_store(ctx.principal, body.store_id)
     req = InviteRequest(
         tenant_id=ctx.principal.tenant_id, store_id=body.store_id, idempotency_key=f"staff:{new_id()}",
         survey_key=body.survey, customer_id=body.customer_id, vehicle_id=body.vehicle_id,
         about_type=body.about_type, about_id=body.about_id, staff_id=body.staff_id, channels=list(body.channels),
         not_before=ctx.runtime.clock(), source="staff", created_by=ctx.principal.subject)
+    try:
+        await check_subject(ctx.session, req)
+    except SubjectUnknown as exc:
+        raise InvalidField(exc.field, exc.message) from None
     existing = await existing_for_subject(ctx.session, req)
     if existing is not None:
         raise Conflict("This survey about this subject already has an invitation.", existing_id=existing.id)
@@ -90,7 +107,7 @@ async def create_invitation(ctx: CtxDep, body: s.InvitationCreate) -> s.Invitati
     ctx.audit.record(ctx.session, ctx.principal, "invitation.create", "invitation", inv.id,
                      tenant_id=inv.tenant_id, store_id=inv.store_id, after={"survey": inv.survey_key})
     await ctx.session.commit()
-    return _read(inv, ctx.runtime.clock())
+    return inv
 
 
 @router.post("/{invitation_id}/cancel", response_model=s.InvitationRead, dependencies=[staff_only],

@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from survey_svc.invitations.tokens import token_for, token_hash
-from survey_svc.models import CustomerView, Invitation, VisitView
+from survey_svc.models import Complaint, CustomerView, Invitation, VisitView
 from survey_svc.policy import PolicyRules
 from survey_svc.settings import SurveySettings
 from survey_svc.surveys.store import current, ensure_default_surveys
@@ -53,6 +53,33 @@ class SurveyUnknown(LookupError):
     pass
 
 
+class SubjectUnknown(LookupError):
+    """Staff named a customer or subject that is not theirs to survey: ``field`` says which."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+async def check_subject(session: AsyncSession, req: InviteRequest) -> None:
+    """Invitations staff make (by hand, or a phone answer) must be about a real visit or delivery of that
+    customer in that store, or a complaint of theirs (DOMAIN §9.5 integrity: a rating is bound to what it rates).
+    Commands from followup_svc need no check: it planned them from the same customer_svc events."""
+    customer = await session.get(CustomerView, req.customer_id)
+    if customer is None or customer.tenant_id != req.tenant_id or customer.status != "active":
+        raise SubjectUnknown("body.customer_id", "no such (active) customer in your dealer group")
+    if req.about_type in ("visit", "delivery"):
+        about = await session.get(VisitView, (req.about_id, req.about_type))
+        ok = about is not None and about.tenant_id == req.tenant_id and about.customer_id == req.customer_id \
+            and about.store_id == req.store_id
+    else:
+        complaint = await session.get(Complaint, req.about_id)
+        ok = complaint is not None and complaint.tenant_id == req.tenant_id \
+            and complaint.customer_id == req.customer_id and complaint.store_id == req.store_id
+    if not ok:
+        raise SubjectUnknown("body.about_id", f"no such {req.about_type} of this customer in this store")
+
+
 async def existing_for_subject(session: AsyncSession, req: InviteRequest) -> Invitation | None:
     return await session.scalar(sa.select(Invitation).where(
         Invitation.tenant_id == req.tenant_id, Invitation.about_type == req.about_type,
@@ -70,15 +97,11 @@ async def _bind(session: AsyncSession, req: InviteRequest) -> None:
         req.staff_id = req.staff_id or about.staff_id
 
 
-async def contact_flags(session: AsyncSession, rules: PolicyRules, customer: CustomerView | None,
-                        now: datetime) -> list[str]:
-    """A contact phone entered or changed shortly before the survey goes out (the survey would reach whoever
-    typed it in) is flagged for review."""
-    if customer is None or customer.phone_changed_at is None:
-        return []
-    if now - customer.phone_changed_at < timedelta(hours=rules.contact_change_hours):
-        return ["contact_changed"]
-    return []
+def contact_changed(rules: PolicyRules, customer: CustomerView | None, since: datetime, now: datetime) -> bool:
+    """A contact phone entered or changed shortly before the survey, or after it went out (the link or its
+    reminder would reach whoever typed it in): flagged for review."""
+    changed = customer.phone_changed_at if customer is not None else None
+    return changed is not None and (changed > since or now - changed < timedelta(hours=rules.contact_change_hours))
 
 
 async def invite(session: AsyncSession, outbox: Outbox, settings: SurveySettings, rules: PolicyRules,
@@ -115,7 +138,7 @@ async def invite(session: AsyncSession, outbox: Outbox, settings: SurveySettings
         survey_version=template.version, customer_id=req.customer_id, vehicle_id=req.vehicle_id,
         about_type=req.about_type, about_id=req.about_id, staff_id=req.staff_id, source=req.source,
         channels=list(req.channels), status="open",
-        flags=sorted(set(req.flags) | set(await contact_flags(session, rules, customer, now))),
+        flags=sorted(set(req.flags) | ({"contact_changed"} if contact_changed(rules, customer, now, now) else set())),
         created_at=now, expires_at=expires, remind_at=remind if remind < expires else None,
         created_by=req.created_by)
     session.add(inv)

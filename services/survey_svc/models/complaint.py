@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,14 +18,17 @@ from shared.ids import new_id
 class Complaint(TenantScopedMixin, Base):
     __tablename__ = "complaint"
     __table_args__ = (
-        sa.UniqueConstraint("tenant_id", "number"),
+        sa.UniqueConstraint("store_id", "number"),
         sa.UniqueConstraint("tenant_id", "idempotency_key"),
+        #: One complaint per survey response (a low score turned into a case).
+        sa.UniqueConstraint("tenant_id", "response_id"),
         sa.Index("ix_complaint_store_status", "tenant_id", "store_id", "status", "opened_at"),
         sa.Index("ix_complaint_customer", "tenant_id", "customer_id"),
         sa.Index("ix_complaint_escalate", "escalate_at", postgresql_where=sa.text("escalate_at IS NOT NULL"),
                  sqlite_where=sa.text("escalate_at IS NOT NULL")),
     )
-    number: Mapped[str] = mapped_column(sa.String(30), comment="C<yyyymm>-<seq> per store code")
+    number: Mapped[str] = mapped_column(sa.String(30), comment="C<yyyymm>-<seq>, unique per store")
+    #: Hash of the caller and their Idempotency-Key: a retry after the key's lease still finds the first case.
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(200))
     customer_id: Mapped[uuid.UUID | None]
     vehicle_id: Mapped[uuid.UUID | None]
@@ -42,6 +46,8 @@ class Complaint(TenantScopedMixin, Base):
     status: Mapped[str] = mapped_column(sa.String(12), default="ongoing")
     description: Mapped[str] = mapped_column(sa.Text())
     demands: Mapped[str | None] = mapped_column(sa.Text(), comment="what the customer asks for (抱怨要求)")
+    #: Compensation the customer asks for (yuan), if any: above the goodwill limit the case is major.
+    demanded_amount: Mapped[Decimal | None] = mapped_column(sa.Numeric(12, 2))
     oem_case_no: Mapped[str | None] = mapped_column(sa.String(40), comment="CAC case number")
     #: The survey response or visit the case came from / is about.
     response_id: Mapped[uuid.UUID | None]
@@ -57,14 +63,20 @@ class Complaint(TenantScopedMixin, Base):
     #: Promised reply time told to the customer (告知客户反馈时间), if any.
     promised_reply_at: Mapped[datetime | None]
     escalation_level: Mapped[int] = mapped_column(default=0)
-    #: When the SLA watch looks at this case next; None when closed or on hold.
+    escalated_at: Mapped[datetime | None]
+    #: When the SLA watch looks at this case next; None when closed, on hold or at the top of the chain.
     escalate_at: Mapped[datetime | None]
+    #: A resolved case must be closed (feedback, sign-off) by then, or it escalates: the resolution deadline, at
+    #: least ``CLOSING_WINDOW`` after the resolution (complaints/sla.py). None until resolved.
+    closing_due: Mapped[datetime | None]
     #: Remedy packages offered (方案一/二/三, DOMAIN §10.5): ``{"label", "description", "goodwill_amount"}``.
     remedies: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     chosen_remedy: Mapped[str | None] = mapped_column(sa.String(500))
-    goodwill_amount: Mapped[float] = mapped_column(sa.Numeric(12, 2), default=0)
+    #: Goodwill (yuan) requested, approved, or paid at resolution.
+    goodwill_amount: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2), default=0)
     #: ``none``, ``pending`` (above the limit: waits for a manager), ``approved``, ``rejected``.
     goodwill_status: Mapped[str] = mapped_column(sa.String(10), default="none")
+    goodwill_requested_by: Mapped[uuid.UUID | None]
     goodwill_decided_by: Mapped[uuid.UUID | None]
     resolved_at: Mapped[datetime | None]
     investigation: Mapped[str | None] = mapped_column(sa.Text(), comment="调查结果")
@@ -77,6 +89,12 @@ class Complaint(TenantScopedMixin, Base):
     closed_at: Mapped[datetime | None]
     #: Status before a hold, restored when the case resumes.
     held_from: Mapped[str | None] = mapped_column(sa.String(12))
+    #: While on hold: since when, and when the SLA watch would have looked next (the hold pauses the clock).
+    held_at: Mapped[datetime | None]
+    held_watch_at: Mapped[datetime | None]
+    #: Time spent on hold by the ended holds: every deadline is ``opened_at + SLA + held_seconds``, so raising
+    #: the severity later keeps the paused time.
+    held_seconds: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     version: Mapped[int] = mapped_column(default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

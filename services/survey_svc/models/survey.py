@@ -42,6 +42,10 @@ class Invitation(Base):
         sa.Index("ix_invitation_remind", "remind_at", postgresql_where=sa.text("remind_at IS NOT NULL"),
                  sqlite_where=sa.text("remind_at IS NOT NULL")),
         sa.Index("ix_invitation_about", "tenant_id", "about_type", "about_id"),
+        # One rating per survey and subject (a repair order is rated once): concurrent creations meet here.
+        sa.Index("uq_invitation_live_subject", "tenant_id", "survey_key", "about_type", "about_id", unique=True,
+                 postgresql_where=sa.text("status IN ('open', 'answered')"),
+                 sqlite_where=sa.text("status IN ('open', 'answered')")),
         sa.Index("ix_invitation_store_time", "tenant_id", "store_id", "created_at"),
         sa.Index("ix_invitation_customer", "tenant_id", "customer_id"),
     )
@@ -112,7 +116,8 @@ class Response(Base):
     low_score: Mapped[bool] = mapped_column(default=False)
     low_reasons: Mapped[list[str]] = mapped_column(default=list)
     comment: Mapped[str | None] = mapped_column(sa.Text())
-    #: Integrity findings: ``shared_phone``, ``same_device``, ``contact_changed``; non-empty → review pending.
+    #: Integrity findings: ``shared_phone``, ``same_device``, ``contact_changed``, ``recorded_by_rated_staff``;
+    #: non-empty → review pending.
     flags: Mapped[list[str]] = mapped_column(default=list)
     #: ``none``, ``pending`` (flagged), ``accepted`` or ``rejected`` (not counted in reports).
     review_status: Mapped[str] = mapped_column(sa.String(10), default="none")

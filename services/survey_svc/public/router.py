@@ -28,6 +28,8 @@ router = APIRouter(tags=["public survey"], responses=problem_responses(422))
 templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(["html"]), auto_reload=False)
 Token = Annotated[str, PathParam(min_length=1, max_length=64, description="The token of the answer link.")]
+#: The page takes any segment: a mangled link (too long, cut short) gets the friendly "link not valid" page.
+PageToken = Annotated[str, PathParam()]
 #: Form posts larger than this are refused (a full survey answer is a few KiB).
 MAX_FORM_BYTES = 64 * 1024
 HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
@@ -59,17 +61,24 @@ def _client(request: Request) -> tuple[str | None, str | None]:
     return ip, request.headers.get("user-agent", "")[:300]
 
 
-def _form_values(opened: Opened, body: bytes) -> dict[str, Any]:
-    parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=200)
+def _form_values(opened: Opened, body: bytes) -> dict[str, Any] | None:
+    """The posted answers (a multiple choice as a list); None for a body no browser form makes (too many
+    fields). NUL characters, which no one types and Postgres refuses, are dropped."""
+    try:
+        parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True,
+                          max_num_fields=200)
+    except ValueError:
+        return None
     values: dict[str, Any] = {}
     for key, items in parsed.items():
+        items = [i.replace("\x00", "") for i in items]
         q = opened.definition.question(key)
         values[key] = items if q is not None and q.type == "multiple" else items[-1]
     return values
 
 
 @router.get("/s/{token}", response_class=HTMLResponse, include_in_schema=False)
-async def answer_page(token: Token, session: SessionDep, runtime: RuntimeDep) -> HTMLResponse:
+async def answer_page(token: PageToken, session: SessionDep, runtime: RuntimeDep) -> HTMLResponse:
     now = runtime.clock()
     opened = await find(session, token, now)
     if opened is None:
@@ -81,15 +90,15 @@ async def answer_page(token: Token, session: SessionDep, runtime: RuntimeDep) ->
 
 
 @router.post("/s/{token}", response_class=HTMLResponse, include_in_schema=False)
-async def submit_page(token: Token, request: Request, session: SessionDep, runtime: RuntimeDep) -> HTMLResponse:
+async def submit_page(token: PageToken, request: Request, session: SessionDep, runtime: RuntimeDep) -> HTMLResponse:
     now = runtime.clock()
     body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    opened = await find(session, token, now, lock=True) if len(body) <= MAX_FORM_BYTES else None
+    values = _form_values(opened, body) if opened is not None else None
+    if len(body) > MAX_FORM_BYTES or (opened is not None and values is None):
         return _page("notice.html", 413, title="内容过长", heading="内容过长", message="您填写的内容太长,请精简后再提交。")
-    opened = await find(session, token, now, lock=True)
-    if opened is None:
+    if opened is None or values is None:
         return _notice("not_found")
-    values = _form_values(opened, body)
     try:
         await answer(session, runtime.outbox, runtime.settings.token_secret, opened, values, *_client(request), now)
     except NotAnswerable as exc:

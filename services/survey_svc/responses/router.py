@@ -7,9 +7,11 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
-from survey_svc.deps import CtxDep
-from survey_svc.invitations.service import InviteRequest, SurveyUnknown, existing_for_subject, invite
+from survey_svc.deps import CtxDep, IdempotencyKey
+from survey_svc.invitations.service import (InviteRequest, SubjectUnknown, SurveyUnknown, check_subject,
+                                            existing_for_subject, invite)
 from survey_svc.models import Invitation, Response
 from survey_svc.policy import rules_for
 from survey_svc.responses import schemas as s
@@ -66,10 +68,22 @@ async def get_response(ctx: CtxDep, response_id: uuid.UUID) -> Response:
 
 @router.post("", status_code=201, response_model=s.ResponseRead, dependencies=[staff_only],
              responses=problem_responses(404, 409))
-async def record_phone_response(ctx: CtxDep, body: s.PhoneResponse) -> Response:
+async def record_phone_response(ctx: CtxDep, body: s.PhoneResponse,
+                                idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Record a survey the customer answered by phone during a callback (channel `phone`, you as the recorder):
-    on their open invitation, or about a visit / delivery / complaint none was sent for. Validated and scored
-    like a web answer; 409 when the invitation is answered, expired or cancelled."""
+    on their open invitation, or about a visit / delivery / complaint of theirs none was sent for. Validated and
+    scored like a web answer; taken down by the staff member it rates, it waits for review. 409 when the
+    invitation is answered, expired or cancelled (one answer per invitation). Honours `Idempotency-Key`."""
+
+    async def created() -> tuple[dict, dict[str, str]]:
+        resp = await _record(ctx, body)
+        return s.ResponseRead.model_validate(resp).model_dump(mode="json"), {"Location": f"{router.prefix}/{resp.id}"}
+
+    return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /surveys/responses",
+                                             body.model_dump(mode="json"), created)
+
+
+async def _record(ctx: CtxDep, body: s.PhoneResponse) -> Response:
     now = ctx.runtime.clock()
     if body.invitation_id is not None:
         inv = await get_scoped(ctx.session, Invitation, ctx.principal, body.invitation_id, "Invitation",
@@ -81,6 +95,10 @@ async def record_phone_response(ctx: CtxDep, body: s.PhoneResponse) -> Response:
             tenant_id=ctx.principal.tenant_id, store_id=body.store_id, idempotency_key=f"phone:{new_id()}",
             survey_key=body.survey, customer_id=body.customer_id, about_type=body.about_type,
             about_id=body.about_id, channels=[], not_before=now, source="phone", created_by=ctx.principal.subject)
+        try:
+            await check_subject(ctx.session, req)
+        except SubjectUnknown as exc:
+            raise InvalidField(exc.field, exc.message) from None
         existing = await existing_for_subject(ctx.session, req)
         if existing is not None:
             raise Conflict("This survey about this subject already has an invitation: answer on it.",

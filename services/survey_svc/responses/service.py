@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from survey_svc.models import CustomerView, Invitation, Response, SurveyTemplate
+from survey_svc.invitations.service import contact_changed
 from survey_svc.policy import PolicyRules, rules_for
 from survey_svc.surveys import answers as ans
 from survey_svc.surveys.store import definition_of
@@ -44,12 +45,16 @@ def state_of(inv: Invitation, now: datetime) -> str:
     return inv.status
 
 
-async def _integrity_flags(session: AsyncSession, rules: PolicyRules, inv: Invitation, device: str | None,
+async def _integrity_flags(session: AsyncSession, rules: PolicyRules, inv: Invitation, sub: Submission,
                            now: datetime) -> list[str]:
-    """One phone, or one device, answering for many customers is how scores get gamed (DOMAIN §9.5)."""
+    """How scores get gamed (DOMAIN §9.5): one phone or one device answering for many customers, a contact
+    changed around the survey, the rated staff member taking the answer down themselves."""
+    device = sub.device_hash
     flags = set(inv.flags or [])
     since = now - timedelta(days=rules.integrity_days)
     customer = await session.get(CustomerView, inv.customer_id)
+    if contact_changed(rules, customer, inv.created_at, now):
+        flags.add("contact_changed")
     if customer is not None and customer.phone:
         sharing = await session.scalar(sa.select(sa.func.count(sa.distinct(CustomerView.id))).where(
             CustomerView.tenant_id == inv.tenant_id, CustomerView.phone == customer.phone,
@@ -64,6 +69,8 @@ async def _integrity_flags(session: AsyncSession, rules: PolicyRules, inv: Invit
             Response.customer_id != inv.customer_id))
         if (others or 0) + 1 > rules.same_device_max:
             flags.add("same_device")
+    if sub.channel == "phone" and inv.staff_id is not None and sub.recorded_by == inv.staff_id:
+        flags.add("recorded_by_rated_staff")
     return sorted(flags)
 
 
@@ -81,7 +88,7 @@ async def submit(session: AsyncSession, outbox: Outbox, inv: Invitation, sub: Su
     scored = ans.score(definition, given)
     rules = await rules_for(session, inv.tenant_id)
     reasons = rules.low_reasons(scored)
-    flags = await _integrity_flags(session, rules, inv, sub.device_hash, now)
+    flags = await _integrity_flags(session, rules, inv, sub, now)
     resp = Response(
         id=new_id(), tenant_id=inv.tenant_id, store_id=inv.store_id, invitation_id=inv.id,
         template_id=inv.template_id, survey_key=inv.survey_key, survey_version=inv.survey_version,

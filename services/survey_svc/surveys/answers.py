@@ -7,6 +7,7 @@ the scored rating questions answered; NPS classes are 9–10 promoter, 7–8 pas
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,8 @@ def shown(question: Question, answers: dict[str, Any], definition: SurveyDefinit
     if cond.max_score is not None:
         score = _score_of(earlier, value)
         return score is not None and score <= cond.max_score
-    return value in (cond.values or [])
+    picked = value if isinstance(value, list) else [value]  # a multiple choice matches on any chosen value
+    return any(v in (cond.values or []) for v in picked)
 
 
 def _check(q: Question, value: Any) -> tuple[Any, str | None]:
@@ -67,7 +69,7 @@ def _check(q: Question, value: Any) -> tuple[Any, str | None]:
             return None, "choose one of the options"
         return value, None
     if q.type == "nps":
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{1,2}", value.strip()):
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
             return None, "give a whole number from 0 to 10"
@@ -94,7 +96,7 @@ def _check(q: Question, value: Any) -> tuple[Any, str | None]:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or value == "" or value == []
+    return value is None or value == [] or (isinstance(value, str) and not value.strip())
 
 
 def validate(definition: SurveyDefinition, raw: dict[str, Any]) -> dict[str, Any]:

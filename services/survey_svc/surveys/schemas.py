@@ -69,6 +69,10 @@ class Question(BaseModel):
             raise ValueError("options: every option of a rating question needs its score")
         if self.max_choices is not None and self.type != "multiple":
             raise ValueError("max_choices: only for multiple-choice questions")
+        if self.type == "multiple":
+            most = min(self.max_choices or len(self.options or []), len(self.options or []))
+            if self.min_choices > most:
+                raise ValueError("min_choices: more than can be chosen (max_choices, number of options)")
         return self
 
     def option(self, value: str) -> Option | None:

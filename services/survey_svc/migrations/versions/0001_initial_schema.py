@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 19:31:24.360932
+Create Date: 2026-11-23 20:25:06.408358
 """
 from collections.abc import Sequence
 
@@ -44,7 +44,7 @@ def upgrade() -> None:
     schema='survey'
     )
     op.create_table('complaint',
-    sa.Column('number', sa.String(length=30), nullable=False, comment='C<yyyymm>-<seq> per store code'),
+    sa.Column('number', sa.String(length=30), nullable=False, comment='C<yyyymm>-<seq>, unique per store'),
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('customer_id', sa.Uuid(), nullable=True),
     sa.Column('vehicle_id', sa.Uuid(), nullable=True),
@@ -61,6 +61,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=12), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('demands', sa.Text(), nullable=True, comment='what the customer asks for (抱怨要求)'),
+    sa.Column('demanded_amount', sa.Numeric(precision=12, scale=2), nullable=True),
     sa.Column('oem_case_no', sa.String(length=40), nullable=True, comment='CAC case number'),
     sa.Column('response_id', sa.Uuid(), nullable=True),
     sa.Column('about_type', sa.String(length=10), nullable=True),
@@ -73,11 +74,14 @@ def upgrade() -> None:
     sa.Column('first_responded_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('promised_reply_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('escalation_level', sa.Integer(), nullable=False),
+    sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('escalate_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('closing_due', sa.DateTime(timezone=True), nullable=True),
     sa.Column('remedies', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('chosen_remedy', sa.String(length=500), nullable=True),
     sa.Column('goodwill_amount', sa.Numeric(precision=12, scale=2), nullable=False),
     sa.Column('goodwill_status', sa.String(length=10), nullable=False),
+    sa.Column('goodwill_requested_by', sa.Uuid(), nullable=True),
     sa.Column('goodwill_decided_by', sa.Uuid(), nullable=True),
     sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('investigation', sa.Text(), nullable=True, comment='调查结果'),
@@ -89,14 +93,18 @@ def upgrade() -> None:
     sa.Column('signed_off_by', sa.Uuid(), nullable=True),
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('held_from', sa.String(length=12), nullable=True),
+    sa.Column('held_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('held_watch_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('held_seconds', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
     sa.Column('store_id', sa.Uuid(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_complaint')),
+    sa.UniqueConstraint('store_id', 'number', name=op.f('uq_complaint_store_id_number')),
     sa.UniqueConstraint('tenant_id', 'idempotency_key', name=op.f('uq_complaint_tenant_id_idempotency_key')),
-    sa.UniqueConstraint('tenant_id', 'number', name=op.f('uq_complaint_tenant_id_number')),
+    sa.UniqueConstraint('tenant_id', 'response_id', name=op.f('uq_complaint_tenant_id_response_id')),
     schema='survey'
     )
     op.create_index('ix_complaint_customer', 'complaint', ['tenant_id', 'customer_id'], unique=False, schema='survey')
@@ -277,6 +285,7 @@ def upgrade() -> None:
     op.create_index('ix_invitation_customer', 'invitation', ['tenant_id', 'customer_id'], unique=False, schema='survey')
     op.create_index('ix_invitation_remind', 'invitation', ['remind_at'], unique=False, schema='survey', postgresql_where=sa.text('remind_at IS NOT NULL'), sqlite_where=sa.text('remind_at IS NOT NULL'))
     op.create_index('ix_invitation_store_time', 'invitation', ['tenant_id', 'store_id', 'created_at'], unique=False, schema='survey')
+    op.create_index('uq_invitation_live_subject', 'invitation', ['tenant_id', 'survey_key', 'about_type', 'about_id'], unique=True, schema='survey', postgresql_where=sa.text("status IN ('open', 'answered')"), sqlite_where=sa.text("status IN ('open', 'answered')"))
     op.create_table('response',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
@@ -326,6 +335,7 @@ def downgrade() -> None:
     op.drop_index('ix_response_report', table_name='response', schema='survey')
     op.drop_index(op.f('ix_response_device_hash'), table_name='response', schema='survey')
     op.drop_table('response', schema='survey')
+    op.drop_index('uq_invitation_live_subject', table_name='invitation', schema='survey', postgresql_where=sa.text("status IN ('open', 'answered')"), sqlite_where=sa.text("status IN ('open', 'answered')"))
     op.drop_index('ix_invitation_store_time', table_name='invitation', schema='survey')
     op.drop_index('ix_invitation_remind', table_name='invitation', schema='survey', postgresql_where=sa.text('remind_at IS NOT NULL'), sqlite_where=sa.text('remind_at IS NOT NULL'))
     op.drop_index('ix_invitation_customer', table_name='invitation', schema='survey')

@@ -1,0 +1,1 @@
+"""Complaint handling (DOMAIN §10): intake, the case log, SLA escalation, goodwill approval, closure."""

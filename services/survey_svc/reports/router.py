@@ -1,0 +1,161 @@
+"""Satisfaction and complaint reports for managers and OEM pulls, as JSON or streamed CSV (UTF-8 with BOM, so
+Excel opens the Chinese text), and the one-row-per-response export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from survey_svc.deps import CtxDep
+from survey_svc.reports import queries
+from survey_svc.reports.schemas import ComplaintGroup, ComplaintReport, SatisfactionReport, SurveyGroup
+from survey_svc.reports.scope import resolve_scope
+from survey_svc.surveys.schemas import KEY
+from shared.auth import require_roles
+from shared.auth.roles import MANAGERS
+from shared.errors import problem_responses
+from shared.validation import IsoDate
+
+#: Managers see their stores' reports; an OEM integration key with ``surveys:read`` pulls its stores' figures.
+readers = require_roles(*MANAGERS, scope="surveys:read")
+router = APIRouter(tags=["reports"], dependencies=[readers], responses=problem_responses(401, 403, 404, 422))
+
+StoreParam = Annotated[uuid.UUID | None, Query(
+    description="One of your stores; default: every store you may see (404 for a store outside your scope).")]
+FromParam = Annotated[IsoDate | None, Query(
+    alias="from", description="First store-local day (default: the first of `to`'s month).")]
+ToParam = Annotated[IsoDate | None, Query(
+    alias="to", description="Last store-local day, inclusive (default: today); at most two years after `from`.")]
+SurveyParam = Annotated[str | None, Query(max_length=60, pattern=KEY.pattern,
+                                          description="One survey (e.g. `service_satisfaction`); default: all.")]
+FormatParam = Annotated[Literal["json", "csv"] | None, Query(
+    alias="format", description="`csv`: the report's rows as CSV (UTF-8 with BOM, opens in Excel); also chosen by "
+                                "`Accept: text/csv`. Default JSON.")]
+CSV_TYPE = "text/csv; charset=utf-8"
+
+
+def _csv_doc(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "content": {"text/csv": {"schema": {"type": "string"}}},
+                  "description": "The report (JSON), or as CSV: a `section` column (total, the group rows, items "
+                                 "or breakdowns), then the JSON fields."}}
+
+
+def wants_csv(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "csv"
+    accept = request.headers.get("accept", "")
+    return "text/csv" in accept and "application/json" not in accept
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _encode(rows: Iterable[Iterable[Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows([_cell(v) for v in row] for row in rows)
+    return out.getvalue().encode("utf-8")
+
+
+def _stream(name: str, chunks: AsyncIterator[bytes]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        yield "\ufeff".encode()
+        async for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(body(), media_type=CSV_TYPE,
+                             headers={"Content-Disposition": f'attachment; filename="{name}.csv"',
+                                      "Cache-Control": "no-store"})
+
+
+def _sections_csv(name: str, sections: list[tuple[str, list[BaseModel]]]) -> StreamingResponse:
+    """Rows of every section in one table: ``section`` first, then the union of the rows' fields."""
+    dumped = [(label, row.model_dump(mode="json")) for label, items in sections for row in items]
+    columns: list[str] = []
+    for _, row in dumped:
+        columns += [k for k in row if k not in columns]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield _encode([["section", *columns]])
+        for start in range(0, len(dumped), 500):
+            yield _encode([label, *(row.get(c) for c in columns)] for label, row in dumped[start:start + 500])
+
+    return _stream(name, chunks())
+
+
+def _span(report: SatisfactionReport | ComplaintReport) -> str:
+    return f"{report.from_date.isoformat()}_{report.to_date.isoformat()}"
+
+
+@router.get("/api/v1/surveys/reports/satisfaction", response_model=SatisfactionReport,
+            responses=_csv_doc(SatisfactionReport))
+async def satisfaction_report(
+        ctx: CtxDep, request: Request, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,
+        survey: SurveyParam = None,
+        group_by: Annotated[SurveyGroup, Query(description="Rows per store, per staff member rated, or per month "
+                                                           "(the trend).")] = "store",
+        fmt: FormatParam = None) -> Any:
+    """The satisfaction analysis report (客户满意分析报告, DOMAIN §9.3): records surveyed, invitations sent and
+    the survey rate, responses and the return rate, valid responses and the valid rate, average satisfaction
+    index and overall score, very-dissatisfied count, NPS and low scores — per store, staff member or month —
+    plus every item's average with the strongest and weakest. Days and months are each store's local ones."""
+    scope = await resolve_scope(ctx, store_id, from_, to)
+    report = await queries.satisfaction(ctx, scope, group_by, survey)
+    if wants_csv(request, fmt):
+        items = [item for group in report.items for item in group.items]
+        return _sections_csv(f"satisfaction-{group_by}-{_span(report)}",
+                             [("total", [report.totals]), (group_by, list(report.rows)), ("item", items)])
+    return report
+
+
+@router.get("/api/v1/complaints/reports", response_model=ComplaintReport, responses=_csv_doc(ComplaintReport))
+async def complaint_report(
+        ctx: CtxDep, request: Request, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,
+        group_by: Annotated[ComplaintGroup, Query(description="Rows per category, severity, store or month.")]
+        = "category",
+        fmt: FormatParam = None) -> Any:
+    """Complaint statistics (DOMAIN §10.10) over the cases opened in the period: counts by category, severity,
+    status and channel, major cases, time to first response and to closure (average and 90th percentile),
+    SLA breaches, the complaint rate against repair orders and deliveries, and repeat complainers."""
+    scope = await resolve_scope(ctx, store_id, from_, to)
+    report = await queries.complaints(ctx, scope, group_by)
+    if wants_csv(request, fmt):
+        breakdowns: list[tuple[str, list[BaseModel]]] = [
+            (name, list(getattr(report, name))) for name in
+            ("by_category", "by_severity", "by_status", "by_channel", "feedback_result", "feedback_speed")]
+        return _sections_csv(f"complaints-{group_by}-{_span(report)}",
+                             [("total", [report.totals]), (group_by, list(report.rows)), *breakdowns,
+                              ("repeat_complainer", list(report.top_repeat_complainers))])
+    return report
+
+
+@router.get("/api/v1/surveys/reports/responses.csv", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "One row per response (UTF-8 with BOM)."}})
+async def responses_csv(ctx: CtxDep, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,
+                        survey: SurveyParam = None) -> StreamingResponse:
+    """Every response of the period for OEM reporting, oldest first: ids, store code, survey and version, the
+    store-local answer time, channel, scores, NPS, low score, integrity flags and review status, then one column
+    per scored item (`q1`…). No names, phones or free text. Streamed from a database cursor: any size."""
+    scope = await resolve_scope(ctx, store_id, from_, to)
+    items = queries.item_columns(await queries.survey_items(ctx.session, scope.tenant_id, survey))
+    await ctx.session.close()  # the stream reads on its own session
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield _encode([[*queries.RESPONSE_COLUMNS, *items]])
+        async for batch in queries.response_rows(ctx.runtime.sessionmaker, scope, survey, items):
+            yield _encode(batch)
+
+    return _stream(f"survey-responses-{scope.first.isoformat()}_{scope.last.isoformat()}", chunks())
