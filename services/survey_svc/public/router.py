@@ -140,7 +140,7 @@ async def post_public_response(token: Token, body: PublicAnswer, request: Reques
     """Answer the survey behind a link, once. 422 names each bad or missing answer (`body.answers.<question>`);
     409 when already answered; 410 when the link expired or was withdrawn; 404 for an unknown token."""
     now = runtime.clock()
-    opened = await find(session, token, now, lock=True)
+    opened = await find(session, token, now, lock=True, store_name=False)
     if opened is None:
         raise NotFound("No survey behind this link.")
     try:

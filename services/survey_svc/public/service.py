@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from survey_svc.invitations.tokens import device_hash, token_hash, well_formed
-from survey_svc.models import Invitation, StoreView, SurveyTemplate
+from survey_svc.models import Invitation, StoreView
 from survey_svc.responses.service import Submission, state_of, submit
 from survey_svc.surveys.schemas import SurveyDefinition
-from survey_svc.surveys.store import definition_of
+from survey_svc.surveys.store import definition_by_id
 from shared.messaging.outbox import Outbox
 
 NOTICES = {
@@ -36,17 +36,18 @@ class Opened:
     state: str
 
 
-async def find(session: AsyncSession, token: str, now: datetime, *, lock: bool = False) -> Opened | None:
+async def find(session: AsyncSession, token: str, now: datetime, *, lock: bool = False,
+               store_name: bool = True) -> Opened | None:
+    """The invitation behind a link, its survey version and (for pages that show it) its store's name."""
     if not well_formed(token):
         return None
     stmt = sa.select(Invitation).where(Invitation.token_hash == token_hash(token))
     inv = await session.scalar(stmt.with_for_update() if lock else stmt)
     if inv is None:
         return None
-    template = await session.get(SurveyTemplate, inv.template_id)
-    store = await session.get(StoreView, inv.store_id)
-    assert template is not None
-    return Opened(inv, definition_of(template), store.name if store else None, state_of(inv, now))
+    store = await session.get(StoreView, inv.store_id) if store_name else None
+    return Opened(inv, await definition_by_id(session, inv.template_id), store.name if store else None,
+                  state_of(inv, now))
 
 
 async def mark_opened(session: AsyncSession, opened: Opened, now: datetime) -> None:

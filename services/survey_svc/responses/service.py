@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from survey_svc.models import CustomerView, Invitation, Response, SurveyTemplate
+from survey_svc.models import CustomerView, Invitation, Response
 from survey_svc.invitations.service import contact_changed
 from survey_svc.policy import PolicyRules, rules_for
 from survey_svc.surveys import answers as ans
-from survey_svc.surveys.store import definition_of
+from survey_svc.surveys.store import definition_by_id
 from shared.events.catalog.survey import SurveyAnswered, SurveyLowScore
 from shared.ids import new_id
 from shared.messaging.outbox import Outbox
@@ -81,9 +81,7 @@ async def submit(session: AsyncSession, outbox: Outbox, inv: Invitation, sub: Su
     state = state_of(inv, now)
     if state != "open":
         raise NotAnswerable(state)
-    template = await session.get(SurveyTemplate, inv.template_id)
-    assert template is not None
-    definition = definition_of(template)
+    definition = await definition_by_id(session, inv.template_id)
     given = ans.validate(definition, sub.answers)
     scored = ans.score(definition, given)
     rules = await rules_for(session, inv.tenant_id)

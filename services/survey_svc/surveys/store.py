@@ -25,6 +25,17 @@ def definition_of(template: SurveyTemplate) -> SurveyDefinition:
     return found
 
 
+async def definition_by_id(session: AsyncSession, template_id: uuid.UUID) -> SurveyDefinition:
+    """The definition of a template version, read once per process (every answer needs it; versions never
+    change)."""
+    found = _definitions.get(template_id)
+    if found is None:
+        template = await session.get(SurveyTemplate, template_id)
+        assert template is not None, "an invitation's template version is never deleted"
+        found = definition_of(template)
+    return found
+
+
 async def ensure_default_surveys(session: AsyncSession, tenant_id: uuid.UUID) -> None:
     """Version 1 of every default survey for a dealer group (a no-op once there; edits make new versions)."""
     now = utcnow()
