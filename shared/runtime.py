@@ -22,6 +22,7 @@ from shared.messaging.memory import InProcessBus, db_parker
 from shared.messaging.outbox import Outbox
 from shared.messaging.relay import OutboxRelay
 from shared.messaging.tables import MessagingModels
+from shared.periodic import Periodic
 from shared.settings import ServiceSettings
 
 
@@ -60,6 +61,9 @@ class ServiceRuntime:
         self.consumer = EventConsumer(self.name, self.sessionmaker, messaging.inbox,
                                       subscriptions(self) if subscriptions else [])
         self.consumer_runner: AmqpConsumerRunner | None = None
+        #: The service's own periodic jobs (scheduler, dispatcher, SLA watch...): started with the worker and
+        #: part of its liveness.
+        self.loops: list[Periodic] = []
 
     async def prepare(self) -> None:
         """Embedded start-up: create (SQLite) or migrate (Postgres) this service's schema."""
@@ -70,6 +74,7 @@ class ServiceRuntime:
         tasks = [asyncio.create_task(self.relay.run(stop), name=f"{self.name}.relay"),
                  asyncio.create_task(run_housekeeping(self.sessionmaker, self.messaging, stop),
                                      name=f"{self.name}.housekeeping")]
+        tasks += [asyncio.create_task(loop.run(stop), name=f"{self.name}.{loop.name}") for loop in self.loops]
         if not self.consumer.subscriptions:
             return tasks
         if self.bus is not None:
@@ -83,9 +88,11 @@ class ServiceRuntime:
         return tasks
 
     def worker_alive(self, max_silence: float = 60) -> bool:
-        """The relay loop turned recently and, where there are consumers, they are connected."""
-        relay_ok = time.monotonic() - self.relay.beat < max_silence
-        return relay_ok and (self.consumer_runner is None or self.consumer_runner.connected.is_set())
+        """The relay and every periodic loop turned recently and, where there are consumers, they are connected."""
+        now = time.monotonic()
+        loops_ok = all(now - loop.beat < max(max_silence, loop.poll_seconds * 3) for loop in self.loops)
+        relay_ok = now - self.relay.beat < max_silence
+        return relay_ok and loops_ok and (self.consumer_runner is None or self.consumer_runner.connected.is_set())
 
     async def check_database(self) -> None:
         async with self.engine.connect() as conn:

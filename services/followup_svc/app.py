@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -48,6 +46,7 @@ class FollowupRuntime(ServiceRuntime):
                                        settings.scheduler_batch_size)
         self.escalation_loop = Periodic("escalation", self._escalation_turn, settings.escalation_poll_seconds,
                                         self.escalator.batch_size)
+        self.loops = [self.scheduler_loop, self.escalation_loop]
 
     async def _scheduler_turn(self) -> int:
         await self.clock.load(self.engine, TestClock.__table__)
@@ -56,18 +55,6 @@ class FollowupRuntime(ServiceRuntime):
     async def _escalation_turn(self) -> int:
         await self.clock.load(self.engine, TestClock.__table__)
         return await self.escalator.run_once()
-
-    def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        tasks = super().start_workers(stop)
-        tasks.append(asyncio.create_task(self.scheduler_loop.run(stop), name=f"{self.name}.scheduler"))
-        tasks.append(asyncio.create_task(self.escalation_loop.run(stop), name=f"{self.name}.escalation"))
-        return tasks
-
-    def worker_alive(self, max_silence: float = 60) -> bool:
-        now = time.monotonic()
-        loops_ok = all(now - loop.beat < max(max_silence, loop.poll_seconds * 3)
-                       for loop in (self.scheduler_loop, self.escalation_loop))
-        return loops_ok and super().worker_alive(max_silence)
 
 
 def build_runtime(settings: FollowupSettings | None = None, bus: InProcessBus | None = None) -> FollowupRuntime:

@@ -3,8 +3,6 @@ by ``python -m notify_svc api``."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -53,17 +51,6 @@ class NotifyRuntime(ServiceRuntime):
         """Look at due messages now (after an API call queued some) rather than at the next poll."""
         for loop in self.dispatch_loops:
             loop.nudge()
-
-    def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        tasks = super().start_workers(stop)
-        tasks += [asyncio.create_task(loop.run(stop), name=f"{self.name}.{loop.name}") for loop in self.loops]
-        return tasks
-
-    def worker_alive(self, max_silence: float = 60) -> bool:
-        now = time.monotonic()
-        loops_ok = all(now - loop.beat < max(max_silence, loop.poll_seconds * 3) for loop in self.loops)
-        return loops_ok and super().worker_alive(max_silence)
-
 
     async def dispose(self) -> None:
         for provider in self.providers.values():

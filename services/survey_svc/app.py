@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -54,16 +52,6 @@ class SurveyRuntime(ServiceRuntime):
                                self.reminders.batch),
                       Periodic("complaint_sla", self.sla_watch.run_once, settings.sla_poll_seconds,
                                self.sla_watch.batch)]
-
-    def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        tasks = super().start_workers(stop)
-        tasks += [asyncio.create_task(loop.run(stop), name=f"{self.name}.{loop.name}") for loop in self.loops]
-        return tasks
-
-    def worker_alive(self, max_silence: float = 60) -> bool:
-        now = time.monotonic()
-        loops_ok = all(now - loop.beat < max(max_silence, loop.poll_seconds * 3) for loop in self.loops)
-        return loops_ok and super().worker_alive(max_silence)
 
 
 def build_runtime(settings: SurveySettings | None = None, bus: InProcessBus | None = None) -> SurveyRuntime:

@@ -47,3 +47,23 @@ def ensure_store(principal: Principal, store_id: uuid.UUID, what: str = "Store")
     """A store outside the caller's scope is reported as not found (no existence leak)."""
     if not principal.can_access_store(store_id):
         raise NotFound(f"{what} not found.")
+
+
+async def stores_in_scope(session: AsyncSession, store_model: Any, principal: Principal,
+                          store_id: uuid.UUID | None) -> tuple[dict[uuid.UUID, Any], bool]:
+    """The stores a report covers, from a service's store read model: ``store_id`` when it is one of the caller's
+    (else 404, as for any record out of scope), or every store the caller may see. Returns the stores by id (None
+    for one of the caller's stores the read model has not heard of yet) and whether that is the whole group."""
+    ids: list[uuid.UUID] | None = None
+    if store_id is not None:
+        ensure_store(principal, store_id)
+        ids = [store_id]
+    elif not principal.tenant_wide:
+        ids = sorted(principal.store_ids)
+    stmt = sa.select(store_model).where(store_model.tenant_id == principal.tenant_id)
+    if ids is not None:
+        stmt = stmt.where(store_model.id.in_(ids))
+    known = {s.id: s for s in await session.scalars(stmt)}
+    if store_id is not None and store_id not in known and principal.tenant_wide:
+        raise NotFound("Store not found.")
+    return (known if ids is None else {i: known.get(i) for i in ids}), ids is None

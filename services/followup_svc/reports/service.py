@@ -24,8 +24,9 @@ from followup_svc.reports.schemas import (
     CallbacksReport, CoverageCounts, CoverageReport, CoverageRow, DailyActivityReport, OutcomeCounts, OutcomesByRule,
     OutcomesReport, SkipReason)
 from shared.calendar import StoreCalendar
-from shared.auth import Role, ensure_store
-from shared.errors import InvalidField, NotFound
+from shared.auth import Role
+from shared.auth.scoping import stores_in_scope
+from shared.errors import InvalidField
 
 DEFAULT_ZONE = StoreCalendar.timezone
 #: Report days must convert to UTC and back in every zone: no dates near the ends of the calendar.
@@ -94,20 +95,8 @@ async def resolve_scope(ctx: Ctx, store_id: uuid.UUID | None) -> Scope:
     principal = ctx.principal
     runtime = ctx.runtime
     await runtime.clock.load(runtime.engine, TestClock.__table__)
-    ids: list[uuid.UUID] | None = None
-    if store_id is not None:
-        ensure_store(principal, store_id)
-        ids = [store_id]
-    elif not principal.tenant_wide:
-        ids = sorted(principal.store_ids)
-    stmt = sa.select(StoreView).where(StoreView.tenant_id == principal.tenant_id)
-    if ids is not None:
-        stmt = stmt.where(StoreView.id.in_(ids))
-    known = {s.id: s for s in await ctx.session.scalars(stmt)}
-    if store_id is not None and store_id not in known and principal.tenant_wide:
-        raise NotFound("Store not found.")
-    stores: dict[uuid.UUID, StoreView | None] = known if ids is None else {i: known.get(i) for i in ids}
-    return Scope(principal.tenant_id, store_id, stores, ids is None, runtime.clock.now())
+    stores, whole_group = await stores_in_scope(ctx.session, StoreView, principal, store_id)
+    return Scope(principal.tenant_id, store_id, stores, whole_group, runtime.clock.now())
 
 
 def check_day(value: date, field: str) -> date:

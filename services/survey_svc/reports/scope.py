@@ -20,9 +20,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from survey_svc.deps import Ctx
 from survey_svc.models import StoreView
 from survey_svc.reports.schemas import MAX_DAYS
-from shared.auth import ensure_store
+from shared.auth.scoping import stores_in_scope
 from shared.calendar import StoreCalendar
-from shared.errors import InvalidField, NotFound
+from shared.errors import InvalidField
 
 DEFAULT_ZONE = StoreCalendar.timezone
 #: Report days must convert to UTC and back in every zone: no dates near the ends of the calendar.
@@ -133,21 +133,9 @@ async def resolve_scope(ctx: Ctx, store_id: uuid.UUID | None, first: date | None
     """The caller's stores, or ``store_id`` when it is one of them (else 404, as for any record out of scope),
     and the period checked."""
     principal = ctx.principal
-    ids: list[uuid.UUID] | None = None
-    if store_id is not None:
-        ensure_store(principal, store_id)
-        ids = [store_id]
-    elif not principal.tenant_wide:
-        ids = sorted(principal.store_ids)
-    stmt = sa.select(StoreView).where(StoreView.tenant_id == principal.tenant_id)
-    if ids is not None:
-        stmt = stmt.where(StoreView.id.in_(ids))
-    known = {s.id: s for s in await ctx.session.scalars(stmt)}
-    if store_id is not None and store_id not in known and principal.tenant_wide:
-        raise NotFound("Store not found.")
-    stores: dict[uuid.UUID, StoreView | None] = known if ids is None else {i: known.get(i) for i in ids}
+    stores, whole_group = await stores_in_scope(ctx.session, StoreView, principal, store_id)
     now = ctx.runtime.clock()
     zones = {v.timezone if v is not None else DEFAULT_ZONE for v in stores.values()} or {DEFAULT_ZONE}
     today = StoreCalendar(zones.pop() if len(zones) == 1 else DEFAULT_ZONE).local(now).date()
     start, end = check_period(first, last, today)
-    return Scope(principal.tenant_id, store_id, stores, ids is None, now, start, end)
+    return Scope(principal.tenant_id, store_id, stores, whole_group, now, start, end)
