@@ -13,6 +13,7 @@ from survey_svc.invitations.service import InviteRequest, SurveyUnknown, invite
 from survey_svc.models import CustomerView, StaffView, StoreView, VisitView
 from survey_svc.policy import rules_for
 from survey_svc.surveys.store import ensure_default_surveys
+from shared.db.base import dialect_insert
 from shared.events.catalog import customer as ev
 from shared.events.catalog import followup as fev
 from shared.events.envelope import CloudEvent
@@ -55,17 +56,23 @@ async def staff(session: AsyncSession, event: CloudEvent) -> None:
 
 
 async def customer(session: AsyncSession, event: CloudEvent) -> None:
+    """The customer's copy, newest snapshot wins. A phone change is recognised from an update's ``changed`` list,
+    or from a different number than the copy had: an update can arrive first (events about one customer are
+    handled concurrently), and its change must not be lost to the older "created" snapshot behind it."""
     data = ev.CustomerSnapshot.model_validate(event.data)
     row = await session.get(CustomerView, data.customer_id, with_for_update=True)
     if row is None:
-        session.add(CustomerView(id=data.customer_id, tenant_id=_tenant(event), store_id=data.store_id,
-                                 name=data.name, phone=data.primary_phone, snapshot_at=event.time))
-        return
+        # Insert-if-absent, then lock: two first events for one customer must not both insert.
+        await session.execute(dialect_insert(session)(CustomerView).values(
+            id=data.customer_id, tenant_id=_tenant(event), store_id=data.store_id, name=data.name,
+            phone=data.primary_phone, status="active").on_conflict_do_nothing(index_elements=["id"]))
+        row = await session.get(CustomerView, data.customer_id, with_for_update=True, populate_existing=True)
+        assert row is not None
     if row.snapshot_at is not None and event.time < row.snapshot_at:
         return  # an older snapshot overtaken by a newer one
     changed = set(event.data.get("changed") or [])
-    if data.primary_phone != row.phone and (changed & PHONE_FIELDS or not changed):
-        row.phone_changed_at = event.time
+    if changed & PHONE_FIELDS or (row.snapshot_at is not None and data.primary_phone != row.phone):
+        row.phone_changed_at = max(row.phone_changed_at or event.time, event.time)
     row.store_id, row.name, row.phone, row.snapshot_at = data.store_id, data.name, data.primary_phone, event.time
 
 
