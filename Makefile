@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test test-fast migrate bench bench-scheduler bench-notify bench-survey lint services gateway prod-up prod-down clean
+.PHONY: install run test test-fast migrate bench bench-scheduler bench-notify bench-survey bench-import lint services gateway prod-up prod-down clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
@@ -43,6 +43,9 @@ bench-notify: install services ## 50,000 message commands through policy and the
 
 bench-survey: install services ## public survey answers/s through nginx vs bare, monthly report over 1M responses (JSON last)
 	$(PY) -m bench.survey
+
+bench-import: install services ## 100,000 customers with vehicles from one CSV through the import worker vs raw COPY (JSON last)
+	$(PY) -m bench.imports
 
 prod-up: install services ## production mode without Docker: each service's api + worker, nginx in front
 	@scripts/prod-up.sh

@@ -18,10 +18,11 @@ The workload is 50,000 ``followup.message.requested.v1`` commands, published on 
 2. ``sends_per_s``: one notify worker process (``python -m notify_svc worker``: consumers, dispatcher, relay) takes
    the commands from the broker, checks each against the policy, calls the sandbox and commits each status;
    the clock runs from its first stored message until every message has its decided status. Sends are
-   messages the provider accepted (``sent``).
+   messages the provider accepted (``sent``). Messages due together with one template go as Aliyun
+   ``SendBatchSms`` requests (up to 100 numbers each), as in production; the provider requests made are printed.
 3. ``policy_violations``: what the sandbox received, checked against the rules: any message to a customer without
-   the consent, more than the daily cap to one number, a message sent twice, or a count that differs from
-   what notify_svc recorded as sent. Must be 0.
+   the consent, more than the daily cap to one number, a message sent twice (the same ``OutId`` and number: a
+   batch's numbers share its ``OutId``), or a count that differs from what notify_svc recorded as sent. Must be 0.
 
 The last line printed is one JSON object: ``sends_per_s``, ``raw_provider_per_s``, ``ratio``, ``policy_violations``.
 Target: sends_per_s >= 1,000 per worker process.
@@ -237,7 +238,13 @@ async def violations(sandbox_url: str, url: str) -> tuple[int, list[str]]:
     over = [n for n, c in per_number.items() if c > DAILY_CAP]
     if over:
         problems.append(f"{len(over)} numbers over the daily cap")
-    twice = [k for k, c in Counter(m["our_id"] for m in received).items() if c > 1]
+    # A single send's OutId is its message id; a batch's OutId is shared by its numbers, each its own message. And
+    # whatever the route (a batch, or alone after a refused batch), no number gets more than its messages.
+    base = REGULAR + REVOKED + NO_MARKETING
+    allowed = {**{phone(i).removeprefix("+86"): 2 for i in range(REGULAR)},
+               **{phone(base + i).removeprefix("+86"): DAILY_CAP for i in range(CAPPED)}}
+    twice = [k for k, c in Counter((m["our_id"], m["to"]) for m in received).items() if c > 1]
+    twice += [n for n, c in per_number.items() if c > allowed.get(n, 0) and n not in no_consent]
     if twice:
         problems.append(f"{len(twice)} messages sent twice")
     if len(received) != sent:
@@ -296,6 +303,10 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         cpu = cpu_seconds(worker.pid) - cpu_before
         sends = counts.get("sent", 0) / elapsed
         print(f"worker: {counts} in {elapsed:.1f} s; {sends:,.0f} sends/s; worker CPU {cpu:.1f} s", flush=True)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            stats = (await http.get("/_sandbox/stats")).json()
+        print(f"provider requests: {stats['requests']['aliyun']:,} ({stats['aliyun_batches']:,} SendBatchSms)",
+              flush=True)
         bad, problems = await violations(f"http://127.0.0.1:{port}", url)
         for p in problems:
             print(f"POLICY VIOLATION: {p}", flush=True)

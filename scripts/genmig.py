@@ -1,6 +1,9 @@
-"""Regenerate a service's initial migration from its models (development aid, before a service's first release):
-``python scripts/genmig.py survey_svc``. Creates a scratch database, autogenerates revision 0001 into the
-service's ``migrations/versions``, drops the database."""
+"""Generate a service's migration from its models (development aid).
+
+``python scripts/genmig.py survey_svc`` regenerates revision 0001 (before a service's first release);
+``python scripts/genmig.py customer_svc 0005 "bulk imports"`` autogenerates the next revision on top of the
+existing ones. Either way a scratch database is created, used and dropped.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +17,22 @@ from shared.db.migrations import alembic_config
 from shared.testing import infra
 
 
-def main(service: str) -> None:
+def main(service: str, rev_id: str = "0001", message: str = "initial schema") -> None:
     app = importlib.import_module(f"{service}.app")
     versions = app.MIGRATIONS / "versions"
-    for old in versions.glob("0001_*.py"):
-        old.unlink()
+    if rev_id == "0001":
+        for old in versions.glob("0001_*.py"):
+            old.unlink()
     name, url = asyncio.run(infra.create_database())
     try:
         settings = app.settings_class(database_url=url, environment="test")
-        command.revision(alembic_config(settings, app.MIGRATIONS), message="initial schema", autogenerate=True,
-                         rev_id="0001")
+        config = alembic_config(settings, app.MIGRATIONS)
+        if rev_id != "0001":
+            command.upgrade(config, "head")
+        command.revision(config, message=message, autogenerate=True, rev_id=rev_id)
     finally:
         asyncio.run(infra.drop_database(name))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

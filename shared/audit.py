@@ -40,21 +40,21 @@ def audit_model(base: type[DeclarativeBase]) -> type:
     return AuditEntry
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     if isinstance(value, (uuid.UUID, Decimal)):
         return str(value)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def snapshot(obj: Any, exclude: frozenset[str] = frozenset({"password_hash", "key_hash", "token_hash"})) -> dict[str, Any]:
     """Column values of an ORM object, JSON-ready, secrets left out."""
-    return {c.key: _plain(getattr(obj, c.key)) for c in sa.inspect(obj).mapper.column_attrs if c.key not in exclude}
+    return {c.key: plain(getattr(obj, c.key)) for c in sa.inspect(obj).mapper.column_attrs if c.key not in exclude}
 
 
 class AuditLog:
@@ -73,5 +73,5 @@ class AuditLog:
             actor_id=principal.subject if principal else None,
             actor_kind=principal.kind if principal else "system",
             action=action, record_type=record_type, record_id=record_id,
-            before=_plain(before), after=_plain(after), request_id=request_id_var.get(),
+            before=plain(before), after=plain(after), request_id=request_id_var.get(),
         ))

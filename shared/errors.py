@@ -7,6 +7,7 @@ unexpected exceptions become a bare 500 problem in ``RequestContextMiddleware`` 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -94,6 +95,10 @@ class PreconditionRequired(AppError):
     status, code, title = 428, "precondition_required", "If-Match header required"
 
 
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
 class BusinessRuleViolation(AppError):
     status, code, title = 422, "business_rule", "Request breaks a business rule"
 
@@ -142,7 +147,22 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+_NAMED = re.compile(r"^(?:Value error, )?([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): (.+)$", re.S)
+
+
+def named_field(path: str, message: str) -> tuple[str, str]:
+    """A model-level check (which pydantic reports at the model's own path) names its field as ``field: message``:
+    report it at ``path.field``, so the caller learns which field to fix."""
+    m = _NAMED.match(message)
+    if m is None:
+        return path, message.removeprefix("Value error, ")
+    return (f"{path}.{m[1]}" if path else m[1]), m[2]
+
+
 def _field_error(e: dict[str, Any]) -> FieldError:
+    if e["type"] == "value_error":
+        field, message = named_field(_field_path(e["loc"]), e["msg"])
+        return FieldError(field=field, message=message, type=e["type"])
     if e["type"] == "json_invalid":  # loc is ("body", <character offset>): the body as a whole is malformed
         where = f" at character {e['loc'][1]}" if len(e["loc"]) > 1 else ""
         reason = (e.get("ctx") or {}).get("error")
@@ -183,7 +203,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting problem+json errors."""
     names = {400: "Bad request", 401: "Not authenticated", 403: "Not allowed", 404: "Not found",
              409: "Conflict", 412: "Stale If-Match", 422: "Validation failed", 428: "If-Match required",
-             429: "Too many requests"}
+             413: "Payload too large", 429: "Too many requests"}
     return {
         s: {"model": Problem, "description": names.get(s, "Error"), "content": {PROBLEM_JSON: {}}}
         for s in statuses

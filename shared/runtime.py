@@ -14,6 +14,7 @@ from shared.auth.tokens import TokenVerifier, load_or_create_dev_keys, read_key
 from shared.db.engine import create_engine, make_sessionmaker
 from shared.db.migrations import prepare_database
 from shared.db.reader import Reader
+from shared.http.call_audit import CallAudit, audit_table
 from shared.http.idempotency import Idempotency
 from shared.messaging.amqp import AmqpConsumerRunner, AmqpPublisher
 from shared.messaging.consumer import EventConsumer, Subscription
@@ -64,6 +65,8 @@ class ServiceRuntime:
         #: The service's own periodic jobs (scheduler, dispatcher, SLA watch...): started with the worker and
         #: part of its liveness.
         self.loops: list[Periodic] = []
+        #: Integration calls to this service's API, buffered for its audit log (written by the API process).
+        self.call_audit = CallAudit(self.name, self.engine, audit_table(self.metadata))
 
     async def prepare(self) -> None:
         """Embedded start-up: create (SQLite) or migrate (Postgres) this service's schema."""

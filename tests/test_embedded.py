@@ -71,6 +71,22 @@ async def test_make_run_platform_works_end_to_end(embedded: httpx.AsyncClient, e
     [entry] = await eventually(timeline, timeout=10)
     assert entry["event_type"] == "customer.customer.created.v1"
     assert (await embedded.get("/readyz")).json()["status"] == "ok"
+
+    # A bulk import runs on SQLite too (no COPY there: multi-row inserts), with its report.
+    code = stores[0]["code"]
+    csv = f"客户编号,姓名,手机,门店编码,车架号,交车日期\nE-1,甲,13700000002,{code},{new_vin()},2025-01-02\n".encode()
+    job = await embedded.post("/api/v1/imports", params={"kind": "customers"}, content=csv,
+                              headers={**headers, "Content-Type": "text/csv"})
+    assert job.status_code == 202, job.text
+
+    async def imported() -> dict | None:
+        found = (await embedded.get(f"/api/v1/imports/{job.json()['id']}", headers=headers)).json()
+        return found if found["status"] == "done" else None
+
+    assert (await eventually(imported, timeout=10))["accepted"] == 1
+    report = await embedded.get(f"/api/v1/imports/{job.json()['id']}/report", params={"format": "csv"},
+                                headers=headers)
+    assert report.status_code == 200 and report.text.count("accepted") == 1
     assert "customer.customer.created.v1" in (await embedded.get("/asyncapi.json")).json()["channels"].__str__()
 
 

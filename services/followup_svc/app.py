@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from followup_svc.appointments.router import router as appointments_router
 from followup_svc.clock import Clock
 from followup_svc.consumers import subscriptions
+from followup_svc.exports.router import router as exports_router
 from followup_svc.models import Base, TestClock, messaging
 from followup_svc.playbooks.router import router as playbooks_router
 from followup_svc.reports.router import router as reports_router
@@ -19,13 +20,16 @@ from followup_svc.settings import FollowupSettings
 from followup_svc.tasks.escalation import Escalator
 from followup_svc.tasks.router import router as tasks_router
 from shared.http.app import create_app
+from shared.http.integration_calls import integration_calls_router
 from shared.messaging.memory import InProcessBus
 from shared.periodic import Periodic
 from shared.runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 settings_class = FollowupSettings
-ROUTERS: list[APIRouter] = [tasks_router, appointments_router, schedule_router, playbooks_router, reports_router]
+ROUTERS: list[APIRouter] = [integration_calls_router("followup_svc", "/api/v1/followups"),
+                            tasks_router, appointments_router, exports_router, schedule_router, playbooks_router,
+                            reports_router]
 TITLE = "Aftercare follow-up service"
 DESCRIPTION = ("Playbooks, the follow-up scheduler, tasks with SLAs and escalation, service appointments and "
                "follow-up reports.")

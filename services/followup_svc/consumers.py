@@ -94,11 +94,17 @@ class Handlers:
             await self._first_seen(session, event, data)
 
     async def _first_seen(self, session: AsyncSession, event: CloudEvent, data: ev.CustomerSnapshot) -> None:
-        """A customer new to the read model: copy them and plan what a new customer triggers."""
+        """A customer new to the read model: copy them and plan what a new customer triggers.
+
+        An imported customer is history: what a new contact triggers is planned from when the relationship began
+        in the source system (its past steps recorded as stale), or not at all when that is unknown."""
         customer = CustomerView(id=data.customer_id, tenant_id=_tenant(event), **_customer_fields(data))
         session.add(customer)
         await session.flush()
-        await triggers.customer_created(self.planner(session), customer, event.time)
+        began: datetime | None = event.time
+        if isinstance(data, ev.CustomerCreated) and data.imported:
+            began = data.since
+        await triggers.customer_created(self.planner(session), customer, event.time, began)
 
     async def customer_updated(self, session: AsyncSession, event: CloudEvent) -> None:
         data = ev.CustomerUpdated.model_validate(event.data)

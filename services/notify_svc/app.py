@@ -18,13 +18,15 @@ from notify_svc.templates.router import router as templates_router
 from notify_svc.webhooks.delivery import BATCH_SIZE as WEBHOOK_BATCH, WebhookDeliverer
 from notify_svc.webhooks.router import router as webhooks_router
 from shared.http.app import create_app
+from shared.http.integration_calls import integration_calls_router
 from shared.messaging.memory import InProcessBus
 from shared.periodic import Periodic
 from shared.runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 settings_class = NotifySettings
-ROUTERS: list[APIRouter] = [messages_router, templates_router, webhooks_router, callbacks_router]
+ROUTERS: list[APIRouter] = [integration_calls_router("notify_svc", "/api/v1/notify"), messages_router, templates_router,
+                            webhooks_router, callbacks_router]
 TITLE = "Aftercare notification service"
 DESCRIPTION = ("Every message the platform sends (SMS, WeChat, webhooks): templates, consent, quiet hours, caps and "
                "budgets checked before each send, delivery tracking with provider receipts, and why a customer was "

@@ -15,6 +15,7 @@ from notify_svc.messages.intake import Request, accept
 from notify_svc.models import CustomerView, StaffView, StoreView
 from notify_svc.templates.seeding import ensure_default_templates
 from notify_svc.webhooks.fanout import PARTNER_EVENT_TYPES, fan_out
+from notify_svc.webhooks.keys import follow_key
 from shared.events.catalog import customer as ev
 from shared.events.catalog import followup as fev
 from shared.events.catalog import survey as sev
@@ -166,4 +167,5 @@ def subscriptions(runtime: NotifyRuntime) -> list[Subscription]:
         Subscription("escalations", (fev.TaskEscalated.type,), escalated),
         Subscription("complaint_escalations", (sev.ComplaintEscalated.type,), complaint),
         Subscription("webhooks", PARTNER_EVENT_TYPES, fan_out),
+        Subscription("api_keys", (ev.ApiKeyChanged.type,), follow_key),
     ]

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from survey_svc.complaints.escalation import SlaWatch
 from survey_svc.complaints.router import router as complaints_router
 from survey_svc.consumers import subscriptions
+from survey_svc.exports.router import router as exports_router
 from survey_svc.invitations.router import router as invitations_router
 from survey_svc.invitations.service import Reminders
 from survey_svc.models import Base, messaging
@@ -22,15 +23,17 @@ from survey_svc.settings import SurveySettings
 from survey_svc.surveys.router import router as surveys_router
 from shared.db.base import utcnow
 from shared.http.app import create_app
+from shared.http.integration_calls import integration_calls_router
 from shared.messaging.memory import InProcessBus
 from shared.periodic import Periodic
 from shared.runtime import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 settings_class = SurveySettings
-# reports first: their fixed paths (/api/v1/complaints/reports) must win over an id path of the same prefix.
-ROUTERS: list[APIRouter] = [reports_router, surveys_router, invitations_router, responses_router, public_router,
-                             complaints_router]
+# reports and exports first: their fixed paths (/api/v1/complaints/reports) must win over an id path of the same
+# prefix.
+ROUTERS: list[APIRouter] = [integration_calls_router("survey_svc", "/api/v1/surveys"), reports_router, exports_router,
+                             surveys_router, invitations_router, responses_router, public_router, complaints_router]
 TITLE = "Aftercare survey service"
 DESCRIPTION = ("The voice of the customer: satisfaction surveys (versioned templates, invitations with expiring "
                "links, the public answer page, scores and low-score alerts), complaints from intake through "

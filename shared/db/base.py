@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -113,3 +113,12 @@ async def advisory_locks(session: Any, keys: list[str]) -> None:
 def dialect_insert(session: Any) -> Any:
     """``insert`` with ``on_conflict_do_*`` for the session's dialect (Postgres in production, SQLite embedded)."""
     return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+
+
+def in_values(session: Any, column: Any, values: Any) -> Any:
+    """``column IN values`` for long lists: on Postgres one array parameter (``= ANY($1)``), so a batch of a
+    thousand keys is one short statement, prepared once, instead of a thousand bind parameters; elsewhere ``IN``."""
+    values = list(values)
+    if session.bind.dialect.name != "postgresql":
+        return column.in_(values)
+    return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))

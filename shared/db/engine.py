@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from decimal import Decimal
 
 import orjson
 from sqlalchemy import event, exc
@@ -14,7 +16,14 @@ from shared.settings import ServiceSettings
 def json_dumps(value: object) -> str:
     """JSON/JSONB columns through orjson (several times faster than the stdlib on the scheduler's and relay's
     paths); non-string keys become strings, as with the stdlib encoder."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(value, default=_as_text, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _as_text(value: object) -> str:
+    """Values orjson does not know natively: asyncpg's own UUID type (ids read from the database), Decimal."""
+    if isinstance(value, (uuid.UUID, Decimal)) or type(value).__name__ == "UUID":
+        return str(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def create_engine(settings: ServiceSettings, **kw: object) -> AsyncEngine:

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from shared.auth.deps import document_bearer_auth
 from shared.errors import PROBLEM_JSON, Problem, install_error_handlers
 from shared.events.asyncapi import asyncapi_document
+from shared.http.call_audit import CallAuditMiddleware, audits_of
 from shared.http.nul_guard import NulGuardMiddleware
 from shared.observability.health import health_router
 from shared.observability.middleware import RequestContextMiddleware
@@ -33,6 +34,7 @@ def runtime_dependency(service: str):  # type: ignore[no-untyped-def]
     async def get(request: Request) -> ServiceRuntime:
         return request.app.state.runtimes[service]
 
+    get.aftercare_service = service  # type: ignore[attr-defined]  # tells the call audit which service serves a route
     return get
 
 
@@ -49,6 +51,8 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
                 await rt.prepare()
         for hook in app.state.startup_hooks:
             await hook()
+        # The integration call audit is written by the API process itself (production API processes run no workers).
+        tasks.extend(asyncio.create_task(a.loop.run(stop), name=a.loop.name) for a in audits.values())
         if run_workers:
             for rt in runtimes:
                 tasks.extend(rt.start_workers(stop))
@@ -64,6 +68,8 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for audit in audits.values():
+                await audit.final_flush()
             for rt in runtimes:
                 await rt.dispose()
 
@@ -76,6 +82,9 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
     app.state.token_verifier = runtimes[0].verifier
     app.state.startup_hooks = []
     install_error_handlers(app)
+    audits = audits_of(runtimes)
+    if audits:
+        app.add_middleware(CallAuditMiddleware, audits=audits)
     app.add_middleware(NulGuardMiddleware)
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],

@@ -21,6 +21,7 @@ from customer_svc.app import CustomerRuntime
 from customer_svc.audit.router import router as audit_router
 from customer_svc.auth.router import keys_router, router as auth_router
 from customer_svc.customers.router import router as customers_router
+from customer_svc.imports.router import imports_router, upserts_router
 from customer_svc.models import (ApiKey, AuditEntry, Consent, Customer, CustomerPhone, CustomerTag, MileageReading,
                                  RefreshToken, Staff, StaffStore, Store, Vehicle, VehicleOwnership, messaging)
 from customer_svc.staff.router import router as staff_router
@@ -34,7 +35,7 @@ from tests.customer_svc.sample_data import create_customer, create_vehicle, new_
 PROBLEM = "application/problem+json"
 #: The routers this table covers (visits and membership have their own suites).
 COVERED_ROUTERS = [auth_router, keys_router, stores_router, staff_router, customers_router, vehicles_router,
-                   audit_router]
+                   audit_router, imports_router, upserts_router]
 RANDOM_ID = "0190a5c4-0000-7000-8000-000000000000"
 NOT_UTF8 = b'{"name": "\xff\xfe"}'
 LONG = "x" * 501
@@ -104,18 +105,27 @@ CASES = [
     case("keys-list-garbage-token", "GET", "/api/v1/api-keys", status=401, headers={"Authorization": "Bearer x.y.z"}),
     case("key-revoke-bad-uuid", "DELETE", "/api/v1/api-keys/not-a-uuid", field_="path.key_id"),
     case("key-revoke-unknown", "DELETE", f"/api/v1/api-keys/{RANDOM_ID}", status=404),
+    case("key-get-bad-uuid", "GET", "/api/v1/api-keys/not-a-uuid", field_="path.key_id"),
+    case("key-patch-unknown-scope", "PATCH", f"/api/v1/api-keys/{RANDOM_ID}", field_="body.scopes.0",
+         json={"scopes": ["everything"]}, headers=IF_MATCH),
+    case("key-patch-null-name", "PATCH", f"/api/v1/api-keys/{RANDOM_ID}", field_="body.name",
+         json={"name": None}, headers=IF_MATCH),
+    case("key-rotate-overlap-too-long", "POST", f"/api/v1/api-keys/{RANDOM_ID}/rotate", field_="body.overlap_hours",
+         json={"overlap_hours": 169}),
+    case("key-calls-bad-limit", "GET", f"/api/v1/api-keys/{RANDOM_ID}/calls", field_="query.limit",
+         params={"limit": 0}),
     # --- stores ---------------------------------------------------------------------------------------------
     case("store-bad-timezone", "POST", "/api/v1/stores", field_="body.timezone",
          json={"code": "NEW-1", "name": "新店", "timezone": "Mars/Olympus_Mons"}),
     case("store-timezone-abbrev-path", "POST", "/api/v1/stores", field_="body.timezone",
          json={"code": "NEW-1", "name": "新店", "timezone": "../../etc/passwd"}),
-    case("store-hours-reversed", "POST", "/api/v1/stores", field_="body.business_hours",
+    case("store-hours-reversed", "POST", "/api/v1/stores", field_="body.business_hours.mon",
          json={"code": "NEW-1", "name": "新店", "business_hours": {"mon": ["18:00", "08:30"]}}),
     case("store-hours-unknown-day", "POST", "/api/v1/stores", field_="body.business_hours",
          json={"code": "NEW-1", "name": "新店", "business_hours": {"funday": ["08:00", "18:00"]}}),
-    case("store-hours-25h", "POST", "/api/v1/stores", field_="body.business_hours",
+    case("store-hours-25h", "POST", "/api/v1/stores", field_="body.business_hours.tue",
          json={"code": "NEW-1", "name": "新店", "business_hours": {"tue": ["08:00", "25:00"]}}),
-    case("store-hours-three-times", "POST", "/api/v1/stores", field_="body.business_hours",
+    case("store-hours-three-times", "POST", "/api/v1/stores", field_="body.business_hours.wed",
          json={"code": "NEW-1", "name": "新店", "business_hours": {"wed": ["08:00", "12:00", "18:00"]}}),
     case("store-hours-not-strings", "POST", "/api/v1/stores", field_="body.business_hours.thu.0",
          json={"code": "NEW-1", "name": "新店", "business_hours": {"thu": [8, 18]}}),
@@ -136,7 +146,7 @@ CASES = [
     case("store-get-unknown", "GET", f"/api/v1/stores/{RANDOM_ID}", status=404),
     case("store-patch-bad-timezone", "PATCH", "/api/v1/stores/{store_a}", field_="body.timezone",
          json={"timezone": "Asia/Beijing"}, headers=IF_MATCH),
-    case("store-patch-bad-hours", "PATCH", "/api/v1/stores/{store_a}", field_="body.business_hours",
+    case("store-patch-bad-hours", "PATCH", "/api/v1/stores/{store_a}", field_="body.business_hours.sat",
          json={"business_hours": {"sat": ["9:00", "17:00"]}}, headers=IF_MATCH),
     case("store-patch-null-name", "PATCH", "/api/v1/stores/{store_a}", field_="body.name", json={"name": None},
          headers=IF_MATCH),
@@ -467,6 +477,46 @@ CASES = [
          params={"record_id": "{customer_id}", "cursor": "xyz"}),
     case("audit-limit-too-big", "GET", "/api/v1/audit", field_="query.limit",
          params={"record_id": "{customer_id}", "limit": 201}),
+    # --- imports and upserts (integration intake) ------------------------------------------------------------
+    case("import-no-kind", "POST", "/api/v1/imports", field_="query.kind", content=b"a,b\n",
+         headers={"Content-Type": "text/csv"}),
+    case("import-unknown-kind", "POST", "/api/v1/imports", field_="query.kind", params={"kind": "orders"},
+         content=b"a,b\n", headers={"Content-Type": "text/csv"}),
+    case("import-unknown-media", "POST", "/api/v1/imports", field_="query.format", params={"kind": "customers"},
+         content=b"a,b\n", headers={"Content-Type": "application/pdf"}),
+    case("import-empty-file", "POST", "/api/v1/imports", field_="body", params={"kind": "customers"},
+         content=b"", headers={"Content-Type": "text/csv"}),
+    case("import-bad-encoding", "POST", "/api/v1/imports", field_="query.encoding",
+         params={"kind": "customers", "encoding": "latin-1"}, content=b"a\n", headers={"Content-Type": "text/csv"}),
+    case("import-list-bad-cursor", "GET", "/api/v1/imports", field_="query.cursor", params={"cursor": "xyz"}),
+    case("import-bad-id", "GET", "/api/v1/imports/1", field_="path.job_id"),
+    case("import-unknown-id", "GET", f"/api/v1/imports/{RANDOM_ID}", status=404),
+    case("import-rows-bad-status", "GET", f"/api/v1/imports/{RANDOM_ID}/rows", field_="query.status",
+         params={"status": "maybe"}),
+    case("import-rows-bad-cursor", "GET", f"/api/v1/imports/{RANDOM_ID}/rows", field_="query.cursor",
+         params={"cursor": "-1"}),
+    case("import-report-bad-format", "GET", f"/api/v1/imports/{RANDOM_ID}/report", field_="query.format",
+         params={"format": "xlsx"}),
+    case("upsert-customer-bad-phone", "PUT", "/api/v1/integration/customers/DMS-1", field_="body.phone",
+         json={"name": "张三", "phone": "12345", "store_code": "A"}),
+    case("upsert-customer-no-name", "PUT", "/api/v1/integration/customers/DMS-1", field_="body.name",
+         json={"phone": "{fresh_phone}", "store_code": "A"}),
+    case("upsert-customer-vehicle-without-vin", "PUT", "/api/v1/integration/customers/DMS-1", field_="body.vin",
+         json={"name": "张三", "phone": "{fresh_phone}", "store_code": "A", "plate": "{plate}"}),
+    case("upsert-customer-foreign-store", "PUT", "/api/v1/integration/customers/DMS-1", field_="body.store_id",
+         json={"name": "张三", "phone": "{fresh_phone}", "store_id": "{foreign_store}"}),
+    case("upsert-customer-id-mismatch", "PUT", "/api/v1/integration/customers/DMS-1", field_="body.external_id",
+         json={"external_id": "DMS-2", "name": "张三", "phone": "{fresh_phone}", "store_code": "A"}),
+    case("upsert-delivery-bad-vin", "PUT", "/api/v1/integration/vehicles/{bad_check_vin}/delivery",
+         field_="path.vin", json={"delivery_date": "2026-01-05"}),
+    case("upsert-delivery-bad-date", "PUT", "/api/v1/integration/vehicles/{vin}/delivery",
+         field_="body.delivery_date", json={"delivery_date": "5 Jan"}),
+    case("upsert-delivery-before-purchase", "PUT", "/api/v1/integration/vehicles/{vin}/delivery",
+         field_="body.delivery_date", json={"delivery_date": "2025-02-01"}),
+    case("upsert-visit-bad-type", "PUT", "/api/v1/integration/visits/RO-1", field_="body.visit_type",
+         json={"vin": "{vin}", "visit_type": "wash", "completed_at": "2026-01-05 10:00"}),
+    case("upsert-visit-future", "PUT", "/api/v1/integration/visits/RO-1", field_="body.completed_at",
+         json={"vin": "{vin}", "visit_type": "保养", "completed_at": "2099-01-05 10:00"}),
 ]
 
 

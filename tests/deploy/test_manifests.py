@@ -487,6 +487,23 @@ def test_notify_worker_also_scales_on_its_due_messages(by: dict) -> None:
     assert {t.get("name") for t in scaled["triggers"]} == {"queue", "due-messages"}  # named: distinct metrics
 
 
+def test_customer_worker_also_scales_on_waiting_imports(by: dict) -> None:
+    """Bulk import jobs wait in Postgres: a second trigger counts the jobs waiting or running, the statuses the
+    import runner claims, in the table of the model."""
+    from customer_svc.models import ImportJob
+
+    scaled = by[("ScaledObject", "customer-svc-worker")]["spec"]
+    [jobs] = [t for t in scaled["triggers"] if t["type"] == "postgresql"]
+    [index] = [i for i in ImportJob.__table__.indexes if i.name == "ix_import_job_waiting"]
+    table = ImportJob.__table__
+    where = str(index.dialect_options["postgresql"]["where"])
+    assert jobs["metadata"]["query"] == f"SELECT count(*) FROM {table.schema}.{table.name} WHERE {where}"
+    assert jobs["metadata"]["targetQueryValue"] == "1"
+    [connection] = trigger_auth(by, jobs)["spec"]["secretTargetRef"]
+    assert connection["parameter"] == "connection"
+    assert {t.get("name") for t in scaled["triggers"]} == {"queue", "import-jobs"}
+
+
 def test_gateway_is_the_entry_through_a_load_balancer(k8s: list[dict], by: dict) -> None:
     """A LoadBalancer Service that keeps the client's address (the gateway's rate limits are per address), no
     Ingress; the services stay inside the cluster."""

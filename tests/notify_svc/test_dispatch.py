@@ -14,7 +14,6 @@ from notify_svc.app import NotifyRuntime
 from notify_svc.channels.base import Receipt
 from notify_svc.messages.receipts import apply_receipt
 from notify_svc.models import Message, MessageEvent
-from shared.db.base import utcnow
 from shared.testing.waiting import eventually
 from shared.auth.roles import Role
 from tests.conftest import Group, customer_body
@@ -234,8 +233,9 @@ async def test_a_failure_receipt_that_overtakes_the_send_answer_falls_back(
         async def send(self, out):  # type: ignore[no-untyped-def]
             result = await console.send(out)
             async with notify_runtime.sessionmaker() as s, s.begin():
+                # At the dispatcher's (pinned) time: the fallback it queues is due now, whatever the time of day.
                 await apply_receipt(s, notify_runtime.outbox, out.message_id,
-                                    Receipt(provider="console", delivered=False, code="UNDELIV"), utcnow())
+                                    Receipt(provider="console", delivered=False, code="UNDELIV"), clock.now)
             return result
 
         async def lookup(self, out, sent_at):  # type: ignore[no-untyped-def]

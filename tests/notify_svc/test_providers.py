@@ -11,7 +11,7 @@ import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 
 from notify_svc.channels import aliyun, tencent
 from notify_svc.channels.aliyun import AliyunSms, acs3_sign, canonical_query
-from notify_svc.channels.base import Outcome, Outgoing, Receipt
+from notify_svc.channels.base import Outcome, Outgoing, Receipt, new_batch_out_id
 from notify_svc.channels.console import ConsoleChannel
 from notify_svc.channels.registry import build_providers
 from notify_svc.channels.tencent import TencentSms, tc3_sign
@@ -392,6 +392,94 @@ async def test_aliyun_sandbox_refuses_a_replayed_request(sandbox: Sandbox) -> No
         codes = [(await client.post(f"{sandbox.url}/aliyun/?{query}", headers=headers)).json()["Code"]
                  for _ in range(2)]
     assert codes == ["OK", "SignatureNonceUsed"]
+
+
+# --- Aliyun SendBatchSms ------------------------------------------------------------------------------------------
+
+
+async def test_aliyun_batch_reaches_the_provider_in_its_shape(sandbox: Sandbox) -> None:
+    """One SendBatchSms request: a number, a sign and parameters per message, one template, one OutId; the
+    sandbox checks the V3 signature and records each number as its own message under the batch's one BizId."""
+    outs = [sms(), sms(sign_name="另一车行"), sms(params={"name": "李 女士*", "plate": "a+b&c=d~"})]
+    out_id = new_batch_out_id()
+    async with sms_adapter(sandbox, "aliyun") as adapter:
+        result = await adapter.send_batch(outs, out_id)
+    assert result.outcome is Outcome.SENT and result.code == "OK" and result.provider_message_id
+    recorded = sandbox.state.messages_for("aliyun")
+    assert [(m.to, m.sign, m.template, m.params) for m in recorded] == [
+        (o.to.removeprefix("+86"), o.sign_name, "SMS_900001", o.params) for o in outs]
+    assert {(m.our_id, m.provider_id) for m in recorded} == {(out_id, result.provider_message_id)}
+    assert (sandbox.state.requests["aliyun"], sandbox.state.batches) == (1, 1)
+
+
+async def test_aliyun_sandbox_checks_the_batch_signature(sandbox: Sandbox) -> None:
+    """The body is signed through its hash: a batch whose numbers changed after signing is refused, as is one
+    signed with the wrong secret."""
+    params = {"PhoneNumberJson": json.dumps(["13900011111", "13900022222"]),
+              "SignNameJson": json.dumps(["测试车行", "测试车行"]), "TemplateCode": "SMS_900001",
+              "TemplateParamJson": json.dumps([{"name": "a"}, {"name": "b"}]), "OutId": new_batch_out_id()}
+    body = canonical_query(params).encode()
+    host = sandbox.url.removeprefix("http://")
+    headers = acs3_sign(method="POST", host=host, path="/aliyun/", query="", body=body, action="SendBatchSms",
+                        version="2017-05-25", access_key_id=ALIYUN_ID, access_key_secret=ALIYUN_SECRET,
+                        date=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), nonce=uuid.uuid4().hex)
+    headers["content-type"] = "application/x-www-form-urlencoded"
+    tampered = canonical_query({**params, "PhoneNumberJson": json.dumps(["13900011111", "13900033333"])}).encode()
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(f"{sandbox.url}/aliyun/", headers=headers, content=tampered)
+        taken = await client.post(f"{sandbox.url}/aliyun/", headers=headers, content=body)
+    assert (refused.status_code, refused.json()["Code"]) == (400, "SignatureDoesNotMatch")
+    assert taken.json()["Code"] == "OK"
+    assert sorted(m.to for m in sandbox.state.messages_for("aliyun")) == ["13900011111", "13900022222"]
+    async with sms_adapter(sandbox, "aliyun", aliyun_access_key_secret="not-the-secret") as adapter:
+        wrong = await adapter.send_batch([sms(), sms()], new_batch_out_id())
+        assert (wrong.outcome, wrong.code) == (Outcome.PERMANENT, "SignatureDoesNotMatch")
+        assert not adapter.refusal_may_concern_some(wrong)  # each message alone would be refused alike
+    assert len(sandbox.state.messages_for("aliyun")) == 2
+
+
+async def test_aliyun_batch_is_taken_or_refused_as_a_whole(sandbox: Sandbox) -> None:
+    sandbox.state.aliyun_daily_limit = 1
+    at_limit = new_phone()
+    async with sms_adapter(sandbox, "aliyun") as adapter:
+        assert (await adapter.send(sms(at_limit))).outcome is Outcome.SENT
+        limited = await adapter.send_batch([sms(), sms(at_limit), sms()], new_batch_out_id())
+        illegal = await adapter.send_batch([sms(), sms("+8612345")], new_batch_out_id())
+        too_many = await adapter.send_batch([sms() for _ in range(101)], new_batch_out_id())
+        uneven = await adapter._call("SendBatchSms", {
+            "PhoneNumberJson": json.dumps(["13900044444", "13900055555"]), "SignNameJson": json.dumps(["测试车行"]),
+            "TemplateCode": "SMS_900001", "OutId": new_batch_out_id()})
+        for result, code in [(limited, "isv.BUSINESS_LIMIT_CONTROL"), (illegal, "isv.MOBILE_NUMBER_ILLEGAL"),
+                             (too_many, "isv.MOBILE_COUNT_OVER_LIMIT")]:
+            assert result.outcome is not Outcome.SENT and result.code == code
+            assert adapter.refusal_may_concern_some(result)  # worth sending one by one
+    assert uneven.json()["Code"] == "isv.INVALID_PARAMETERS"
+    assert [m.to for m in sandbox.state.messages_for("aliyun")] == [at_limit.removeprefix("+86")]  # nothing else
+    assert sandbox.state.batches == 0
+
+
+async def test_a_timed_out_batch_is_resolved_per_number_by_receipt_and_lookup(sandbox: Sandbox) -> None:
+    """Accepted, then the answer timed out: unknown for every message. The receipts name the batch (BizId and
+    OutId) and the number; the status query finds each message by the batch's OutId and its number."""
+    delivered, failed = sms(), sms()
+    sandbox.state.add_fault("aliyun", "accept_then_timeout")
+    out_id = new_batch_out_id()
+    async with sms_adapter(sandbox, "aliyun") as adapter:
+        sent_at = datetime.now(UTC)
+        assert (await adapter.send_batch([delivered, failed], out_id)).outcome is Outcome.UNKNOWN
+        mine = [replace(o, batch_out_id=out_id) for o in (delivered, failed)]
+        assert await adapter.lookup(mine[0], sent_at) is None  # waiting for the carrier
+        push = await sandbox.get("/_sandbox/receipts/aliyun", fail=failed.to)
+        receipts = {r.to: r for r in aliyun.parse_receipts(push.content)}
+        [biz_id] = {m.provider_id for m in sandbox.state.messages_for("aliyun")}
+        assert {(r.message_id, r.batch_out_id, r.provider_message_id) for r in receipts.values()} == {
+            (None, out_id, biz_id)}
+        assert receipts[delivered.to].delivered and not receipts[failed.to].delivered
+        found, lost = [await adapter.lookup(o, sent_at) for o in mine]
+        assert await adapter.lookup(delivered, sent_at) is None  # its own id alone is not what the batch carried
+    assert found is not None and found.delivered and found.message_id == delivered.message_id
+    assert lost is not None and not lost.delivered and lost.message_id == failed.message_id
+    assert len(sandbox.state.messages_for("aliyun")) == 2
 
 
 # --- WeChat tokens -----------------------------------------------------------------------------------------------

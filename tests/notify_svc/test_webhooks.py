@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -136,6 +137,21 @@ class Receiver:
         finally:
             writer.close()
             self._handlers.discard(task)
+
+
+@asynccontextmanager
+async def receiving(notify_runtime: NotifyRuntime, tenant_id: uuid.UUID) -> AsyncIterator[Receiver]:
+    """A local webhook receiver for one test; afterwards the group's deliveries still pending are marked failed,
+    so nothing is left due for later tests."""
+    started = await Receiver().start()
+    try:
+        yield started
+    finally:
+        async with notify_runtime.sessionmaker() as session, session.begin():
+            await session.execute(sa.update(WebhookDelivery).where(
+                WebhookDelivery.tenant_id == tenant_id, WebhookDelivery.status == "pending")
+                .values(status="failed", last_error="test over"))
+        await started.close()
 
 
 class Clock:

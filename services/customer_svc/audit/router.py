@@ -42,15 +42,15 @@ async def query_audit(ctx: CtxDep, params: Annotated[PageParams, Depends(page_pa
         raise InvalidField("query.record_id", "give record_id or actor_id")
     stmt = sa.select(AuditEntry).where(AuditEntry.tenant_id == ctx.principal.tenant_id)
     if not ctx.principal.has_any(Role.ADMIN, Role.CS_DIRECTOR):
-        # Entries without a store: staff changes only for colleagues of the caller's stores, API keys (admin
-        # business) never, the rest (group-level settings) always.
+        # Entries without a store: staff changes only for colleagues of the caller's stores, API keys and their
+        # calls (admin business) never, the rest (group-level settings) always.
         stores = ctx.principal.store_ids
         colleagues = sa.select(StaffStore.staff_id).where(StaffStore.store_id.in_(stores))
         stmt = stmt.where(sa.or_(
             AuditEntry.store_id.in_(stores),
             sa.and_(AuditEntry.store_id.is_(None), AuditEntry.record_type == "staff",
                     AuditEntry.record_id.in_(colleagues)),
-            sa.and_(AuditEntry.store_id.is_(None), AuditEntry.record_type.notin_(("staff", "api_key"))),
+            sa.and_(AuditEntry.store_id.is_(None), AuditEntry.record_type.notin_(("staff", "api_key", "api_call"))),
         ))
     if record_id:
         stmt = stmt.where(AuditEntry.record_id == record_id)

@@ -6,11 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from customer_svc.auth import service
-from customer_svc.auth.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyRead, ClientCredentials, LoginRequest, Me,
-                                       RefreshRequest, TokenPair)
-from customer_svc.deps import CtxDep, RuntimeDep, SessionDep
+from customer_svc.auth.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyRead, ApiKeyRotate, ApiKeyUpdate,
+                                       ClientCredentials, LoginRequest, Me, RefreshRequest, TokenPair)
+from customer_svc.deps import CtxDep, IfMatch, RuntimeDep, SessionDep
 from shared.auth import CurrentPrincipal, Role, require_roles
 from shared.errors import problem_responses
+from shared.http.etag import tagged
+from shared.http.integration_calls import IntegrationCall
+from shared.http.pagination import Page, PageParams, page_params
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=problem_responses(401, 422))
 keys_router = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"], responses=problem_responses(401, 403, 422),
@@ -44,7 +47,10 @@ async def logout(body: RefreshRequest, auth: AuthDep) -> Response:
 
 @router.post("/token", response_model=TokenPair)
 async def integration_token(body: ClientCredentials, auth: AuthDep) -> TokenPair:
-    """Client-credentials exchange for integrations: an API key for a short-lived token with the key's scopes."""
+    """Client-credentials exchange for integrations: an API key for a short-lived token with the key's scopes.
+
+    During a rotation's overlap both the new and the previous secret work. A revoked key is refused at once;
+    tokens it already got stay valid until they expire (`expires_in`, 15 minutes by default)."""
     return await auth.exchange_api_key(body.api_key)
 
 
@@ -66,10 +72,44 @@ async def create_api_key(ctx: CtxDep, body: ApiKeyCreate) -> dict:
 
 @keys_router.get("", response_model=list[ApiKeyRead])
 async def list_api_keys(ctx: CtxDep) -> list:
+    """The dealer group's keys with their last use and rotation state (never a secret or hash)."""
     return await service.list_api_keys(ctx)
+
+
+@keys_router.get("/{key_id}", response_model=ApiKeyRead, responses=problem_responses(404))
+async def get_api_key(ctx: CtxDep, key_id: uuid.UUID, response: Response):  # type: ignore[no-untyped-def]
+    """One key (admins), with its ETag for a change."""
+    return tagged(response, await service.get_api_key(ctx, key_id))
+
+
+@keys_router.patch("/{key_id}", response_model=ApiKeyRead, responses=problem_responses(404, 409, 412, 428))
+async def update_api_key(ctx: CtxDep, key_id: uuid.UUID, body: ApiKeyUpdate, response: Response,
+                         if_match: IfMatch = None):  # type: ignore[no-untyped-def]
+    """Change a key's name, scopes or stores (admins; `If-Match`). The key's next token exchange gets them; tokens
+    issued before keep theirs until they expire."""
+    return tagged(response, await service.update_api_key(ctx, key_id, body, if_match))
+
+
+@keys_router.post("/{key_id}/rotate", response_model=ApiKeyCreated, responses=problem_responses(404, 409))
+async def rotate_api_key(ctx: CtxDep, key_id: uuid.UUID, body: ApiKeyRotate | None = None) -> dict:
+    """A new secret for the key (same id and prefix), shown in this response only. The secret it replaces keeps
+    working for `overlap_hours` (default 24), so the partner can deploy the new one without downtime; watch
+    `previous_last_used_at` to see when it has switched. Rotating again during an overlap keeps only two secrets
+    valid: the one in use and the newest."""
+    key, secret = await service.rotate_api_key(ctx, key_id, body or ApiKeyRotate())
+    return {**ApiKeyRead.model_validate(key).model_dump(), "api_key": secret}
+
+
+@keys_router.get("/{key_id}/calls", response_model=Page[IntegrationCall], responses=problem_responses(404))
+async def list_api_key_calls(ctx: CtxDep, key_id: uuid.UUID,
+                             params: Annotated[PageParams, Depends(page_params)]) -> dict:
+    """Every call the key made to this service, newest first. Calls to the other services are in their own
+    audit logs: `GET /api/v1/{followups,notify,surveys}/integration-calls?api_key_id=`."""
+    return await service.list_calls(ctx, key_id, params)
 
 
 @keys_router.delete("/{key_id}", status_code=204, responses=problem_responses(404))
 async def revoke_api_key(ctx: CtxDep, key_id: uuid.UUID) -> Response:
+    """Revoke the key: every secret of it is refused from now on; tokens already issued live until they expire."""
     await service.revoke_api_key(ctx, key_id)
     return Response(status_code=204)

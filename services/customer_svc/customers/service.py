@@ -41,6 +41,7 @@ def snapshot_event(c: Customer) -> dict[str, Any]:
         intent_level=c.intent_level, value_class=c.value_class, preferred_channel=c.preferred_channel,
         do_not_call=c.do_not_call, assigned_sales_id=c.assigned_sales_id, assigned_advisor_id=c.assigned_advisor_id,
         tags=c.tags, consents=[ConsentState(channel=x.channel, purpose=x.purpose, granted=x.granted) for x in c.consents],
+        external_id=c.external_id,
     )
 
 

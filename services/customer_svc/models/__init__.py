@@ -15,9 +15,11 @@ from customer_svc.models.vehicle import MileageReading, Vehicle, VehicleOwnershi
 from customer_svc.models.timeline import TimelineEntry  # noqa: E402
 from customer_svc.models.visit import ServiceVisit  # noqa: E402
 from customer_svc.models.membership import Membership, MembershipTier, PointsEntry  # noqa: E402
+from customer_svc.models.imports import ImportChunk, ImportJob, ImportRow  # noqa: E402
 
 __all__ = [
     "SCHEMA", "Base", "messaging", "AuditEntry", "ApiKey", "RefreshToken", "Staff", "StaffStore", "Store", "Tenant",
-    "Consent", "Customer", "CustomerPhone", "CustomerTag", "MileageReading", "Vehicle", "VehicleOwnership", "TimelineEntry",
-    "ServiceVisit", "Membership", "MembershipTier", "PointsEntry",
+    "Consent", "Customer", "CustomerPhone", "CustomerTag", "MileageReading", "Vehicle", "VehicleOwnership",
+    "TimelineEntry", "ServiceVisit", "Membership", "MembershipTier", "PointsEntry", "ImportChunk", "ImportJob",
+    "ImportRow",
 ]

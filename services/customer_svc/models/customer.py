@@ -17,10 +17,13 @@ class Customer(TenantScopedMixin, TimestampMixin, Base):
     __tablename__ = "customer"
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "customer_no"),
+        sa.UniqueConstraint("tenant_id", "external_id"),
         sa.Index("ix_customer_tenant_id_number", "tenant_id", "id_number"),
         sa.Index("ix_customer_tenant_birthday_md", "tenant_id", "birthday_md"),
     )
     customer_no: Mapped[str] = mapped_column(sa.String(40))
+    external_id: Mapped[str | None] = mapped_column(
+        sa.String(64), comment="The source system's customer id (OEM / DMS), unique per dealer group")
     kind: Mapped[str] = mapped_column(sa.String(10), default="person")
     name: Mapped[str] = mapped_column(sa.String(200), index=True)
     contact_person: Mapped[str | None] = mapped_column(sa.String(100))

@@ -81,7 +81,12 @@ class RefreshToken(Base):
 
 
 class ApiKey(TimestampMixin, Base):
-    """Integration keys (OEM / DMS): stored as a SHA-256 of the secret, exchanged for short-lived tokens."""
+    """Integration keys (OEM / DMS): stored as a SHA-256 of the secret, exchanged for short-lived tokens.
+
+    Rotation keeps the id and prefix and, for an overlap, two secrets: the current one (``key_hash``) and the
+    previous one (``previous_key_hash``, accepted until ``previous_valid_until``). ``last_used_at`` is the last
+    exchange with either; the per-secret times show whether the partner has switched.
+    """
 
     __tablename__ = "api_key"
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -94,3 +99,13 @@ class ApiKey(TimestampMixin, Base):
     created_by: Mapped[uuid.UUID]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    previous_key_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    previous_valid_until: Mapped[datetime | None]
+    rotated_at: Mapped[datetime | None]
+    current_last_used_at: Mapped[datetime | None]
+    previous_last_used_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(default=1)
+
+    def previous_active(self, now: datetime) -> bool:
+        return (self.previous_key_hash is not None and self.previous_valid_until is not None
+                and self.previous_valid_until > now)

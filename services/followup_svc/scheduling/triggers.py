@@ -42,8 +42,11 @@ def _customer_matches(c: CustomerView):  # type: ignore[no-untyped-def]
     return matches
 
 
-async def customer_created(planner: Planner, c: CustomerView, at: datetime) -> None:
-    await planner.plan("customer.created", customer_subject(c), at, "c", _customer_matches(c))
+async def customer_created(planner: Planner, c: CustomerView, at: datetime, began: datetime | None = None) -> None:
+    """``began``: when the relationship started (``at`` for a new contact; earlier, or None when unknown, for an
+    imported one, whose new-contact steps are then history)."""
+    if began is not None:
+        await planner.plan("customer.created", customer_subject(c), began, "c", _customer_matches(c))
     await reconcile_customer(planner, c, {"intent", "personal"}, at)
 
 

@@ -1,8 +1,13 @@
-"""Aliyun SMS (Dysmsapi 2017-05-25): ``SendSms``, ``QuerySendDetails`` and the HTTP batch pushes.
+"""Aliyun SMS (Dysmsapi 2017-05-25): ``SendSms``, ``SendBatchSms``, ``QuerySendDetails`` and the HTTP batch pushes.
 
 Requests are signed with the V3 scheme (ACS3-HMAC-SHA256) and carry the RPC parameters in the query string.
 Aliyun's send API is not idempotent and its docs say to check the receipt before resending after a timeout:
 a timeout is therefore ``unknown`` and ``lookup`` finds the message by our id, sent as ``OutId``.
+
+``SendBatchSms`` sends one template to up to 100 numbers (each with its own sign and parameters) in one request
+with one ``OutId`` and one ``BizId``; its receipts carry that ``BizId``/``OutId`` and the number, which is how a
+receipt finds its message (a batch never holds one number twice). A batch's ``OutId`` is ``batch-<uuid>``, never
+a bare message id, so a receipt can tell the two apart.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from notify_svc.channels._transport import (
     BEIJING, beijing_time, e164, http_status_outcome, mainland_local, new_client, parse_uuid, redact,
     seconds_to_beijing_midnight, transport_failure,
 )
-from notify_svc.channels.base import InboundReply, Outcome, Outgoing, Receipt, SendResult
+from notify_svc.channels.base import InboundReply, Outcome, Outgoing, Receipt, SendResult, is_batch_out_id
 from notify_svc.settings import NotifySettings
 
 log = structlog.get_logger("notify.aliyun")
@@ -51,10 +56,19 @@ PERMANENT_CODES = frozenset({
     "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive", "SignatureDoesNotMatch", "IncompleteSignature",
 })
 _PERMANENT_PREFIXES = ("isv.", "InvalidAccessKeyId", "Forbidden", "Missing", "Invalid")
+#: Refusals about a message's own number or content: a batch refused with one of these is sent one by one.
+#: (Everything else -- credentials, balance, the shared template or sign, throttling -- would refuse each alike.)
+PER_MESSAGE_CODES = frozenset({
+    "isv.MOBILE_NUMBER_ILLEGAL", "isv.BUSINESS_LIMIT_CONTROL", "isv.BLACK_KEY_CONTROL_LIMIT",
+    "isv.TEMPLATE_MISSING_PARAMETERS", "isv.INVALID_JSON_PARAM", "isv.INVALID_PARAMETERS", "isv.PARAM_LENGTH_LIMIT",
+    "isv.MOBILE_COUNT_OVER_LIMIT", "isv.TEMPLATE_PARAMS_ILLEGAL",
+})
 _FLOW_WINDOWS = (("分钟", 60.0), ("小时", 3600.0), ("天", 86400.0))
 
 PAGE_SIZE = 50
 MAX_PAGES = 10
+#: Numbers per ``SendBatchSms`` request (Aliyun's limit).
+MAX_BATCH = 100
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -126,6 +140,7 @@ class AliyunSms:
 
     name = "aliyun"
     channel = "sms"
+    max_batch = MAX_BATCH
 
     def __init__(self, *, endpoint: str, access_key_id: str, access_key_secret: SecretStr, timeout: float = 5.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -178,6 +193,33 @@ class AliyunSms:
                      code=result.code)
         return result
 
+    async def send_batch(self, outs: list[Outgoing], out_id: str) -> SendResult:
+        """``SendBatchSms``: one template code, a sign and parameters per number, one ``OutId`` for the batch.
+        Aliyun takes or refuses the request as a whole (one bad number refuses it all), so the one answer is
+        every message's answer; the caller sends a refused batch's messages one by one."""
+        first = outs[0]
+        if not (first.template_code and all(o.sign_name for o in outs)):
+            return SendResult(Outcome.PERMANENT, code="missing_template",
+                              detail="Aliyun needs SignName and TemplateCode")
+        params = {"PhoneNumberJson": orjson.dumps([mainland_local(o.to) for o in outs]).decode(),
+                  "SignNameJson": orjson.dumps([o.sign_name for o in outs]).decode(),
+                  "TemplateCode": first.template_code,
+                  "TemplateParamJson": orjson.dumps([o.params or {} for o in outs]).decode(),
+                  "OutId": out_id}
+        try:
+            response = await self._call("SendBatchSms", params)
+        except httpx.HTTPError as exc:
+            result = transport_failure(exc)
+        else:
+            result = self._result(response)
+        if result.outcome is not Outcome.SENT:
+            log.info("aliyun_batch_not_sent", out_id=out_id, size=len(outs), outcome=str(result.outcome),
+                     code=result.code)
+        return result
+
+    def refusal_may_concern_some(self, result: SendResult) -> bool:
+        return result.outcome in (Outcome.PERMANENT, Outcome.RATE_LIMITED) and result.code in PER_MESSAGE_CODES
+
     @staticmethod
     def _result(response: httpx.Response) -> SendResult:
         try:
@@ -194,9 +236,11 @@ class AliyunSms:
         return SendResult(outcome, code=code, detail=redact(message), retry_after=_retry_after(code, message))
 
     async def lookup(self, out: Outgoing, sent_at: datetime) -> Receipt | None:
-        """QuerySendDetails by number and day (Beijing), the row found by ``OutId``. Status 1 (waiting for the
-        carrier) and a message Aliyun does not list yet are both "nothing known" (None)."""
+        """QuerySendDetails by number and day (Beijing), the row found by ``OutId``: the message id, or the batch's
+        ``OutId`` when it went in one (a refused batch's messages went on alone: either may have been sent).
+        Status 1 (waiting for the carrier) and a message Aliyun does not list yet are both "nothing known"."""
         wanted = str(out.message_id)
+        ours = {wanted, out.batch_out_id} if out.batch_out_id else {wanted}
         days = sorted({(sent_at + timedelta(seconds=s)).astimezone(BEIJING).strftime("%Y%m%d") for s in (0, 120)})
         for day in days:
             for page in range(1, MAX_PAGES + 1):
@@ -213,7 +257,7 @@ class AliyunSms:
                     return None
                 rows = (data.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
                 for row in rows:
-                    if row.get("OutId") == wanted:
+                    if row.get("OutId") in ours:
                         return _row_receipt(row, out.message_id)
                 if not rows or page * PAGE_SIZE >= int(data.get("TotalCount") or 0):
                     break
@@ -247,7 +291,9 @@ def parse_receipts(body: bytes) -> list[Receipt]:
     return [
         Receipt(provider="aliyun", delivered=_truthy(item.get("success")), message_id=parse_uuid(item.get("out_id")),
                 provider_message_id=item.get("biz_id") or None, code=item.get("err_code"),
-                detail=item.get("err_msg"), at=beijing_time(item.get("report_time")))
+                detail=item.get("err_msg"), at=beijing_time(item.get("report_time")),
+                to=e164(str(item["phone_number"])) if item.get("phone_number") else None,
+                batch_out_id=item["out_id"] if is_batch_out_id(item.get("out_id")) else None)
         for item in _items(body)
     ]
 

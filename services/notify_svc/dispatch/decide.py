@@ -42,6 +42,8 @@ class Decision:
     recipient_masked: str | None = None
     recipient_key: str | None = None
     skipped: list[str] = field(default_factory=list)
+    #: The ``OutId`` of the batch request this send goes in (None: a request of its own).
+    batch_out_id: str | None = None
 
 
 def decide(message: Any, ctx: BatchContext, providers: dict[str, Provider]) -> Decision:

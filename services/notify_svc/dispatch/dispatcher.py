@@ -8,6 +8,15 @@ Two short transactions per batch and no transaction open during provider calls:
    lease as an *unknown outcome* and is checked with the provider, never sent blindly a second time.
 2. *Record*: each provider answer moves its row on (sent, retry later, fall back to the next channel, failed),
    with its trail entry and event.
+
+Non-urgent sends of one template and sign go to a provider that takes batches (Aliyun ``SendBatchSms``) as one
+request of up to ``max_batch`` distinct numbers, planned while deciding: each message is still decided on its own
+(consent, windows, caps, budget), a batch takes one rate token like any request, and its messages are committed
+``sending`` with the batch's ``OutId`` as their provider id, so an unknown outcome (timeout, a worker gone) is
+looked up by that ``OutId`` and the number, never sent again blindly. Urgent sends (notices to staff) and lone
+messages keep their own ``SendSms``. A batch the provider refuses as a whole for something that may concern only
+some of its numbers (one invalid number, one number over its flow control) is sent again one message per request,
+each with its own outcome.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +34,9 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from notify_svc.channels.base import Outcome, Outgoing, Provider, Receipt, SendResult
+from notify_svc.channels.base import (
+    BATCH_PREFIX, BatchProvider, Outcome, Outgoing, Provider, Receipt, SendResult, is_batch_out_id, new_batch_out_id,
+)
 from notify_svc.dispatch.context import load_context, load_quotas
 from notify_svc.dispatch.decide import Decision, decide
 from notify_svc.dispatch import ratelimit
@@ -40,6 +52,8 @@ from shared.messaging.outbox import Outbox
 log = structlog.get_logger("dispatcher")
 DECISIONS = Counter("notify_decisions_total", "Policy decisions", ["action", "reason"])
 SENDS = Counter("notify_provider_results_total", "Provider answers", ["provider", "outcome"])
+BATCHES = Counter("notify_provider_batches_total", "Batch requests and what became of them",
+                  ["provider", "outcome"])
 
 M = Message.__table__
 E = MessageEvent.__table__
@@ -48,6 +62,21 @@ Q = WechatQuota.__table__
 SEND_LEASE = timedelta(minutes=2)
 #: An unknown outcome nobody could confirm within this time is failed for staff to check (and replay).
 UNKNOWN_GIVE_UP = timedelta(hours=24)
+#: Sources whose messages never wait in a batch (the provider may deliver batches a little later).
+URGENT_SOURCES = frozenset({"escalation"})
+
+
+@dataclass
+class SendRequest:
+    """One provider request: a message of its own, or a batch (``out_id`` set) of one template and sign."""
+
+    decisions: list[Decision]
+    out_id: str | None = None
+
+    @property
+    def provider(self) -> Provider:
+        assert self.decisions[0].provider is not None
+        return self.decisions[0].provider
 
 
 class Dispatcher:
@@ -84,17 +113,18 @@ class Dispatcher:
             ctx.history = await load_history(session, keys, now)
             await load_quotas(session, ctx)
             decisions = [self._decide(r, ctx, now) for r in waiting]
-            await self._apply_rate_limits(session, decisions, now)
+            requests = plan_requests(decisions)
+            await self._apply_rate_limits(session, requests, now)
+            requests = [q for q in requests if q.decisions[0].action == "send"]
             lookups = [(r, ctx.recipient(r)) for r in unknown]
             await self._write_decisions(session, decisions, now)
             if unknown:
                 await session.execute(sa.update(M).where(M.c.id.in_([r.id for r in unknown]))
                                       .values(next_attempt_at=now + SEND_LEASE))
-        sends = [d for d in decisions if d.action == "send"]
-        results, receipts = await asyncio.gather(asyncio.gather(*(self._send(d) for d in sends)),
+        answers, receipts = await asyncio.gather(asyncio.gather(*(self._send(q) for q in requests)),
                                                  asyncio.gather(*(self._lookup(r, rec) for r, rec in lookups)))
         async with self.sessionmaker() as session, session.begin():
-            await self._record(session, list(zip(sends, results, strict=True)), self.clock())
+            await self._record(session, [a for answer in answers for a in answer], self.clock())
             await self._record_lookups(session, list(zip(unknown, receipts, strict=True)), self.clock())
         return len(rows)
 
@@ -117,18 +147,20 @@ class Dispatcher:
             return []
         return list((await session.execute(sa.select(M).where(M.c.id.in_(ids)))).all())
 
-    async def _apply_rate_limits(self, session: AsyncSession, decisions: list[Decision], now: datetime) -> None:
-        by_provider: dict[str, list[Decision]] = defaultdict(list)
-        for d in decisions:
-            if d.action == "send" and d.provider is not None and d.provider.name in self.settings.provider_qps:
-                by_provider[d.provider.name].append(d)
+    async def _apply_rate_limits(self, session: AsyncSession, requests: list[SendRequest], now: datetime) -> None:
+        """A provider's rate counts requests: a batch takes one token for all its messages."""
+        by_provider: dict[str, list[SendRequest]] = defaultdict(list)
+        for q in requests:
+            if q.provider.name in self.settings.provider_qps:
+                by_provider[q.provider.name].append(q)
         for name, group in sorted(by_provider.items()):  # one lock order for every worker: no deadlocks
             rate = self.settings.provider_qps[name]
             granted = await ratelimit.take(session, name, len(group), rate, now)
-            for i, d in enumerate(group[granted:]):
-                d.action, d.reason = "hold", "rate_limited"
-                d.until = now + timedelta(seconds=(i + 1) / rate)
-                d.detail = f"{name} allows {rate:g} requests/s across all workers"
+            for i, q in enumerate(group[granted:]):
+                for d in q.decisions:
+                    d.action, d.reason, d.batch_out_id = "hold", "rate_limited", None
+                    d.until = now + timedelta(seconds=(i + 1) / rate)
+                    d.detail = f"{name} allows {rate:g} requests/s across all workers"
 
     async def _write_decisions(self, session: AsyncSession, decisions: list[Decision], now: datetime) -> None:
         updates, trail, events = [], [], []
@@ -137,12 +169,16 @@ class Dispatcher:
             DECISIONS.labels(d.action, d.reason or "").inc()
             if d.action == "send":
                 assert d.outgoing is not None and d.provider is not None
+                # A batch's OutId stands in for the provider's id until the answer brings it (receipts and
+                # status queries find the message by it, with its number); a message of its own has none yet.
                 updates.append(_values(m.id, status="sending", reason=None, detail=None, channel=d.channel,
                                        provider=d.provider.name, recipient_masked=d.recipient_masked,
                                        recipient_key=d.recipient_key, body=d.outgoing.text, sent_at=now,
-                                       attempts=m.attempts + 1, next_attempt_at=now + SEND_LEASE))
-                trail.append(_trail(m.id, now, "sending", None, d.channel, d.provider.name,
-                                    detail="; ".join(d.skipped) or None))
+                                       attempts=m.attempts + 1, next_attempt_at=now + SEND_LEASE,
+                                       provider_message_id=d.batch_out_id))
+                if d.batch_out_id is None:  # a batch's messages get one trail entry each, with the answer
+                    trail.append(_trail(m.id, now, "sending", None, d.channel, d.provider.name,
+                                        detail="; ".join(d.skipped) or None))
             elif d.action == "hold":
                 updates.append(_values(m.id, status="held", reason=d.reason, detail=d.detail, next_attempt_at=d.until))
                 if m.status != "held" or m.reason != d.reason:  # one trail entry per reason, not per re-check
@@ -162,7 +198,37 @@ class Dispatcher:
 
     # --- send -------------------------------------------------------------------------------------------------
 
-    async def _send(self, d: Decision) -> SendResult:
+    async def _send(self, q: SendRequest) -> list[tuple[Decision, SendResult, str | None]]:
+        """Each message of the request with its answer and the ``OutId`` of the request that carried it (None:
+        its own id)."""
+        if q.out_id is None:
+            return [(q.decisions[0], await self._send_one(q.decisions[0]), None)]
+        provider: BatchProvider = q.provider  # type: ignore[assignment]
+        outs = [d.outgoing for d in q.decisions]
+        async with self._calls:
+            try:
+                result = await provider.send_batch(outs, q.out_id)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - an adapter bug must not lose the batch; the outcome is unknown
+                log.exception("provider_batch_crashed", provider=provider.name, out_id=q.out_id)
+                result = SendResult(Outcome.UNKNOWN, code=type(exc).__name__, detail="adapter error")
+        if result.outcome is Outcome.SENT or not provider.refusal_may_concern_some(result):
+            BATCHES.labels(provider.name, result.outcome.value).inc()
+            SENDS.labels(provider.name, result.outcome.value).inc(len(q.decisions))
+            return [(d, result, q.out_id) for d in q.decisions]
+        # Refused as a whole for what may be one number's problem: nothing was sent, so each message goes on its
+        # own request (and takes its own rate token), and gets its own answer.
+        BATCHES.labels(provider.name, "split").inc()
+        log.info("provider_batch_split", provider=provider.name, out_id=q.out_id, size=len(q.decisions),
+                 code=result.code)
+        granted = await self._take_tokens(provider.name, len(q.decisions))
+        singles = await asyncio.gather(*(self._send_one(d) for d in q.decisions[:granted]))
+        rate = self.settings.provider_qps.get(provider.name, 1.0)
+        waits = [SendResult(Outcome.RATE_LIMITED, code="rate_limited", retry_after=(i + 1) / rate,
+                            detail=f"{provider.name} allows {rate:g} requests/s across all workers")
+                 for i in range(len(q.decisions) - granted)]
+        return [(d, r, None) for d, r in zip(q.decisions, [*singles, *waits], strict=True)]
+
+    async def _send_one(self, d: Decision) -> SendResult:
         assert d.provider is not None and d.outgoing is not None
         async with self._calls:
             try:
@@ -173,12 +239,20 @@ class Dispatcher:
         SENDS.labels(d.provider.name, result.outcome.value).inc()
         return result
 
+    async def _take_tokens(self, provider: str, wanted: int) -> int:
+        rate = self.settings.provider_qps.get(provider)
+        if rate is None:
+            return wanted
+        async with self.sessionmaker() as session, session.begin():
+            return await ratelimit.take(session, provider, wanted, rate, self.clock())
+
     async def _lookup(self, row: Any, recipient: Any) -> Receipt | None:
         provider = self.providers.get(row.channel or "")
         address = recipient.address(row.channel) if recipient is not None and row.channel else None
         if provider is None or address is None or row.sent_at is None:
             return None
-        out = Outgoing(message_id=row.id, channel=row.channel, to=address, text=row.body or "")
+        batch = row.provider_message_id if is_batch_out_id(row.provider_message_id) else None
+        out = Outgoing(message_id=row.id, channel=row.channel, to=address, text=row.body or "", batch_out_id=batch)
         try:
             async with self._calls:
                 return await provider.lookup(out, row.sent_at)
@@ -188,20 +262,28 @@ class Dispatcher:
 
     # --- record -----------------------------------------------------------------------------------------------
 
-    async def _record(self, session: AsyncSession, results: list[tuple[Decision, SendResult]],
+    async def _record(self, session: AsyncSession, results: list[tuple[Decision, SendResult, str | None]],
                       now: datetime) -> None:
         updates, trail, events = [], [], []
         sent_ids: dict[uuid.UUID, str | None] = {}
         sent_events: dict[uuid.UUID, Any] = {}
-        for d, r in results:
+        for d, r, out_id in results:
             m, channel, provider = d.message, d.channel, d.provider.name if d.provider else None
             attempts = m.attempts + 1
+            # A message that leaves ``sending`` forgets its batch's OutId (a later attempt is a new request).
+            forget = {"provider_message_id": None} if d.batch_out_id else {}
+            detail = r.detail
+            if d.batch_out_id is not None:  # no "sending" entry was written for it: this one says how it went
+                how = f"in batch {out_id}" if out_id else f"alone, batch {d.batch_out_id} refused as a whole"
+                detail = "; ".join([how, *d.skipped, *([r.detail] if r.detail else [])])
             trail.append(_trail(m.id, now, _trail_status(r.outcome), r.outcome.value, channel, provider, r.code,
-                                r.detail))
+                                detail))
             if r.outcome is Outcome.SENT:
                 sent_ids[m.id] = r.provider_message_id
                 sent_events[m.id] = event_for(m, "sent", channel=channel, provider=provider, sent_at=now)
             elif r.outcome is Outcome.UNKNOWN:
+                # The batch's OutId stays as the provider id: the status query looks for it (and the message's own
+                # id, when a refused batch's messages went on alone).
                 updates.append(_values(m.id, status="sending", reason="awaiting_receipt", detail=r.detail,
                                        next_attempt_at=now + timedelta(seconds=self.settings.receipt_wait_seconds)))
             elif r.outcome is Outcome.PERMANENT:
@@ -209,16 +291,16 @@ class Dispatcher:
                 remaining = [c for c in m.channels if c not in failed]
                 if remaining:
                     updates.append(_values(m.id, status="queued", reason="fallback", detail=r.code,
-                                           failed_channels=failed, sent_at=None, next_attempt_at=now))
+                                           failed_channels=failed, sent_at=None, next_attempt_at=now, **forget))
                 else:
                     updates.append(_values(m.id, status="failed", reason="provider_rejected", detail=r.code,
-                                           failed_channels=failed, sent_at=None, next_attempt_at=None))
+                                           failed_channels=failed, sent_at=None, next_attempt_at=None, **forget))
                     events.append(event_for(m, "failed", channel=channel, provider=provider,
                                             reason="provider_rejected", code=r.code))
             elif attempts >= self.settings.max_attempts:
                 updates.append(_values(m.id, status="failed", reason="dead_lettered", sent_at=None,
                                        detail=f"{r.outcome.value} after {attempts} attempts: {r.code}",
-                                       next_attempt_at=None))
+                                       next_attempt_at=None, **forget))
                 events.append(event_for(m, "failed", channel=channel, provider=provider, reason="dead_lettered",
                                         code=r.code))
             else:
@@ -226,7 +308,7 @@ class Dispatcher:
                                              self.settings.retry_max_seconds)
                 reason = "provider_rate_limited" if r.outcome is Outcome.RATE_LIMITED else "provider_retry"
                 updates.append(_values(m.id, status="held", reason=reason, detail=r.code, sent_at=None,
-                                       next_attempt_at=now + timedelta(seconds=delay)))
+                                       next_attempt_at=now + timedelta(seconds=delay), **forget))
         if sent_ids:
             # A receipt can overtake this answer (a fast provider): only a row still `sending` becomes `sent`; one
             # the receipt already moved (delivered, fallback queued, failed) keeps its state and only learns its id.
@@ -240,8 +322,8 @@ class Dispatcher:
                 events += [sent_events[k] for k in sent_ids if k in still]
             overtaken = [{"m_id": k, "pmid": v} for k, v in sent_ids.items() if k not in still and v]
             if overtaken:
-                await session.execute(sa.update(M).where(M.c.id == sa.bindparam("m_id"),
-                                                         M.c.provider_message_id.is_(None))
+                await session.execute(sa.update(M).where(M.c.id == sa.bindparam("m_id"), sa.or_(
+                    M.c.provider_message_id.is_(None), M.c.provider_message_id.startswith(BATCH_PREFIX)))
                                       .values(provider_message_id=sa.bindparam("pmid")), overtaken)
         await _bulk_update(session, updates, only_status="sending")
         await _insert_trail(session, trail)
@@ -311,3 +393,49 @@ async def _bulk_update(session: AsyncSession, updates: list[dict[str, Any]], onl
         values["updated_at"] = sa.func.now()
         params = [{("m_id" if k == "m_id" else f"v_{k}"): v for k, v in row.items()} for row in rows]
         await session.execute(stmt.values(values), params)
+
+
+def plan_requests(decisions: list[Decision]) -> list[SendRequest]:
+    """The provider requests for the batch's sends: batches where the provider takes them, else one each."""
+    requests: list[SendRequest] = []
+    groups: dict[tuple[str, str | None, str | None], list[Decision]] = defaultdict(list)
+    for d in decisions:
+        if d.action != "send":
+            continue
+        if _batchable(d):
+            assert d.outgoing is not None and d.provider is not None
+            groups[(d.provider.name, d.outgoing.template_code, d.outgoing.sign_name)].append(d)
+        else:
+            requests.append(SendRequest([d]))
+    for group in groups.values():
+        provider: BatchProvider = group[0].provider  # type: ignore[assignment]
+        for chunk in _chunks(group, provider.max_batch):
+            if len(chunk) == 1:
+                requests.append(SendRequest(chunk))
+                continue
+            out_id = new_batch_out_id()
+            for d in chunk:
+                d.batch_out_id = out_id
+            requests.append(SendRequest(chunk, out_id))
+    return requests
+
+
+def _batchable(d: Decision) -> bool:
+    """Whether a send may wait in a batch: a provider that takes batches, a template and sign, not urgent."""
+    out, m = d.outgoing, d.message
+    return (out is not None and hasattr(d.provider, "send_batch") and bool(out.template_code and out.sign_name)
+            and m.staff_id is None and m.source not in URGENT_SOURCES)
+
+
+def _chunks(group: list[Decision], size: int) -> list[list[Decision]]:
+    """Batches of at most ``size`` in which no two numbers mask alike (so none twice): a receipt names its message
+    by the batch's id and the number, matched in masked form (``messages.receipts``)."""
+    chunks: list[tuple[list[Decision], set[str | None]]] = []
+    for d in group:
+        home = next((c for c in chunks if len(c[0]) < size and d.recipient_masked not in c[1]), None)
+        if home is None:
+            home = ([], set())
+            chunks.append(home)
+        home[0].append(d)
+        home[1].add(d.recipient_masked)
+    return [c for c, _ in chunks]

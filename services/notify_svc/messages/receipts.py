@@ -3,6 +3,10 @@
 Receipts may come twice, late, or before the send's own answer is recorded (Aliyun says its pushes are not
 idempotent): only a message still ``sending`` or ``sent`` moves, so repeats change nothing. A failed receipt
 falls back to the next channel when the message has one left.
+
+A receipt of a batch send (Aliyun ``SendBatchSms``) echoes the batch's ids, shared by up to 100 messages: the
+number it names picks the message, compared in its masked form (the dispatcher never puts two numbers that mask
+alike in one batch, so the masked number is unique within a batch and no clear number is stored beside messages).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from notify_svc.messages.events import event_for
 from notify_svc.models import Message, MessageEvent
 from shared.ids import new_id
 from shared.messaging.outbox import Outbox
+from shared.pii import mask_number
 
 M = Message.__table__
 
@@ -28,8 +33,12 @@ async def find_message(session: AsyncSession, receipt: Receipt, message_id: uuid
     stmt = sa.select(M).with_for_update()
     if message_id is not None:
         stmt = stmt.where(M.c.id == message_id)
-    elif receipt.provider_message_id:
-        stmt = stmt.where(M.c.provider == receipt.provider, M.c.provider_message_id == receipt.provider_message_id)
+    elif receipt.provider_message_id or receipt.batch_out_id:
+        # A batch's messages hold its OutId until its answer (the BizId) is recorded, so either may match.
+        ids = [i for i in (receipt.provider_message_id, receipt.batch_out_id) if i]
+        stmt = stmt.where(M.c.provider == receipt.provider, M.c.provider_message_id.in_(ids))
+        if receipt.to:
+            stmt = stmt.where(M.c.recipient_masked == mask_number(receipt.to))
     else:
         return None
     return (await session.execute(stmt.limit(1))).first()

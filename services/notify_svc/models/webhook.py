@@ -18,7 +18,11 @@ class WebhookEndpoint(TimestampMixin, Base):
     __tablename__ = "webhook_endpoint"
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    store_ids: Mapped[list[str]] = mapped_column(comment="Events of these stores only; empty: all stores")
+    #: The integration key that created (and owns) the endpoint; null for one an admin set up. Only that key,
+    #: and the group's admins, see it and its deliveries.
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    store_ids: Mapped[list[str]] = mapped_column(
+        comment="Events of these stores only; empty: all stores (a key's endpoint always lists its stores)")
     partner: Mapped[str] = mapped_column(sa.String(100))
     url: Mapped[str] = mapped_column(sa.String(2000))
     event_types: Mapped[list[str]]

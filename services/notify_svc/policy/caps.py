@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notify_svc.models import Message
@@ -68,10 +69,21 @@ async def load_history(session: AsyncSession, tenant_keys: Iterable[tuple[uuid.U
     if not pairs:
         return history
     keys = [k for _, k in pairs]
-    tenants = list({t for t, _ in pairs})
-    rows = await session.execute(
-        sa.select(Message.recipient_key, Message.sent_at, Message.purpose, Message.template_key)
-        .where(Message.tenant_id.in_(tenants), Message.recipient_key.in_(keys), Message.sent_at > now - WEEK))
+    columns = (Message.recipient_key, Message.sent_at, Message.purpose, Message.template_key)
+    if session.bind.dialect.name == "postgresql":
+        # Joined to the (tenant, key) pairs: one index probe per person on ix_message_recipient. With the keys as an
+        # IN list, Postgres may read every send of the group's week and filter by key (its estimate for a list of
+        # hashes is poor), which grows with the volume sent.
+        wanted = (sa.func.unnest(sa.bindparam("tenants", [t for t, _ in pairs], type_=ARRAY(sa.Uuid())),
+                                 sa.bindparam("keys", keys, type_=ARRAY(sa.String())))
+                  .table_valued("tenant_id", "key").render_derived(name="wanted"))
+        rows = await session.execute(sa.select(*columns).select_from(wanted).join(
+            Message, sa.and_(Message.tenant_id == wanted.c.tenant_id, Message.recipient_key == wanted.c.key,
+                             Message.sent_at > now - WEEK)))
+    else:
+        tenants = list({t for t, _ in pairs})
+        rows = await session.execute(sa.select(*columns).where(
+            Message.tenant_id.in_(tenants), Message.recipient_key.in_(keys), Message.sent_at > now - WEEK))
     for key, at, purpose, template_key in rows:
         history.add(key, Send(at, purpose, template_key))
     return history

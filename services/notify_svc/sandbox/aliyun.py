@@ -1,4 +1,5 @@
-"""Fake Aliyun Dysmsapi: ``SendSms`` and ``QuerySendDetails``, V3 (ACS3-HMAC-SHA256) signatures checked.
+"""Fake Aliyun Dysmsapi: ``SendSms``, ``SendBatchSms`` and ``QuerySendDetails``, V3 (ACS3-HMAC-SHA256) signatures
+checked.
 
 The signature is recomputed from the request as received (its path, raw query string, headers and body), with
 a canonicalisation written independently of the adapter's signer, so the two only agree when both follow the
@@ -161,6 +162,59 @@ def send_sms(state: SandboxState, params: dict[str, str], fault: Fault | None) -
     return json({"Code": "OK", "Message": "OK", "BizId": biz_id, "RequestId": request_id()}), True
 
 
+MAX_BATCH = 100
+
+
+def _json_list(value: str | None) -> list[object] | None:
+    try:
+        data = orjson.loads(value) if value else None
+    except ValueError:
+        return None
+    return data if isinstance(data, list) else None
+
+
+def send_batch_sms(state: SandboxState, params: dict[str, str], fault: Fault | None) -> tuple[Response, bool]:
+    """``SendBatchSms``: JSON arrays of numbers, signs (one per number) and template parameters (one object per
+    number), one template and one ``OutId``. Taken or refused as a whole, as at Aliyun: one bad number, sign or
+    limit refuses every number of the request. One ``BizId`` for the batch; each number is its own message."""
+    phones, signs = _json_list(params.get("PhoneNumberJson")), _json_list(params.get("SignNameJson"))
+    template = params.get("TemplateCode", "")
+    template_params = _json_list(params.get("TemplateParamJson")) if params.get("TemplateParamJson") else None
+    if phones is None or signs is None or (params.get("TemplateParamJson") and template_params is None):
+        return _business_error("isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值"), False
+    if not phones or len(signs) != len(phones) or (template_params is not None
+                                                    and len(template_params) != len(phones)):
+        return _business_error("isv.INVALID_PARAMETERS", "参数异常: 号码、签名与模板参数的个数须一致"), False
+    if len(phones) > MAX_BATCH:
+        return _business_error("isv.MOBILE_COUNT_OVER_LIMIT", "手机号码数量超过限制"), False
+    if not all(isinstance(s, str) and s and (state.aliyun_signs is None or s in state.aliyun_signs) for s in signs):
+        return _business_error("isv.SMS_SIGNATURE_ILLEGAL", "该账号下找不到对应签名"), False
+    if not template or (state.aliyun_templates is not None and template not in state.aliyun_templates):
+        return _business_error("isv.SMS_TEMPLATE_ILLEGAL", "该账号下找不到对应模板"), False
+    values = template_params if template_params is not None else [{}] * len(phones)
+    if not all(isinstance(v, dict) for v in values):
+        return _business_error("isv.INVALID_JSON_PARAM", "JSON参数不合法，只接受字符串值"), False
+    out_id = params.get("OutId")
+    if out_id is not None and len(out_id) > 256:
+        return _business_error("isv.INVALID_PARAMETERS", "参数异常: OutId"), False
+    mode = fault.mode if fault else None
+    numbers = [str(p).strip() for p in phones]
+    if mode == "invalid_number" or not all(MAINLAND.match(p) or INTERNATIONAL.match(p) for p in numbers):
+        return _business_error("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号"), False
+    if mode == "system_error":
+        return _business_error("isp.SYSTEM_ERROR", "系统错误"), False
+    pairs = list(zip(numbers, signs, strict=True))
+    if mode == "rate_limit" or not state.aliyun_take_each(pairs, template):
+        return _business_error("isv.BUSINESS_LIMIT_CONTROL", f"触发天级流控Permits:{state.aliyun_daily_limit}"), False
+    biz_id = f"{state.next_id()}^0"
+    now = datetime.now(UTC)
+    for (phone, sign), value in zip(pairs, values, strict=True):
+        state.record(SandboxMessage(provider="aliyun", to=phone, sign=str(sign), template=template, params=value,
+                                    our_id=out_id, provider_id=biz_id, at=now))
+    state.batches += 1
+    return json({"Code": "OK", "Message": "OK", "BizId": biz_id, "RequestId": request_id()}), True
+
+
 _SEND_STATUS = {"accepted": 1, "failed": 2, "delivered": 3}
 
 
@@ -190,7 +244,7 @@ def endpoint(state: SandboxState):  # type: ignore[no-untyped-def]
         state.requests["aliyun"] += 1
         body = await request.body()
         action = request.headers.get("x-acs-action", "")
-        fault = state.take_fault("aliyun") if action == "SendSms" else None
+        fault = state.take_fault("aliyun") if action in ("SendSms", "SendBatchSms") else None
         if (failed := await network_fault(fault)) is not None:
             return failed
         pairs = query_pairs(request.scope["query_string"].decode("latin-1"))
@@ -199,6 +253,11 @@ def endpoint(state: SandboxState):  # type: ignore[no-untyped-def]
         params = _params(request, body, pairs)
         if action == "SendSms":
             response, accepted = send_sms(state, params, fault)
+            if accepted:
+                await hold(fault)
+            return response
+        if action == "SendBatchSms":
+            response, accepted = send_batch_sms(state, params, fault)
             if accepted:
                 await hold(fault)
             return response

@@ -103,6 +103,8 @@ class SandboxState:
         self._faults: dict[str, deque[Fault]] = {p: deque() for p in PROVIDERS}
         self.requests: dict[str, int] = {p: 0 for p in PROVIDERS}
         self.token_requests = 0
+        #: Aliyun ``SendBatchSms`` requests accepted.
+        self.batches = 0
         self._aliyun_sends: dict[tuple[str, str, str], deque[float]] = defaultdict(deque)
         self._tencent_daily: dict[tuple[str, str], int] = defaultdict(int)
         self._tencent_content: dict[tuple[str, str, tuple[str, ...]], float] = {}
@@ -186,6 +188,22 @@ class SandboxState:
             windows.append(window)
         for window in windows:
             window.append(now)
+        return True
+
+    def aliyun_take_each(self, pairs: list[tuple[str, str]], template: str) -> bool:
+        """``aliyun_take`` for a batch of (number, sign): all counted, or none when one would pass its limit."""
+        now = time.time()
+        needed: dict[tuple[str, str, str], int] = defaultdict(int)
+        for phone, sign in pairs:
+            needed[(phone, sign, template)] += 1
+        for key, count in needed.items():
+            window = self._aliyun_sends[key]
+            while window and window[0] <= now - DAY:
+                window.popleft()
+            if len(window) + count > self.aliyun_daily_limit:
+                return False
+        for key, count in needed.items():
+            self._aliyun_sends[key].extend([now] * count)
         return True
 
     def tencent_take(self, phone: str, template: str, params: tuple[str, ...]) -> str | None:
@@ -286,7 +304,7 @@ class SandboxState:
         counts: dict[str, int] = defaultdict(int)
         for m in self.messages:
             counts[m.provider] += 1
-        return {"requests": dict(self.requests), "token_requests": self.token_requests,
+        return {"requests": dict(self.requests), "aliyun_batches": self.batches, "token_requests": self.token_requests,
                 "wecom_token_requests": self.wecom_token_requests, "wecom_duplicates": self.wecom_duplicates,
                 "messages": dict(counts), "faults": self.pending_faults()}
 

@@ -37,10 +37,16 @@ PARTNER_EVENT_TYPES: tuple[str, ...] = (
 PING_EVENT_TYPE = "webhook.ping"
 
 
-def wants(store_ids: list[str], event_types: list[str], event: CloudEvent) -> bool:
+def wants(store_ids: list[str], event_types: list[str], event: CloudEvent, *, owned: bool = False) -> bool:
     """Whether an endpoint with these filters receives ``event``: its type is subscribed and its store is one of
-    the endpoint's (an endpoint without stores takes the whole dealer group's events)."""
-    return event.type in event_types and (not store_ids or event.storeid in store_ids)
+    the endpoint's. An admin's endpoint without stores takes the whole dealer group's events; an integration
+    key's (``owned``) always lists its stores (the key's, at the least), so one without stores takes nothing
+    rather than events of stores outside the key."""
+    if event.type not in event_types:
+        return False
+    if not store_ids:
+        return not owned
+    return event.storeid in store_ids
 
 
 def delivery_row(tenant_id: uuid.UUID, endpoint_id: uuid.UUID, event: CloudEvent) -> dict[str, Any]:
@@ -60,9 +66,11 @@ async def fan_out(session: AsyncSession, event: CloudEvent) -> None:
     except ValueError:
         return
     endpoints = (await session.execute(
-        sa.select(WebhookEndpoint.id, WebhookEndpoint.store_ids, WebhookEndpoint.event_types)
+        sa.select(WebhookEndpoint.id, WebhookEndpoint.store_ids, WebhookEndpoint.event_types,
+                  WebhookEndpoint.api_key_id)
         .where(WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.active.is_(True)))).all()
-    rows = [delivery_row(tenant_id, e.id, event) for e in endpoints if wants(e.store_ids, e.event_types, event)]
+    rows = [delivery_row(tenant_id, e.id, event) for e in endpoints
+            if wants(e.store_ids, e.event_types, event, owned=e.api_key_id is not None)]
     if rows:
         insert = dialect_insert(session)
         await session.execute(insert(WebhookDelivery).values(rows).on_conflict_do_nothing())

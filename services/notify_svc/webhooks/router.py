@@ -1,4 +1,5 @@
-"""The webhook API: partner endpoints (admin and CS director) and their deliveries, dead letters and replays."""
+"""The webhook API: partner endpoints and their deliveries, dead letters and replays. Admins and CS directors
+manage the dealer group's; a partner with an integration key holding ``webhooks:manage`` manages its own."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from shared.errors import problem_responses
 from shared.http.pagination import Page, PageParams, make_page, page_params
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=problem_responses(401, 403, 422),
-                   dependencies=[require_roles(Role.ADMIN, Role.CS_DIRECTOR)])
+                   dependencies=[require_roles(Role.ADMIN, Role.CS_DIRECTOR, scope="webhooks:manage")])
 ENDPOINTS = "/api/v1/webhooks/endpoints"
 EndpointId = Annotated[uuid.UUID, Path(description="The endpoint's id.")]
 DeliveryId = Annotated[uuid.UUID, Path(description="The delivery's id (its `webhook-id`).")]
@@ -36,11 +37,13 @@ def _delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
 
 @router.post("/endpoints", status_code=201, response_model=EndpointCreated, responses=problem_responses(409))
 async def create_endpoint(ctx: CtxDep, body: EndpointCreate, idempotency_key: IdempotencyKey = None) -> Response:
-    """Register a partner's webhook endpoint (admin, CS director). The answer carries the signing `secret`, the
-    only time it is shown. Every delivery is a POST of the CloudEvent as JSON, signed per Standard Webhooks
-    (`webhook-id`, `webhook-timestamp`, `webhook-signature`). The URL must be https and resolve to public
-    addresses only (422 on `body.url`); `store_ids` must be stores of your dealer group. Honours
-    `Idempotency-Key` (a repeat answers the first response, secret included, to the same caller only)."""
+    """Register a partner's webhook endpoint (admin, CS director, or the partner's integration key with scope
+    `webhooks:manage`, which then owns it). The answer carries the signing `secret`, the only time it is shown.
+    Every delivery is a POST of the CloudEvent as JSON, signed per Standard Webhooks (`webhook-id`,
+    `webhook-timestamp`, `webhook-signature`). The URL must be https and resolve to public addresses only (422 on
+    `body.url`); `store_ids` must be stores of your dealer group (of your key, for an integration; empty: all of
+    the key's). Honours `Idempotency-Key` (a repeat answers the first response, secret included, to the same
+    caller only)."""
 
     async def created() -> tuple[dict[str, Any], dict[str, str]]:
         endpoint = await service.create_endpoint(ctx, body)
@@ -55,7 +58,8 @@ async def create_endpoint(ctx: CtxDep, body: EndpointCreate, idempotency_key: Id
 async def list_endpoints(ctx: CtxDep, params: Params,
                          active: Annotated[bool | None, Query(description="Only active (or only disabled) ones.")]
                          = None) -> dict[str, Any]:
-    """Your dealer group's webhook endpoints, newest first (secrets are never shown again)."""
+    """Your dealer group's webhook endpoints (an integration key: its own), newest first (secrets are never shown
+    again)."""
     return make_page(await service.list_endpoints(ctx, params, active), params)
 
 
@@ -69,7 +73,8 @@ async def get_endpoint(ctx: CtxDep, endpoint_id: EndpointId, response: Response)
               responses=problem_responses(404, 412, 428))
 async def update_endpoint(ctx: CtxDep, endpoint_id: EndpointId, body: EndpointUpdate, response: Response,
                           if_match: IfMatch = None) -> WebhookEndpoint:
-    """Change the URL (checked like at creation), event types, store filter, partner name or `active`. Pausing
+    """Change the URL (checked like at creation), event types, store filter, partner name or `active`. A key's
+    endpoint stays within the key's stores: staff may narrow its store filter, not widen it. Pausing
     (`active` false) fails its pending deliveries as `endpoint disabled` (replay them after re-activating). An
     endpoint the partner answered 410 Gone is disabled the same way. Requires `If-Match`."""
     return _tagged(response, await service.update_endpoint(ctx, endpoint_id, body, if_match))
@@ -115,7 +120,8 @@ async def list_deliveries(
         endpoint_id: Annotated[uuid.UUID | None, Query(description="Only deliveries to this endpoint.")] = None,
         status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
 ) -> dict[str, Any]:
-    """Deliveries of your dealer group, newest first, without payloads; `failed` ones are the dead letters."""
+    """Deliveries of your dealer group (an integration key: to its own endpoints), newest first, without payloads;
+    `failed` ones are the dead letters."""
     return make_page(await service.list_deliveries(ctx, params, endpoint_id, status), params)
 
 

@@ -32,7 +32,9 @@ class EndpointCreate(BaseModel):
                                          examples=[["customer.vehicle.delivered.v1", "customer.visit.completed.v1"]],
                                          description="Event types to deliver (the partner event catalog).")
     store_ids: list[uuid.UUID] = Field(default_factory=list, max_length=200,
-                                       description="Only events of these stores of your dealer group; empty: all.")
+                                       description="Only events of these stores of your dealer group; empty: all. "
+                                                   "With an integration key: stores of the key only; empty: all of "
+                                                   "the key's (stored as that list).")
 
     @field_validator("event_types", "store_ids")
     @classmethod
@@ -50,7 +52,9 @@ class EndpointUpdate(BaseModel):
     event_types: list[EventType] | None = Field(default=None, min_length=1, max_length=50,
                                                 description="Replaces the subscribed event types.")
     store_ids: list[uuid.UUID] | None = Field(default=None, max_length=200,
-                                              description="Replaces the store filter; empty: all stores.")
+                                              description="Replaces the store filter; empty: all stores (all of "
+                                                          "the key's, with an integration key). A key's endpoint "
+                                                          "can be narrowed by staff, never widened.")
     active: bool | None = Field(default=None, description="false pauses the endpoint: nothing new is queued and "
                                                           "its pending deliveries fail as `endpoint disabled`.")
 
@@ -63,10 +67,14 @@ class EndpointUpdate(BaseModel):
 class EndpointRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID = Field(description="The endpoint's id.")
+    api_key_id: uuid.UUID | None = Field(description="The integration key that created and owns the endpoint "
+                                                     "(only it, admins and CS directors see it); null when staff "
+                                                     "set it up.")
     partner: str = Field(description="The partner's name.")
     url: str = Field(description="Where deliveries go.")
     event_types: list[str] = Field(description="Subscribed event types.")
-    store_ids: list[uuid.UUID] = Field(description="Stores whose events are delivered; empty: all stores.")
+    store_ids: list[uuid.UUID] = Field(description="Stores whose events are delivered; empty: all stores (never "
+                                                   "empty for a key's endpoint).")
     active: bool = Field(description="false: paused by an admin, or disabled after the partner answered 410 Gone.")
     created_at: datetime = Field(description="When it was created.")
     updated_at: datetime = Field(description="When it last changed.")

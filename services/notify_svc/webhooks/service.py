@@ -1,9 +1,13 @@
 """Webhook endpoints and their deliveries, per dealer group: create, change, rotate, ping, list and replay.
 
 Endpoints belong to the dealer group (a store filter narrows which events they get), so every query is scoped
-by the caller's tenant and anything of another group is "not found". Targets are SSRF-checked before the
-transaction opens (DNS can be slow). Secrets leave only in the create and rotate answers and never enter the
-audit log.
+by the caller's tenant and anything of another group is "not found". A partner calling with its integration key
+(scope ``webhooks:manage``) owns what it creates (``api_key_id``) and sees only that: its own endpoints, their
+deliveries and replays; anything else is "not found" as well. A key's endpoint is confined to the key's stores:
+its store filter must name stores of the key, and "empty" stores the key's stores explicitly (as the token lists
+them when the endpoint is saved); admins may narrow that filter, never widen it. Targets are
+SSRF-checked before the transaction opens (DNS can be slow). Secrets leave only in the create and rotate answers
+and never enter the audit log.
 
 ``WebhookEndpoint`` has no version column: its ETag is the microsecond of its last change (``updated_at``),
 read and compared under a row lock, so a stale ``If-Match`` still answers 412.
@@ -23,10 +27,9 @@ from notify_svc.webhooks.fanout import PING_EVENT_TYPE, delivery_row
 from notify_svc.webhooks.schemas import EndpointCreate, EndpointUpdate
 from notify_svc.webhooks.signing import new_secret
 from notify_svc.webhooks.ssrf import check_target
-from shared.auth.scoping import get_in_tenant
 from shared.audit import snapshot
 from shared.db.base import utcnow
-from shared.errors import BusinessRuleViolation, InvalidField, reject_nulls
+from shared.errors import BusinessRuleViolation, InvalidField, NotFound, reject_nulls
 from shared.events.envelope import CloudEvent
 from shared.http.etag import check_if_match, etag_for
 from shared.http.pagination import PageParams, paginate
@@ -46,12 +49,40 @@ def etag_of(endpoint: WebhookEndpoint) -> str:
     return etag_for(version_of(endpoint))
 
 
+def _owner(ctx: Ctx) -> uuid.UUID | None:
+    """The integration key calling (it sees its own endpoints only), None for staff (they see the group's)."""
+    return ctx.principal.subject if ctx.principal.kind == "integration" else None
+
+
+def _mine(stmt: Any, ctx: Ctx) -> Any:
+    """``stmt`` on endpoints narrowed to the caller's: its dealer group, and its key's own for a partner."""
+    stmt = stmt.where(WebhookEndpoint.tenant_id == ctx.principal.tenant_id)
+    owner = _owner(ctx)
+    return stmt if owner is None else stmt.where(WebhookEndpoint.api_key_id == owner)
+
+
 def _allow_private(ctx: Ctx) -> bool:
     return bool(ctx.runtime.settings.webhook_allow_private)
 
 
-async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID]) -> list[str]:
-    """The ids as stored, each a store of the caller's dealer group (else 422 naming the entry)."""
+async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID],
+                        endpoint: WebhookEndpoint | None = None) -> list[str]:
+    """The ids as stored, each a store of the caller's dealer group (else 422 naming the entry). A partner's
+    must be stores of its key, none meaning all of the key's; an admin changing a partner's endpoint may only
+    narrow its stores (notify_svc does not know the key's stores, only that the endpoint's are among them)."""
+    if _owner(ctx) is not None:
+        for i, store_id in enumerate(store_ids):
+            if store_id not in ctx.principal.store_ids:
+                raise InvalidField(f"body.store_ids.{i}", "not a store of your integration key")
+        return [str(s) for s in (store_ids or sorted(ctx.principal.store_ids))]
+    if endpoint is not None and endpoint.api_key_id is not None:
+        if not store_ids:
+            raise InvalidField("body.store_ids", "a partner's endpoint keeps a store filter; name its stores")
+        for i, store_id in enumerate(store_ids):
+            if str(store_id) not in endpoint.store_ids:
+                raise InvalidField(f"body.store_ids.{i}", "not a store of this partner endpoint (you may only "
+                                                          "narrow a partner's store filter)")
+        return [str(s) for s in store_ids]
     if not store_ids:
         return []
     known = set((await ctx.session.scalars(sa.select(StoreView.id).where(
@@ -63,8 +94,12 @@ async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID]) -> list[str]:
 
 
 async def _endpoint(ctx: Ctx, endpoint_id: uuid.UUID, *, lock: bool = False) -> WebhookEndpoint:
-    return await get_in_tenant(ctx.session, WebhookEndpoint, ctx.principal, endpoint_id, "Webhook endpoint",
-                               for_update=lock)
+    """One of the caller's endpoints (see :func:`_mine`), else 404: another key's is as unknown as a foreign one."""
+    stmt = _mine(sa.select(WebhookEndpoint), ctx).where(WebhookEndpoint.id == endpoint_id)
+    found = await ctx.session.scalar(stmt.with_for_update() if lock else stmt)
+    if found is None:
+        raise NotFound("Webhook endpoint not found.")
+    return found
 
 
 def _audit(ctx: Ctx, action: str, record_type: str, record_id: uuid.UUID, before: dict[str, Any] | None = None,
@@ -80,7 +115,8 @@ async def create_endpoint(ctx: Ctx, body: EndpointCreate) -> WebhookEndpoint:
     """A new active endpoint with a fresh secret (the caller reads it once, from this answer)."""
     await check_target(body.url, _allow_private(ctx))
     async with ctx.session.begin():
-        endpoint = WebhookEndpoint(tenant_id=ctx.principal.tenant_id, partner=body.partner, url=body.url,
+        endpoint = WebhookEndpoint(tenant_id=ctx.principal.tenant_id, api_key_id=_owner(ctx),
+                                   partner=body.partner, url=body.url,
                                    event_types=list(body.event_types),
                                    store_ids=await _check_stores(ctx, body.store_ids), secret=new_secret(),
                                    active=True)
@@ -91,7 +127,7 @@ async def create_endpoint(ctx: Ctx, body: EndpointCreate) -> WebhookEndpoint:
 
 
 async def list_endpoints(ctx: Ctx, params: PageParams, active: bool | None) -> list[WebhookEndpoint]:
-    stmt = sa.select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == ctx.principal.tenant_id)
+    stmt = _mine(sa.select(WebhookEndpoint), ctx)
     if active is not None:
         stmt = stmt.where(WebhookEndpoint.active.is_(active))
     async with ctx.session.begin():
@@ -114,7 +150,7 @@ async def update_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, body: EndpointUpdate
         endpoint = await _endpoint(ctx, endpoint_id, lock=True)
         check_if_match(if_match, version_of(endpoint))
         if "store_ids" in changes:
-            changes["store_ids"] = await _check_stores(ctx, body.store_ids or [])
+            changes["store_ids"] = await _check_stores(ctx, body.store_ids or [], endpoint)
         before = snapshot(endpoint, _HIDDEN_ENDPOINT)
         for name, value in changes.items():
             setattr(endpoint, name, value)
@@ -170,8 +206,9 @@ async def ping(ctx: Ctx, endpoint_id: uuid.UUID) -> WebhookDelivery:
 
 async def list_deliveries(ctx: Ctx, params: PageParams, endpoint_id: uuid.UUID | None,
                           status: str | None) -> list[WebhookDelivery]:
-    """Deliveries of the group (or of one endpoint), newest first, without their payloads."""
-    stmt = (sa.select(WebhookDelivery).where(WebhookDelivery.tenant_id == ctx.principal.tenant_id)
+    """Deliveries of the group (a partner: of its own endpoints), or of one endpoint, newest first, without their
+    payloads."""
+    stmt = (_deliveries(ctx, sa.select(WebhookDelivery))
             .options(defer(WebhookDelivery.payload, raiseload=True)))
     async with ctx.session.begin():
         if endpoint_id is not None:
@@ -182,9 +219,20 @@ async def list_deliveries(ctx: Ctx, params: PageParams, endpoint_id: uuid.UUID |
         return list((await ctx.session.scalars(paginate(stmt, WebhookDelivery.id, params))).all())
 
 
+def _deliveries(ctx: Ctx, stmt: Any) -> Any:
+    """``stmt`` on deliveries narrowed to the caller's: its group's, and to its key's endpoints for a partner."""
+    stmt = stmt.where(WebhookDelivery.tenant_id == ctx.principal.tenant_id)
+    if _owner(ctx) is None:
+        return stmt
+    return stmt.where(WebhookDelivery.endpoint_id.in_(_mine(sa.select(WebhookEndpoint.id), ctx)))
+
+
 async def _delivery(ctx: Ctx, delivery_id: uuid.UUID, *, lock: bool = False) -> WebhookDelivery:
-    return await get_in_tenant(ctx.session, WebhookDelivery, ctx.principal, delivery_id, "Webhook delivery",
-                               for_update=lock)
+    stmt = _deliveries(ctx, sa.select(WebhookDelivery)).where(WebhookDelivery.id == delivery_id)
+    found = await ctx.session.scalar(stmt.with_for_update(of=WebhookDelivery) if lock else stmt)
+    if found is None:
+        raise NotFound("Webhook delivery not found.")
+    return found
 
 
 async def get_delivery(ctx: Ctx, delivery_id: uuid.UUID) -> WebhookDelivery:

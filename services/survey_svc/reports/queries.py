@@ -16,20 +16,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from survey_svc.deps import Ctx
 from survey_svc.models import Complaint, Invitation, Response, StaffView, SurveyTemplate, VisitView
 from survey_svc.reports import schemas as s
 from survey_svc.reports.scope import Scope
 from survey_svc.surveys.store import definition_of
-from shared.calendar import zone
 
 VALID = ("none", "accepted")
 RECORD_KINDS = ("visit", "delivery")
@@ -446,43 +444,3 @@ def _complaint_order(group_by: str) -> Any:
     if group_by == "store":
         return lambda r: (r.store_code is None, r.store_code or "", str(r.store_id))
     return lambda r: (-r.complaints, getattr(r, group_by))
-
-
-# --- one row per response (CSV export) ----------------------------------------------------------------------
-
-#: Columns of the response export, before the per-item scores. No names, phones or free text (personal data).
-RESPONSE_COLUMNS = ["response_id", "invitation_id", "store_code", "store_id", "survey", "survey_version",
-                    "answered_at_local", "channel", "about_type", "about_id", "customer_id", "vehicle_id",
-                    "staff_id", "satisfaction_index", "overall_score", "nps_score", "nps_class", "low_score",
-                    "flags", "review_status"]
-
-
-async def response_rows(sessionmaker: async_sessionmaker[AsyncSession], scope: Scope, survey: str | None,
-                        items: list[str], batch: int = 2000) -> AsyncIterator[list[list[Any]]]:
-    """The period's responses, oldest first, in batches read from a server-side cursor (memory stays flat
-    however many there are). Opens its own session: it outlives the request's dependencies while streaming."""
-    cols = [Response.id, Response.invitation_id, Response.store_id, Response.survey_key, Response.survey_version,
-            Response.answered_at, Response.channel, Response.about_type, Response.about_id, Response.customer_id,
-            Response.vehicle_id, Response.staff_id, Response.satisfaction_index, Response.overall_score,
-            Response.nps_score, Response.nps_class, Response.low_score, Response.flags, Response.review_status,
-            Response.item_scores]
-    stmt = sa.select(*cols).where(scope.within(Response, Response.answered_at))
-    if survey is not None:
-        stmt = stmt.where(Response.survey_key == survey)
-    stmt = stmt.order_by(Response.answered_at, Response.id).execution_options(yield_per=batch)
-    codes = {sid: (view.code if view is not None else None) for sid, view in scope.stores.items()}
-    zones = {sid: zone(scope.zone_of(sid)) for sid in scope.stores}
-    fallback = zone(scope.zone_of(uuid.UUID(int=0)))
-    async with sessionmaker() as session:
-        result = await session.stream(stmt)
-        async for part in result.partitions():
-            out = []
-            for r in part:
-                at: datetime = r.answered_at.astimezone(zones.get(r.store_id, fallback))
-                scores = r.item_scores or {}
-                out.append([r.id, r.invitation_id, codes.get(r.store_id), r.store_id, r.survey_key,
-                            r.survey_version, at.isoformat(timespec="seconds"), r.channel, r.about_type, r.about_id,
-                            r.customer_id, r.vehicle_id, r.staff_id, r.satisfaction_index, r.overall_score,
-                            r.nps_score, r.nps_class, r.low_score, ";".join(r.flags or []), r.review_status,
-                            *(scores.get(i) for i in items)])
-            yield out

@@ -1,12 +1,11 @@
-"""Satisfaction and complaint reports for managers and OEM pulls, as JSON or streamed CSV (UTF-8 with BOM, so
-Excel opens the Chinese text), and the one-row-per-response export."""
+"""Satisfaction and complaint reports for managers and OEM pulls, as JSON or CSV (UTF-8 with BOM, so Excel opens
+the Chinese text; written by the exports' helper, :mod:`shared.http.export`). The one-row-per-response export is
+in :mod:`survey_svc.exports`."""
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -21,6 +20,7 @@ from survey_svc.surveys.schemas import KEY
 from shared.auth import require_roles
 from shared.auth.roles import MANAGERS
 from shared.errors import problem_responses
+from shared.http.export import stream_export
 from shared.validation import IsoDate
 
 #: Managers see their stores' reports; an OEM integration key with ``surveys:read`` pulls its stores' figures.
@@ -38,7 +38,6 @@ SurveyParam = Annotated[str | None, Query(max_length=60, pattern=KEY.pattern,
 FormatParam = Annotated[Literal["json", "csv"] | None, Query(
     alias="format", description="`csv`: the report's rows as CSV (UTF-8 with BOM, opens in Excel); also chosen by "
                                 "`Accept: text/csv`. Default JSON.")]
-CSV_TYPE = "text/csv; charset=utf-8"
 
 
 def _csv_doc(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
@@ -54,45 +53,18 @@ def wants_csv(request: Request, fmt: str | None) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
-
-
-def _encode(rows: Iterable[Iterable[Any]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows([_cell(v) for v in row] for row in rows)
-    return out.getvalue().encode("utf-8")
-
-
-def _stream(name: str, chunks: AsyncIterator[bytes]) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
-        yield "\ufeff".encode()
-        async for chunk in chunks:
-            yield chunk
-
-    return StreamingResponse(body(), media_type=CSV_TYPE,
-                             headers={"Content-Disposition": f'attachment; filename="{name}.csv"',
-                                      "Cache-Control": "no-store"})
-
-
 def _sections_csv(name: str, sections: list[tuple[str, list[BaseModel]]]) -> StreamingResponse:
     """Rows of every section in one table: ``section`` first, then the union of the rows' fields."""
-    dumped = [(label, row.model_dump(mode="json")) for label, items in sections for row in items]
-    columns: list[str] = []
-    for _, row in dumped:
+    dumped = [{"section": label, **row.model_dump(mode="json")} for label, items in sections for row in items]
+    columns: list[str] = ["section"]
+    for row in dumped:
         columns += [k for k in row if k not in columns]
 
-    async def chunks() -> AsyncIterator[bytes]:
-        yield _encode([["section", *columns]])
-        for start in range(0, len(dumped), 500):
-            yield _encode([label, *(row.get(c) for c in columns)] for label, row in dumped[start:start + 500])
+    async def rows() -> AsyncIterator[dict[str, Any]]:
+        for row in dumped:
+            yield row
 
-    return _stream(name, chunks())
+    return stream_export(name, "csv", rows(), columns)
 
 
 def _span(report: SatisfactionReport | ComplaintReport) -> str:
@@ -139,23 +111,3 @@ async def complaint_report(
                              [("total", [report.totals]), (group_by, list(report.rows)), *breakdowns,
                               ("repeat_complainer", list(report.top_repeat_complainers))])
     return report
-
-
-@router.get("/api/v1/surveys/reports/responses.csv", response_class=StreamingResponse,
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-                             "description": "One row per response (UTF-8 with BOM)."}})
-async def responses_csv(ctx: CtxDep, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,
-                        survey: SurveyParam = None) -> StreamingResponse:
-    """Every response of the period for OEM reporting, oldest first: ids, store code, survey and version, the
-    store-local answer time, channel, scores, NPS, low score, integrity flags and review status, then one column
-    per scored item (`q1`…). No names, phones or free text. Streamed from a database cursor: any size."""
-    scope = await resolve_scope(ctx, store_id, from_, to)
-    items = queries.item_columns(await queries.survey_items(ctx.session, scope.tenant_id, survey))
-    await ctx.session.close()  # the stream reads on its own session
-
-    async def chunks() -> AsyncIterator[bytes]:
-        yield _encode([[*queries.RESPONSE_COLUMNS, *items]])
-        async for batch in queries.response_rows(ctx.runtime.sessionmaker, scope, survey, items):
-            yield _encode(batch)
-
-    return _stream(f"survey-responses-{scope.first.isoformat()}_{scope.last.isoformat()}", chunks())

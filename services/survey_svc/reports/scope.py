@@ -114,8 +114,9 @@ def _next_month(day: date) -> date:
     return date(day.year + (day.month == 12), day.month % 12 + 1, 1)
 
 
-def check_period(first: date | None, last: date | None, today: date) -> tuple[date, date]:
-    """``to`` defaults to today (store-local), ``from`` to the first of that month; at most two years."""
+def check_period(first: date | None, last: date | None, today: date, max_days: int = MAX_DAYS) -> tuple[date, date]:
+    """``to`` defaults to today (store-local), ``from`` to the first of that month; at most ``max_days`` (reports:
+    two years)."""
     for value, field in ((first, "query.from"), (last, "query.to")):
         if value is not None and not EARLIEST <= value <= LATEST:
             raise InvalidField(field, f"must be between {EARLIEST} and {LATEST}")
@@ -124,18 +125,20 @@ def check_period(first: date | None, last: date | None, today: date) -> tuple[da
     if end < start:
         raise InvalidField("query.from", "must not be after `to`" if last is not None
                            else "must not be after `to` (today by default)")
-    if (end - start).days + 1 > MAX_DAYS:
-        raise InvalidField("query.to", f"a report covers at most {MAX_DAYS} days (two years)")
+    if (end - start).days + 1 > max_days:
+        raise InvalidField("query.to", f"a report covers at most {max_days} days"
+                           + (" (two years)" if max_days == MAX_DAYS else ""))
     return start, end
 
 
-async def resolve_scope(ctx: Ctx, store_id: uuid.UUID | None, first: date | None, last: date | None) -> Scope:
+async def resolve_scope(ctx: Ctx, store_id: uuid.UUID | None, first: date | None, last: date | None,
+                        max_days: int = MAX_DAYS) -> Scope:
     """The caller's stores, or ``store_id`` when it is one of them (else 404, as for any record out of scope),
-    and the period checked."""
+    and the period checked (at most ``max_days``)."""
     principal = ctx.principal
     stores, whole_group = await stores_in_scope(ctx.session, StoreView, principal, store_id)
     now = ctx.runtime.clock()
     zones = {v.timezone if v is not None else DEFAULT_ZONE for v in stores.values()} or {DEFAULT_ZONE}
     today = StoreCalendar(zones.pop() if len(zones) == 1 else DEFAULT_ZONE).local(now).date()
-    start, end = check_period(first, last, today)
+    start, end = check_period(first, last, today, max_days)
     return Scope(principal.tenant_id, store_id, stores, whole_group, now, start, end)

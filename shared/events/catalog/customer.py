@@ -40,11 +40,17 @@ class CustomerSnapshot(EventData):
     assigned_advisor_id: uuid.UUID | None = None
     tags: list[str] = []
     consents: list[ConsentState] = []
+    external_id: str | None = Field(default=None, description="The source system's id (OEM / DMS), if any.")
 
 
 @event_type("customer.customer.created.v1", subject="customer_id")
 class CustomerCreated(CustomerSnapshot):
     """A customer (prospect, owner) was created in a store."""
+
+    imported: bool = Field(default=False, description="Came from another system (bulk import or REST upsert): "
+                                                      "the relationship is history, not a fresh showroom contact.")
+    since: datetime | None = Field(default=None, description="For imported customers, when the relationship "
+                                                             "began in the source system, if it said.")
 
 
 @event_type("customer.customer.updated.v1", subject="customer_id")
@@ -183,3 +189,14 @@ class StaffUpserted(EventData):
     roles: list[str]
     store_ids: list[uuid.UUID]
     active: bool
+
+
+@event_type("customer.api_key.changed.v1", subject="api_key_id")
+class ApiKeyChanged(EventData):
+    """An integration key's scopes or stores changed, or it was revoked: what the partner set up elsewhere with it
+    (notify_svc's webhook endpoints) follows."""
+
+    api_key_id: uuid.UUID
+    scopes: list[str]
+    store_ids: list[uuid.UUID]
+    revoked: bool = False

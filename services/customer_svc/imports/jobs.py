@@ -1,0 +1,329 @@
+"""Import jobs: the upload stored in chunks, then a worker reads it back as a stream and applies it batch by batch.
+
+Each batch (its records, their report rows and the job's counters) commits as one transaction, so progress is
+exact and a worker that dies mid-file loses nothing: the job's lease runs out, another worker takes it over and
+skips the records already reported. A batch a database conflict fails (another writer got there first) is
+applied again record by record, so one record's conflict never refuses its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from customer_svc.imports.columns import first_error
+from customer_svc.imports.reader import FileError, FileReader, Raw
+from customer_svc.imports.records import RECORDS, RowResult
+from customer_svc.imports.scope import IntakeScope
+from customer_svc.imports.upsert import Intake, batch_keys
+from customer_svc.models import (Customer, CustomerPhone, ImportChunk, ImportJob, ImportRow, ServiceVisit,
+                                 Vehicle)
+from customer_svc.settings import CustomerSettings
+from shared.auth import Principal, Role
+from shared.db.base import utcnow
+from shared.db.bulk import insert_rows
+from shared.messaging.outbox import Outbox
+
+log = structlog.get_logger("imports")
+CHUNK_BYTES = 1 << 20
+#: The tables whose lookups an import of each kind depends on.
+ANALYZED = {"customers": [Customer.__table__, CustomerPhone.__table__, Vehicle.__table__],
+            "deliveries": [Vehicle.__table__], "visits": [ServiceVisit.__table__, Vehicle.__table__]}
+COUNTERS = ("accepted", "updated", "unchanged", "rejected")
+#: An upload still unfinished after this long was abandoned (the API process died mid-file); swept this often.
+ABANDONED_UPLOAD = timedelta(hours=6)
+SWEEP_SECONDS = 600
+
+
+async def store_upload(session: AsyncSession, job_id: uuid.UUID, body: AsyncIterator[bytes],
+                       max_bytes: int) -> tuple[int, str]:
+    """Write the request body into ``import_chunk`` rows of 1 MiB as it arrives (never the whole file in memory),
+    each chunk in its own short transaction; returns the size and SHA-256. Raises ``ValueError`` past
+    ``max_bytes``."""
+    digest, buffer, seq, size = hashlib.sha256(), bytearray(), 0, 0
+
+    async def flush() -> None:
+        nonlocal seq
+        async with session.begin():
+            session.add(ImportChunk(job_id=job_id, seq=seq, data=bytes(buffer[:CHUNK_BYTES])))
+        seq += 1
+        del buffer[:CHUNK_BYTES]
+
+    async for piece in body:
+        size += len(piece)
+        if size > max_bytes:
+            raise ValueError(f"the file is larger than {max_bytes >> 20} MiB")
+        digest.update(piece)
+        buffer += piece
+        while len(buffer) >= CHUNK_BYTES:
+            await flush()
+    if buffer:
+        await flush()
+    return size, digest.hexdigest()
+
+
+def job_principal(job: ImportJob) -> Principal:
+    """The uploader as the worker acts for them: their dealer group and the stores they could write."""
+    stores = job.scope_store_ids
+    return Principal(subject=job.created_by, tenant_id=job.tenant_id,
+                     store_ids=frozenset(uuid.UUID(s) for s in stores or []),
+                     roles=frozenset({Role.ADMIN} if stores is None else {Role.INTEGRATION}),
+                     kind=job.created_by_kind)
+
+
+def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
+    """A file record as a typed record, or its rejection naming the field."""
+    model = RECORDS[kind]
+    key = None
+    if raw.values is not None:
+        key = raw.values.get("external_id") if kind != "deliveries" else raw.values.get("vin")
+        key = str(key)[:64] if key not in (None, "") else None
+    if raw.error is not None:
+        return None, RowResult(row=raw.row, status="rejected", key=key, field="row", reason=raw.error)
+    try:
+        return model.model_validate(raw.values), None
+    except ValidationError as exc:
+        field, reason = first_error(exc)
+        return None, RowResult(row=raw.row, status="rejected", key=key, field=field, reason=reason[:500])
+
+
+class _Turn:
+    """A batch's place in the pipeline: when it holds its locks (``looked_up``) and when it is done (``task``)."""
+
+    def __init__(self, before: _Turn | None) -> None:
+        self.before = before
+        self.looked_up = asyncio.Event()
+        self.task: asyncio.Task[None]
+
+    async def after_lookups(self) -> None:
+        if self.before is not None:
+            await self.before.looked_up.wait()
+
+    async def after_commit(self) -> None:
+        """Wait for the batch before to finish; its failure is this batch's too (nothing commits past a gap)."""
+        if self.before is not None:
+            await asyncio.shield(self.before.task)
+
+
+class ImportRunner:
+    """The worker side: claims a waiting job and works it to the end (one per step of the worker loop)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], outbox: Outbox,
+                 settings: CustomerSettings) -> None:
+        self.sessionmaker = sessionmaker
+        self.outbox = outbox
+        self.batch = settings.import_batch_rows
+        self.lease = timedelta(seconds=settings.import_lease_seconds)
+        self._swept = 0.0
+
+    async def run_once(self) -> int:
+        if time.monotonic() - self._swept > SWEEP_SECONDS:
+            await self._sweep()
+        job_id = await self._claim()
+        if job_id is None:
+            return 0
+        await self.run(job_id)
+        return 1
+
+    async def _sweep(self) -> None:
+        """Uploads that never finished (the API process died mid-file) are removed with their chunks."""
+        self._swept = time.monotonic()
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(sa.delete(ImportJob).where(
+                ImportJob.status == "uploading", ImportJob.created_at < utcnow() - ABANDONED_UPLOAD))
+
+    async def _claim(self) -> uuid.UUID | None:
+        async with self.sessionmaker() as session, session.begin():
+            now = utcnow()
+            job = await session.scalar(
+                sa.select(ImportJob).where(ImportJob.status.in_(("queued", "running")),
+                                           sa.or_(ImportJob.lease_until.is_(None), ImportJob.lease_until < now))
+                .order_by(ImportJob.created_at).limit(1).with_for_update(skip_locked=True))
+            if job is None:
+                return None
+            job.status, job.lease_until = "running", now + self.lease
+            job.started_at = job.started_at or now
+            return job.id
+
+    async def _chunks(self, job_id: uuid.UUID) -> AsyncIterator[bytes]:
+        seq = 0
+        while True:
+            async with self.sessionmaker() as session:
+                data = await session.scalar(sa.select(ImportChunk.data).where(
+                    ImportChunk.job_id == job_id, ImportChunk.seq == seq))
+            if data is None:
+                return
+            yield data
+            seq += 1
+
+    async def run(self, job_id: uuid.UUID) -> None:
+        async with self.sessionmaker() as session:
+            job = await session.get(ImportJob, job_id)
+            assert job is not None
+            kind, skip = job.kind, job.rows_done
+            reader = FileReader(kind, job.format, job.encoding)
+            scope = await IntakeScope.load(session, job_principal(job))
+            await session.commit()
+            # Two batches in flight (see :meth:`_batch`): one in Python while the other waits on Postgres.
+            inflight: list[_Turn] = []
+            done, analyzed = 0, 2_500
+            try:
+                async for raws in reader.records(self._chunks(job_id)):
+                    if skip >= len(raws):
+                        skip -= len(raws)
+                        continue
+                    raws, skip = raws[skip:], 0
+                    for start in range(0, len(raws), self.batch):
+                        turn = _Turn(inflight[-1] if inflight else None)
+                        turn.task = asyncio.create_task(self._batch(
+                            job_id, scope, kind, raws[start:start + self.batch], reader.bytes_read, turn))
+                        inflight.append(turn)
+                        if len(inflight) > 1:
+                            await inflight.pop(0).task
+                            done += self.batch
+                            if done >= analyzed * 2:
+                                await self._analyze(kind)
+                                analyzed = done
+                for turn in inflight:
+                    await turn.task
+                await self._finish(session, job_id, reader, None)
+            except FileError as exc:
+                await asyncio.gather(*(t.task for t in inflight), return_exceptions=True)
+                await self._finish(session, job_id, reader, str(exc))
+            except BaseException:
+                for turn in inflight:
+                    turn.task.cancel()
+                await asyncio.gather(*(t.task for t in inflight), return_exceptions=True)
+                raise
+
+    async def _analyze(self, kind: str) -> None:
+        """Fresh planner statistics for the tables a big import is growing: with the counts of an emptier table,
+        Postgres looks keys up by the dealer group alone and filters, and each batch gets slower than the last.
+        Run each time the job doubles what it has written (a few times per file; autovacuum is far slower)."""
+        async with self.sessionmaker() as session:
+            if session.bind.dialect.name != "postgresql":
+                return
+            tables = ANALYZED[kind]
+            async with session.begin():
+                await session.execute(sa.text("ANALYZE " + ", ".join(f"{t.schema}.{t.name}" for t in tables)))
+
+    def _grouped(self, kind: str, raws: list[Raw]) -> tuple[list[RowResult], list[list[tuple[int, Any]]]]:
+        """Validated records in groups with no key twice (a repeated key starts a new group, which then sees what
+        the earlier one did), and the rejections of records that did not validate."""
+        results: list[RowResult] = []
+        groups: list[list[tuple[int, Any]]] = [[]]
+        keys: set[str] = set()
+        for raw in raws:
+            record, rejected = validate(kind, raw)
+            if rejected is not None:
+                results.append(rejected)
+                continue
+            mine = batch_keys(kind, record)
+            if keys & mine:
+                groups.append([])
+                keys = set()
+            keys |= mine
+            groups[-1].append((raw.row, record))
+        return results, groups
+
+    async def _batch(self, job_id: uuid.UUID, scope: IntakeScope, kind: str, raws: list[Raw], bytes_read: int,
+                     turn: _Turn) -> None:
+        """One batch in its own transaction, overlapping the batch before it without ever waiting in a cycle:
+        it validates while the other one works; looks up (and locks) what exists only once the other one holds
+        all its locks; writes, reports and commits only once the other one committed (file order, and no unique
+        index wait on rows the other one has not committed). A key the other one just created looks new here;
+        the insert then fails and the batch is redone record by record, finding it."""
+        try:
+            await self._batch_in_turn(job_id, scope, kind, raws, bytes_read, turn)
+        finally:
+            turn.looked_up.set()
+            turn.before = None  # the chain of finished batches is not kept
+
+    async def _batch_in_turn(self, job_id: uuid.UUID, scope: IntakeScope, kind: str, raws: list[Raw],
+                             bytes_read: int, turn: _Turn) -> None:
+        results, groups = self._grouped(kind, raws)
+        async with self.sessionmaker() as session:
+            try:
+                async with session.begin():
+                    intake = Intake(session, scope, self.outbox, audit_creates=False)
+                    pending = None
+                    try:
+                        await turn.after_lookups()
+                        scope.next_batch()
+                        for group in (g for g in groups if g):
+                            if pending is not None:  # a later group must see the earlier group's rows
+                                await turn.after_commit()
+                                await intake.write(pending)
+                            decided, pending = await intake.decide(kind, group)
+                            results += decided
+                    finally:
+                        turn.looked_up.set()
+                    await turn.after_commit()
+                    if pending is not None:
+                        await intake.write(pending)
+                    await self._report(session, job_id, results, len(raws), bytes_read)
+                return
+            except (IntegrityError, DBAPIError) as exc:
+                log.warning("import_batch_conflict", job_id=str(job_id), error=type(exc).__name__)
+            await turn.after_commit()
+            # One at a time: a conflicting record is refused alone (or, retried, finds what the other writer did).
+            results = [r for r in results if r.status == "rejected" and r.row not in
+                       {row for g in groups for row, _ in g}]
+            for group in groups:
+                for item in group:
+                    results.append(await self._one(session, scope, kind, item))
+            async with session.begin():
+                await self._report(session, job_id, results, len(raws), bytes_read)
+
+    async def _one(self, session: AsyncSession, scope: IntakeScope, kind: str, item: tuple[int, Any]) -> RowResult:
+        for attempt in range(2):
+            try:
+                async with session.begin():
+                    return (await Intake(session, scope, self.outbox, audit_creates=False).apply(kind, [item]))[0]
+            except (IntegrityError, DBAPIError) as exc:
+                if attempt:
+                    return RowResult(row=item[0], status="rejected", field="row",
+                                     reason=f"conflicts with another change to the same record ({type(exc).__name__}); "
+                                            "send it again")
+        raise AssertionError("unreachable")
+
+    async def _report(self, session: AsyncSession, job_id: uuid.UUID, results: list[RowResult], rows: int,
+                      bytes_read: int) -> None:
+        await insert_rows(session, ImportRow.__table__, [
+            {"job_id": job_id, "row": r.row, "status": r.status, "key": r.key,
+             "customer_id": _uuid(r.customer_id), "vehicle_id": _uuid(r.vehicle_id), "visit_id": _uuid(r.visit_id),
+             "field": r.field, "reason": r.reason} for r in results])
+        counts = {c: sum(r.status == c for r in results) for c in COUNTERS}
+        await session.execute(sa.update(ImportJob).where(ImportJob.id == job_id).values(
+            rows_done=ImportJob.rows_done + rows, bytes_done=bytes_read, lease_until=utcnow() + self.lease,
+            updated_at=utcnow(), **{c: getattr(ImportJob, c) + n for c, n in counts.items()}))
+
+    async def _finish(self, session: AsyncSession, job_id: uuid.UUID, reader: FileReader, error: str | None) -> None:
+        async with session.begin():
+            job = await session.get(ImportJob, job_id, with_for_update=True)
+            assert job is not None
+            job.status = "failed" if error else "done"
+            job.error = error
+            job.finished_at = job.updated_at = utcnow()
+            job.lease_until = None
+            job.encoding = reader.found_encoding or job.encoding
+            job.warnings = reader.warnings[:50]
+            if not error:
+                job.bytes_done = job.size_bytes
+        log.info("import_finished", job_id=str(job_id), status=job.status, rows=job.rows_done,
+                 rejected=job.rejected)
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    return uuid.UUID(value) if value else None

@@ -1,0 +1,156 @@
+"""An uploaded file back as records, streamed: decoded chunk by chunk (UTF-8 or GBK), split into CSV records or
+JSON lines, headers mapped to fields. Memory holds one chunk and one batch of records, whatever the file's size."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import re
+
+import orjson
+
+from customer_svc.imports.columns import fields_of, keyed, map_headers
+
+
+#: Lines with their ends; only CR, LF and CRLF end a line (``str.splitlines`` also splits on form feeds and
+#: Unicode separators, which a CSV cell may contain).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+")
+
+
+class FileError(ValueError):
+    """The file as a whole cannot be read (encoding, header): the job fails with this message."""
+
+
+@dataclass
+class Raw:
+    """One record of the file: its line (header = 1), its fields by name, or why it could not be parsed."""
+
+    row: int
+    values: dict[str, Any] | None
+    error: str | None = None
+
+
+@dataclass
+class FileReader:
+    kind: str
+    fmt: str
+    encoding: str = "auto"
+    found_encoding: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    _fields: list[str | None] | None = None
+    _line: int = 0
+
+    def _decoder(self, first: bytes) -> Any:
+        """UTF-8 (a BOM is dropped) unless told otherwise or the first chunk is not UTF-8: then GB18030, which
+        reads GBK and GB2312 too (what Excel on Chinese Windows saves as "CSV")."""
+        choice = self.encoding
+        if choice == "auto":
+            try:
+                codecs.getincrementaldecoder("utf-8-sig")().decode(first, final=False)
+                choice = "utf-8"
+            except UnicodeDecodeError:
+                choice = "gbk"
+        self.found_encoding = choice
+        return codecs.getincrementaldecoder("utf-8-sig" if choice == "utf-8" else "gb18030")()
+
+    async def _lines(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
+        """Complete lines (line ends kept), a chunk's worth at a time."""
+        decoder, tail = None, ""
+        async for chunk in chunks:
+            if decoder is None:
+                decoder = self._decoder(chunk)
+            try:
+                text = tail + decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise FileError(f"the file is not valid {self.found_encoding} near byte "
+                                f"{self.bytes_read + exc.start}; upload it again with the right encoding") from None
+            self.bytes_read += len(chunk)
+            lines = _LINE.findall(text)
+            # An unfinished last line waits for the next chunk; so does a last "\r", whose "\n" may follow.
+            tail = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+            if lines:
+                yield lines
+        if decoder is not None:
+            try:
+                tail += decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise FileError(f"the file ends inside a {self.found_encoding} character") from None
+        if tail:
+            yield [tail + "\n"]
+
+    async def records(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Raw]]:
+        """Batches of records in file order (a batch per chunk of the file)."""
+        parse = self._csv if self.fmt == "csv" else self._jsonl
+        pending: list[str] = []
+        open_quote = False
+        async for lines in self._lines(chunks):
+            complete: list[str] = []
+            for line in lines:
+                # A CSV record ends at a line end outside quotes (quotes inside a field are doubled, so an odd
+                # count of quote characters so far means a quoted field is still open).
+                if self.fmt == "csv" and line.count('"') % 2:
+                    open_quote = not open_quote
+                pending.append(line)
+                if not open_quote:
+                    complete.extend(pending)
+                    pending = []
+            if complete:
+                batch = parse(complete)
+                if batch:
+                    yield batch
+        if pending:
+            batch = parse(pending)
+            if batch:
+                yield batch
+        if self._fields is None and self.fmt == "csv":
+            raise FileError("the file is empty: a CSV file starts with a header row")
+
+    def _csv(self, lines: list[str]) -> list[Raw]:
+        out: list[Raw] = []
+        reader = csv.reader(lines)
+        start = self._line
+        consumed = 0
+        for cells in reader:
+            row = start + consumed + 1
+            consumed = reader.line_num
+            if not cells or not any(c.strip() for c in cells):
+                continue
+            if self._fields is None:
+                try:
+                    self._fields, warnings = map_headers(self.kind, cells)
+                except ValueError as exc:
+                    raise FileError(str(exc)) from None
+                self.warnings.extend(warnings)
+                continue
+            # Empty cells are absent values: left out here, they take their defaults without any validator.
+            values = {f: v for f, v in zip(self._fields, cells) if f is not None and v and not v.isspace()}
+            extra = len(cells) - len(self._fields)
+            out.append(Raw(row, keyed(self.kind, values)) if extra <= 0 or not any(c.strip() for c in cells[-extra:])
+                       else Raw(row, None, f"{len(cells)} cells for {len(self._fields)} columns"))
+        self._line = start + consumed
+        return out
+
+    def _jsonl(self, lines: list[str]) -> list[Raw]:
+        out: list[Raw] = []
+        for line in lines:
+            self._line += 1
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                out.append(Raw(self._line, None, "not valid JSON"))
+                continue
+            if not isinstance(obj, dict):
+                out.append(Raw(self._line, None, "each line must be one JSON object"))
+                continue
+            values, unknown = fields_of(self.kind, obj)
+            if unknown and len(self.warnings) < 20:
+                self.warnings.append(f"line {self._line}: keys not used for {self.kind}: {', '.join(unknown[:10])}")
+            out.append(Raw(self._line, keyed(self.kind, values)))
+        return out

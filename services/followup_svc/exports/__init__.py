@@ -1,0 +1,1 @@
+"""Streamed export of follow-up completion (CSV, JSON, NDJSON)."""

@@ -1,0 +1,1 @@
+"""Streamed exports of survey results and complaint cases (CSV, JSON, NDJSON)."""

@@ -1,0 +1,292 @@
+"""Bulk imports and REST upserts by external id (OEM / DMS intake), through HTTP, Postgres and the worker."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from customer_svc.imports.jobs import store_upload
+from customer_svc.models import (AuditEntry, Customer, ImportChunk, ImportJob, ImportRow, ServiceVisit, Vehicle,
+                                 messaging)
+from shared.db.base import utcnow
+from shared.ids import new_id
+from shared.events.envelope import CloudEvent
+from shared.auth.roles import Role
+from shared.testing.events import EventTap
+from shared.testing.waiting import eventually
+from tests.conftest import Group, make_group, new_phone
+from tests.customer_svc.factories import integration_headers, new_customer, new_vin
+
+_ids = itertools.count(1)
+HEADER_ZH = "客户编号,姓名,手机,性别,生日,门店编码,车架号,车牌号,品牌,车型,购车日期,交车日期,销售顾问工号"
+TWO_YEARS_AGO = date.today() - timedelta(days=730)
+
+
+def ext() -> str:
+    return f"OEM-{uuid.uuid4().hex[:8]}-{next(_ids)}"
+
+
+def zh_row(external_id: str, phone: str, vin: str, store: str = "A", delivered: date | None = TWO_YEARS_AGO,
+           name: str = "张三", consultant: str = "") -> str:
+    bought = (delivered - timedelta(days=3)).isoformat().replace("-", "/") if delivered else ""
+    return (f"{external_id},{name},{phone},男,1985/6/1,{store},{vin},粤B{next(_ids) % 100000:05d},品牌甲,车型乙,"
+            f"{bought},{delivered.isoformat() if delivered else ''},{consultant}")
+
+
+async def upload(client: httpx.AsyncClient, headers: dict[str, str], body: bytes, kind: str = "customers",
+                 content_type: str = "text/csv", **params: str) -> dict[str, Any]:
+    resp = await client.post("/api/v1/imports", params={"kind": kind, **params}, content=body,
+                             headers={**headers, "Content-Type": content_type})
+    assert resp.status_code == 202, resp.text
+    assert resp.headers["Location"] == f"/api/v1/imports/{resp.json()['id']}"
+    return resp.json()
+
+
+async def finished(client: httpx.AsyncClient, headers: dict[str, str], job_id: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        job = (await client.get(f"/api/v1/imports/{job_id}", headers=headers)).json()
+        return job if job["status"] in ("done", "failed") else None
+
+    return await eventually(check, timeout=30)
+
+
+async def rows(client: httpx.AsyncClient, headers: dict[str, str], job_id: str, **params: str) -> list[dict]:
+    resp = await client.get(f"/api/v1/imports/{job_id}/rows", params={"limit": 1000, **params}, headers=headers)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["items"]
+
+
+async def test_a_file_of_deliveries_imports_once_and_a_resend_changes_nothing(
+        client: httpx.AsyncClient, group: Group, event_tap: EventTap) -> None:
+    key = integration_headers(group, ["imports:write"])
+    people = [(ext(), new_phone(), new_vin()) for _ in range(5)]
+    body = "\r\n".join([HEADER_ZH, *(zh_row(*p) for p in people)]) + "\r\n"
+    job = await finished(client, key, (await upload(client, key, ("\ufeff" + body).encode("utf-8"),
+                                                    filename="sales.csv"))["id"])
+    assert (job["status"], job["accepted"], job["updated"], job["unchanged"], job["rejected"]) == \
+        ("done", 5, 0, 0, 0), job
+    assert job["encoding"] == "utf-8" and job["progress"] == 1.0 and job["rows_done"] == 5
+    report = await rows(client, key, job["id"])
+    assert [r["row"] for r in report] == [2, 3, 4, 5, 6]
+    assert {r["status"] for r in report} == {"accepted"}
+    async with group.runtime.sessionmaker() as session:
+        customers = {c.external_id: c for c in await session.scalars(
+            sa.select(Customer).where(Customer.tenant_id == group.tenant_id))}
+        vehicles = {v.vin: v for v in await session.scalars(
+            sa.select(Vehicle).where(Vehicle.tenant_id == group.tenant_id))}
+    for external_id, phone, vin in people:
+        c = customers[external_id]
+        assert (c.name, c.gender, c.birthday, c.relationship_type, c.store_id) == \
+            ("张三", "male", date(1985, 6, 1), "owner", group.store_a)
+        assert c.primary_phone == phone
+        assert vehicles[vin].customer_id == c.id and vehicles[vin].delivery_date == TWO_YEARS_AGO
+    delivered = await event_tap.wait_for("customer.vehicle.delivered.v1", count=5,
+                                         where=lambda e: e.tenantid == str(group.tenant_id))
+    assert {e.data["delivery_date"] for e in delivered} == {TWO_YEARS_AGO.isoformat()}
+    created = event_tap.matching("customer.customer.created.v1", where=lambda e: e.tenantid == str(group.tenant_id))
+    assert len(created) == 5 and all(e.data["imported"] and e.data["external_id"] for e in created)
+
+    # Every event the import wrote (payloads built without the catalog models, for speed) reads as its catalog type.
+    async with group.runtime.sessionmaker() as session:
+        payloads = [p for p in await session.scalars(sa.select(messaging.outbox.payload)) if
+                    p.get("tenantid") == str(group.tenant_id)]
+    assert len(payloads) >= 15
+    for payload in payloads:
+        event = CloudEvent.model_validate(payload)
+        assert event.payload() is not None and event.data.get("imported", True)
+
+    # The same file again (as GBK this time, as Excel on Chinese Windows saves it): nothing changes.
+    again = await finished(client, key, (await upload(client, key, body.encode("gbk")))["id"])
+    assert (again["encoding"], again["accepted"], again["updated"], again["unchanged"], again["rejected"]) == \
+        ("gbk", 0, 0, 5, 0), again
+    async with group.runtime.sessionmaker() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Customer).where(
+            Customer.tenant_id == group.tenant_id)) == 5
+        # The stored upload is kept for the report's sake only; the job reads it back in chunks.
+        assert await session.scalar(sa.select(sa.func.count()).select_from(ImportChunk).where(
+            ImportChunk.job_id == uuid.UUID(again["id"]))) == 1
+
+
+async def test_bad_rows_are_refused_alone_with_the_field_and_reason(client: httpx.AsyncClient, group: Group) -> None:
+    key = integration_headers(group, ["imports:write"])
+    good = (ext(), new_phone(), new_vin())
+    lines = [HEADER_ZH,
+             zh_row(*good),
+             zh_row(ext(), "12345", new_vin()),                         # 3: bad phone
+             zh_row(ext(), new_phone(), "LSV0000000000000X"),           # 4: bad VIN
+             zh_row(ext(), new_phone(), new_vin(), store="B"),          # 5: a store the key does not have
+             zh_row(ext(), new_phone(), new_vin(), store="ZZ"),         # 6: no such store
+             zh_row(ext(), new_phone(), good[2]),                       # 7: the VIN of row 2's customer
+             zh_row(ext(), new_phone(), new_vin(), consultant="nobody"),  # 8: unknown consultant
+             "E-short,只有名字",                                          # 9: no phone column value
+             ]
+    job = await finished(client, key, (await upload(client, key, "\n".join(lines).encode()))["id"])
+    assert (job["accepted"], job["rejected"]) == (1, 7), job
+    refused = {r["row"]: (r["field"], r["reason"]) for r in await rows(client, key, job["id"], status="rejected")}
+    assert refused[3][0] == "phone"
+    assert refused[4][0] == "vin"
+    assert refused[5] == ("store_code", "not one of your stores")
+    assert refused[6] == ("store_code", "not one of your stores")
+    assert refused[7][0] == "vin" and "another customer" in refused[7][1]
+    assert refused[8][0] == "sales_consultant_no"
+    assert refused[9][0] == "phone"
+    report = await client.get(f"/api/v1/imports/{job['id']}/report", params={"format": "csv"}, headers=key)
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/csv")
+    lines = report.content.decode("utf-8-sig").splitlines()
+    assert lines[0] == "row,status,key,customer_id,vehicle_id,visit_id,field,reason" and len(lines) == 1 + 8
+    assert lines[2].startswith("3,rejected,") and ",phone," in lines[2]
+    async with group.runtime.sessionmaker() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(Customer).where(
+            Customer.tenant_id == group.tenant_id)) == 1  # nothing half-written for the refused rows
+
+
+async def test_rest_upserts_by_external_id(client: httpx.AsyncClient, group: Group) -> None:
+    key = integration_headers(group, ["customers:write", "vehicles:write", "visits:write"])
+    external_id, vin, phone = ext(), new_vin(), new_phone()
+    body = {"name": "李四", "phone": phone, "store_code": "A", "vin": vin, "purchase_date": "2026-01-02"}
+    first = await client.put(f"/api/v1/integration/customers/{external_id}", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    assert first.json()["status"] == "accepted"
+    repeat = await client.put(f"/api/v1/integration/customers/{external_id}", json=body, headers=key)
+    assert (repeat.status_code, repeat.json()["status"]) == (200, "unchanged")
+    assert repeat.json()["customer_id"] == first.json()["customer_id"]
+    changed = await client.put(f"/api/v1/integration/customers/{external_id}", json={**body, "name": "李四四"},
+                               headers=key)
+    assert (changed.status_code, changed.json()["status"]) == (200, "updated")
+    delivered = await client.put(f"/api/v1/integration/vehicles/{vin}/delivery",
+                                 json={"delivery_date": "2026-01-05"}, headers=key)
+    assert (delivered.status_code, delivered.json()["status"]) == (200, "updated"), delivered.text
+    conflict = await client.put(f"/api/v1/integration/vehicles/{vin}/delivery",
+                                json={"delivery_date": "2026-01-06"}, headers=key)
+    assert conflict.status_code == 422 and conflict.json()["errors"][0]["field"] == "body.delivery_date"
+    visit = {"vin": vin, "visit_type": "首保", "completed_at": "2026-03-01 10:00", "mileage_km": 5000}
+    made = await client.put("/api/v1/integration/visits/RO-1", json=visit, headers=key)
+    assert made.status_code == 201, made.text
+    again = await client.put("/api/v1/integration/visits/RO-1", json=visit, headers=key)
+    assert (again.status_code, again.json()["visit_id"]) == (200, made.json()["visit_id"])
+    other_store = await client.put(f"/api/v1/integration/customers/{ext()}",
+                                   json={"name": "王五", "store_code": "B", "phone": new_phone()}, headers=key)
+    assert other_store.status_code == 422, other_store.text
+    assert other_store.json()["errors"][0]["field"] == "body.store_code"
+    vehicle_without_vin = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
+                                           json={"name": "王五", "store_code": "A", "phone": new_phone(),
+                                                 "purchase_date": "2026-01-02"})
+    assert vehicle_without_vin.json()["errors"][0]["field"] == "body.vin", vehicle_without_vin.text
+    no_scope = await client.put(f"/api/v1/integration/customers/{ext()}", json=body,
+                                headers=integration_headers(group, ["customers:read"]))
+    assert no_scope.status_code == 403
+    async with group.runtime.sessionmaker() as session:
+        actions = [a for a in await session.scalars(sa.select(AuditEntry.action).where(
+            AuditEntry.tenant_id == group.tenant_id, AuditEntry.record_id == uuid.UUID(first.json()["customer_id"])))]
+    assert actions.count("create") == 1 and "update" in actions
+
+
+async def test_a_staff_customer_is_matched_by_phone_not_duplicated(client: httpx.AsyncClient, group: Group) -> None:
+    staff_made = await new_customer(client, group)
+    phone = staff_made["phones"][0]["number"]
+    key = integration_headers(group, ["customers:write"])
+    resp = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
+                            json={"name": staff_made["name"], "phone": phone, "store_code": "A"})
+    assert (resp.status_code, resp.json()["status"]) == (200, "updated"), resp.text
+    assert resp.json()["customer_id"] == staff_made["id"]
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"", "body"),
+])
+async def test_an_empty_upload_is_refused(client: httpx.AsyncClient, group: Group, body: bytes, field: str) -> None:
+    resp = await client.post("/api/v1/imports", params={"kind": "customers"}, content=body,
+                             headers={**group.headers(Role.ADMIN), "Content-Type": "text/csv"})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == field
+
+
+async def test_json_lines_of_deliveries_and_repair_orders(client: httpx.AsyncClient, group: Group) -> None:
+    key = integration_headers(group, ["imports:write", "customers:write"])
+    vin, phone = new_vin(), new_phone()
+    made = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key, json={
+        "name": "赵六", "phone": phone, "store_code": "A", "vin": vin, "purchase_date": "2025-12-01"})
+    assert made.status_code == 201, made.text
+    deliveries = "\n".join(json.dumps(line, ensure_ascii=False) for line in [
+        {"车架号": vin, "交车日期": "2025/12/3", "经销商集团": group.code},
+        {"vin": vin, "delivery_date": "2025-12-03"},                       # the same again: unchanged
+        {"vin": new_vin(), "delivery_date": "2025-12-03"},                 # not on file
+        {"vin": vin, "delivery_date": "2025-12-03", "dealer_group": "someone-else"},
+        ["not", "an", "object"],
+    ]).encode()
+    job = await finished(client, key, (await upload(client, key, deliveries, kind="deliveries",
+                                                    content_type="application/x-ndjson"))["id"])
+    outcome = {r["row"]: (r["status"], r["field"]) for r in await rows(client, key, job["id"])}
+    assert outcome == {1: ("updated", None), 2: ("unchanged", None), 3: ("rejected", "vin"),
+                       4: ("rejected", "dealer_group"), 5: ("rejected", "row")}, outcome
+    visits = ("工单号,车架号,维修类型,结算时间,进厂里程\n"
+              f"RO-{vin},{vin},首保,2026/3/1 10:30,5000\n"
+              f"RO-{vin}-2,{vin},保养,2026-09-01 09:00,15000\n"
+              f"RO-{vin}-3,{vin},洗车,2026-09-02 09:00,15100\n").encode()
+    job = await finished(client, key, (await upload(client, key, visits, kind="visits"))["id"])
+    assert (job["accepted"], job["rejected"]) == (2, 1), job
+    [refused] = await rows(client, key, job["id"], status="rejected")
+    assert refused["row"] == 4 and refused["field"] == "visit_type"
+    async with group.runtime.sessionmaker() as session:
+        vehicle = await session.scalar(sa.select(Vehicle).where(Vehicle.vin == vin))
+        assert vehicle is not None and vehicle.mileage_km == 15000 and vehicle.delivery_date == date(2025, 12, 3)
+        first = await session.scalar(sa.select(ServiceVisit).where(ServiceVisit.external_id == f"RO-{vin}"))
+        # A settlement time without a zone is the store's local time (Asia/Shanghai, UTC+8).
+        assert first is not None and first.completed_at.isoformat() == "2026-03-01T02:30:00+00:00"
+
+
+async def test_a_file_for_another_dealer_groups_store_is_refused_row_by_row(client: httpx.AsyncClient,
+                                                                            group: Group) -> None:
+    admin = group.headers(Role.ADMIN)
+    other = await make_group(group.runtime)
+    csv = (f"external_id,name,phone,store_id\n{ext()},甲,{new_phone()},{other.store_a}\n"
+           f"{ext()},乙,{new_phone()},{group.store_b}\n").encode()
+    job = await finished(client, admin, (await upload(client, admin, csv))["id"])
+    outcome = {r["row"]: (r["status"], r["field"]) for r in await rows(client, admin, job["id"])}
+    assert outcome == {2: ("rejected", "store_id"), 3: ("accepted", None)}
+    # A missing required column fails the job as a whole, saying which.
+    bad = await finished(client, admin, (await upload(client, admin, b"name,phone\n\xe5\xbc\xa0,13800000000\n"))["id"])
+    assert bad["status"] == "failed" and "external_id" in bad["error"] and bad["rows_done"] == 0
+    # Another group's admin does not see the job.
+    assert (await client.get(f"/api/v1/imports/{job['id']}", headers=other.headers(Role.ADMIN))).status_code == 404
+
+
+async def test_a_job_a_dead_worker_left_is_taken_over_where_it_stopped(client: httpx.AsyncClient,
+                                                                       group: Group) -> None:
+    """A worker died after committing the file's first two records (their report rows and the job's counters go
+    together); once its lease runs out another worker carries on with the third record, redoing nothing."""
+    admin = group.headers(Role.ADMIN)
+    people = [(ext(), new_phone(), new_vin()) for _ in range(5)]
+    body = "\n".join([HEADER_ZH, *(zh_row(*p) for p in people)]).encode()
+    job_id = new_id()
+    async with group.runtime.sessionmaker() as session:
+        async with session.begin():
+            session.add(ImportJob(id=job_id, tenant_id=group.tenant_id, kind="customers", format="csv",
+                                  encoding="auto", status="uploading", created_by=uuid.uuid4(),
+                                  created_by_kind="staff", warnings=[], scope_store_ids=None))
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield body
+
+        size, sha = await store_upload(session, job_id, chunks(), 1 << 20)
+        async with session.begin():
+            job = await session.get(ImportJob, job_id)
+            assert job is not None
+            # What the dead worker had committed: two records reported, then its lease ran out.
+            job.size_bytes, job.sha256, job.status, job.rows_done, job.updated = size, sha, "running", 2, 2
+            job.lease_until = utcnow() - timedelta(seconds=1)
+            session.add_all([ImportRow(job_id=job_id, row=r, status="updated", key=people[r - 2][0]) for r in (2, 3)])
+    group.runtime.import_runner_wakeup()
+    done = await finished(client, admin, str(job_id))
+    assert (done["status"], done["rows_done"], done["accepted"], done["updated"]) == ("done", 5, 3, 2), done
+    assert [(r["row"], r["status"]) for r in await rows(client, admin, str(job_id))] == [
+        (2, "updated"), (3, "updated"), (4, "accepted"), (5, "accepted"), (6, "accepted")]
+    async with group.runtime.sessionmaker() as session:
+        made = set(await session.scalars(sa.select(Customer.external_id).where(Customer.tenant_id == group.tenant_id)))
+    assert made == {p[0] for p in people[2:]}  # the first two were the dead worker's (here: never really written)

@@ -1,0 +1,54 @@
+"""Imported history (a delivery two years ago, a customer from the DMS) is history to the playbooks: what it would
+have triggered back then is recorded as stale, never sent late; what is still ahead is planned as usual."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+
+import httpx
+
+from followup_svc.app import FollowupRuntime
+from shared.testing.events import EventTap
+from shared.testing.waiting import eventually
+from tests.conftest import Group, new_phone
+from tests.customer_svc.factories import integration_headers, new_vin
+from tests.customer_svc.test_imports import finished, upload
+from tests.followup_svc.conftest import fire_all, followups
+
+
+async def test_an_imported_old_delivery_sends_nothing_late(client: httpx.AsyncClient, followup_runtime: FollowupRuntime,
+                                                          fgroup: Group, event_tap: EventTap) -> None:
+    key = integration_headers(fgroup, ["imports:write"])
+    delivered = date.today() - timedelta(days=730)
+    owner, prospect = f"DMS-{uuid.uuid4().hex[:8]}", f"DMS-{uuid.uuid4().hex[:8]}"
+    csv = ("external_id,name,phone,store_code,vin,purchase_date,delivery_date,relationship\n"
+           f"{owner},车主甲,{new_phone()},A,{new_vin()},{delivered - timedelta(days=2)},{delivered},\n"
+           f"{prospect},潜客乙,{new_phone()},A,,,,prospect\n")
+    job = await finished(client, key, (await upload(client, key, csv.encode()))["id"])
+    assert (job["accepted"], job["rejected"]) == (2, 0), job
+    created = await event_tap.wait_for("customer.customer.created.v1", count=2,
+                                       where=lambda e: e.tenantid == str(fgroup.tenant_id))
+    ids = {e.data["external_id"]: uuid.UUID(e.data["customer_id"]) for e in created}
+
+    async def planned() -> list:
+        rows = await followups(followup_runtime, fgroup.tenant_id, customer_id=ids[owner])
+        return rows if any(r.rule_key == "anniversary_calls" or "anniversary" in r.rule_key for r in rows) else []
+
+    rows = await eventually(planned, timeout=20)
+    await fire_all(followup_runtime)
+    rows = await followups(followup_runtime, fgroup.tenant_id, customer_id=ids[owner])
+    now = followup_runtime.clock.now()
+    past = [r for r in rows if r.due_at < now - timedelta(days=3)]
+    ahead = [r for r in rows if r.due_at > now]
+    assert past and ahead, [(r.rule_key, r.due_at, r.state) for r in rows]
+    assert {r.state for r in past} == {"skipped"}, [(r.rule_key, r.due_at, r.state, r.reason) for r in past]
+    assert all("stale" in (r.reason or "") for r in past)
+    assert {r.state for r in ahead} == {"scheduled"}
+    # The imported prospect is no fresh showroom contact: no thank-you SMS, no 24-hour recap.
+    prospect_rows = await followups(followup_runtime, fgroup.tenant_id, customer_id=ids[prospect])
+    assert not [r for r in prospect_rows if r.rule_key.startswith("prospect_thanks")
+                or r.rule_key.startswith("prospect_recap") or r.rule_key.startswith("prospect_intent")]
+    requested = event_tap.matching("followup.message.requested.v1",
+                                   where=lambda e: e.data.get("customer_id") in {str(i) for i in ids.values()})
+    assert requested == []
