@@ -196,7 +196,9 @@ async def test_an_import_file_of_several_mib_streams_through(gw: httpx.AsyncClie
     login = await gw.post("/api/v1/auth/login", json={"tenant": group.code, "employee_no": "admin-A",
                                                        "password": PASSWORD})
     auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
-    rows = [f"GW-{i},客户{i},{new_phone()},A,{'备注' * 750}" for i in range(1000)]
+    # Few records, big cells: every imported customer is an event the other services' consumers work through,
+    # and later tests should not wait behind them.
+    rows = [f"GW-{i},客户{i},{new_phone()},A,{'备注' * 10_000}" for i in range(60)]
     body = ("external_id,name,phone,store_code,remarks\n" + "\n".join(rows) + "\n").encode()
     assert len(body) > 3 * 1024 * 1024
     resp = await gw.post("/api/v1/imports", params={"kind": "customers"}, content=body,
@@ -209,7 +211,7 @@ async def test_an_import_file_of_several_mib_streams_through(gw: httpx.AsyncClie
         return job if job["status"] == "done" else None
 
     job = await eventually(done, timeout=30)
-    assert (job["accepted"], job["rejected"]) == (1000, 0) and job["warnings"] == [
+    assert (job["accepted"], job["rejected"]) == (60, 0) and job["warnings"] == [
         "column 'remarks' is not used for customers"]
 
 
