@@ -633,6 +633,8 @@ async def test_a_resolved_case_is_watched_until_it_is_closed(
     late = (await open_case(sc, g, complainant_phone="13611110004"))["id"]
     await act(sc, g, late, "respond", {"body": "已联系"})
     sclock.advance(timedelta(days=6))
+    while await survey_runtime.sla_watch.run_once():  # its escalations now, not between reading and resolving
+        pass
     r = await act(sc, g, late, "resolve", {"remedy": "返修"})
     assert r.status_code == 200, r.text
     [c] = await rows(survey_runtime, Complaint, g.tenant_id, id=uuid.UUID(late))
