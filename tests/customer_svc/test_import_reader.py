@@ -1,0 +1,71 @@
+"""Reading an uploaded file back as records, whatever its chunking: encodings, Excel's line ends and quoting,
+Chinese headers, JSON Lines; no database needed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from customer_svc.imports.reader import FileError, FileReader, Raw
+
+TEXT = ('\ufeff客户编号,姓名,手机,备注\r\n'
+        'E1,"张,三",13800138000,x\r\n'
+        'E2,"李\n""四""",13900139000\r\n'
+        '\r\n'
+        'E3,王五,13700137000\r\n')
+
+
+async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+async def read(reader: FileReader, data: bytes, size: int) -> list[Raw]:
+    return [r async for batch in reader.records(chunks(data, size)) for r in batch]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1 << 20])
+@pytest.mark.parametrize("encoding, data", [("utf-8", TEXT.encode("utf-8")),
+                                            ("gbk", TEXT.replace("\ufeff", "").encode("gbk"))])
+async def test_records_and_their_lines_whatever_the_chunks(size: int, encoding: str, data: bytes) -> None:
+    reader = FileReader("customers", "csv")
+    got = await read(reader, data, size)
+    assert [(r.row, r.values) for r in got] == [
+        (2, {"external_id": "E1", "name": "张,三", "phone": "13800138000"}),
+        (3, {"external_id": "E2", "name": '李\n"四"', "phone": "13900139000"}),  # a quoted line break: one record
+        (6, {"external_id": "E3", "name": "王五", "phone": "13700137000"}),
+    ]
+    assert reader.found_encoding == encoding
+    assert reader.warnings == ["column '备注' is not used for customers"]
+    assert reader.bytes_read == len(data)
+
+
+async def test_a_file_not_in_the_encoding_it_claims_fails_as_a_whole() -> None:
+    data = ("客户编号,姓名,手机\n" + "E1,张三,13800138000\n" * 10).encode("gbk")
+    with pytest.raises(FileError, match="not valid utf-8"):
+        await read(FileReader("customers", "csv", encoding="utf-8"), data, 16)
+
+
+async def test_a_header_without_the_required_columns_names_them() -> None:
+    with pytest.raises(FileError, match="missing column.*phone"):
+        await read(FileReader("customers", "csv"), "客户编号,姓名\nE1,张三\n".encode(), 1 << 20)
+    with pytest.raises(FileError, match="empty"):
+        await read(FileReader("customers", "csv"), b"", 1 << 20)
+
+
+async def test_more_cells_than_columns_is_the_rows_error() -> None:
+    got = await read(FileReader("customers", "csv"), "客户编号,姓名,手机\nE1,张三,13800138000,extra\n".encode(), 99)
+    assert [(r.row, r.values, r.error) for r in got] == [(2, None, "4 cells for 3 columns")]
+
+
+async def test_json_lines_with_chinese_keys_bad_lines_and_repair_orders_keyed_by_number() -> None:
+    data = ('{"车架号": "LSVAU218XN2183294", "工单号": "RO-1", "维修类型": "首保", "结算时间": "2026-03-01 10:00"}\n'
+            'not json\n'
+            '\n'
+            '[1, 2]\n').encode()
+    got = await read(FileReader("visits", "jsonl"), data, 5)
+    assert got[0].row == 1 and got[0].values == {"vin": "LSVAU218XN2183294", "ro_number": "RO-1",
+                                                 "external_id": "RO-1", "visit_type": "首保",
+                                                 "completed_at": "2026-03-01 10:00"}
+    assert [(r.row, r.error) for r in got[1:]] == [(2, "not valid JSON"), (4, "each line must be one JSON object")]
