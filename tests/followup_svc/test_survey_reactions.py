@@ -120,7 +120,8 @@ async def test_a_low_service_score_becomes_one_recovery_task_for_the_service_man
     await fire_until(followup_runtime, row.due_at)
     await fire_all(followup_runtime)
 
-    [task] = await tasks(followup_runtime, fgroup.tenant_id, customer_id=data.customer_id)
+    # The background scheduler may be firing it at this moment (claimed, not yet committed): wait for its task.
+    [task] = await eventually(lambda: tasks(followup_runtime, fgroup.tenant_id, customer_id=data.customer_id))
     assert (task.rule_key, task.role, task.assignee_id, task.status) == ("service_recovery", "service_manager",
                                                                          None, "open")
     assert (task.kind, task.title, task.priority) == ("call", "满意度低分回访(服务补救)", 1)
@@ -143,7 +144,8 @@ async def test_a_low_sales_score_goes_to_the_sales_manager(
     [row] = await planned_for(followup_runtime, fgroup, data.response_id, 1)
     assert row.rule_key == "sales_recovery"
     await fire_until(followup_runtime, row.due_at)
-    [task] = await tasks(followup_runtime, fgroup.tenant_id, customer_id=data.customer_id)
+    # The background scheduler may be firing it at this moment (claimed, not yet committed): wait for its task.
+    [task] = await eventually(lambda: tasks(followup_runtime, fgroup.tenant_id, customer_id=data.customer_id))
     assert (task.rule_key, task.role, task.assignee_id) == ("sales_recovery", "sales_manager", None)
     assert task.sla_due_at - task.due_at == timedelta(hours=24)
     assert "q3: 0" in (task.instructions or "") and "NPS: 3" in (task.instructions or "")
@@ -185,7 +187,8 @@ async def test_a_closed_complaint_plans_the_cs_managers_revisit_and_the_resurvey
 
     # Three days on: the CS manager's revisit, nothing of the survey yet.
     await fire_until(followup_runtime, revisit.due_at)
-    [task] = await tasks(followup_runtime, fgroup.tenant_id, customer_id=data.customer_id)
+    # The background scheduler may be firing it at this moment (claimed, not yet committed): wait for its task.
+    [task] = await eventually(lambda: tasks(followup_runtime, fgroup.tenant_id, customer_id=data.customer_id))
     assert (task.rule_key, task.role, task.assignee_id, task.title) == ("complaint_revisit", "cs_manager", None,
                                                                         "投诉结案后回访")
     assert task.sla_due_at - task.due_at == timedelta(hours=48)
