@@ -69,3 +69,22 @@ async def test_json_lines_with_chinese_keys_bad_lines_and_repair_orders_keyed_by
                                                  "external_id": "RO-1", "visit_type": "首保",
                                                  "completed_at": "2026-03-01 10:00"}
     assert [(r.row, r.error) for r in got[1:]] == [(2, "not valid JSON"), (4, "each line must be one JSON object")]
+
+
+async def test_a_quote_inside_an_unquoted_cell_is_a_plain_character() -> None:
+    """`5" rim` (an unquoted cell with a quote in it) must not make the reader hold the rest of the file as one
+    record: every row still comes back as its own record, in its own chunk's batch."""
+    rim = '5" 轮毂'
+    lines = ["客户编号,姓名,手机"] + [f"E{i},{rim if i == 1 else '张三'},138000000{i:02d}" for i in range(50)]
+    reader = FileReader("customers", "csv")
+    batches = [b async for b in reader.records(chunks("\n".join(lines).encode(), 200))]
+    assert len(batches) > 5
+    got = [r for b in batches for r in b]
+    assert len(got) == 50 and got[1].values is not None and got[1].values["name"] == '5" 轮毂'
+
+
+async def test_a_quoted_cell_never_closed_fails_the_file_instead_of_filling_memory() -> None:
+    data = ("客户编号,姓名,手机\nE1,\"张三,13800138000\n" + "E2,李四,13900139000\n" * 1500).encode()
+    for size in (64, 4096, 1 << 20):
+        with pytest.raises(FileError, match="line 2 is never closed"):
+            await read(FileReader("customers", "csv"), data, size)

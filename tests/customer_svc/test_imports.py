@@ -290,3 +290,15 @@ async def test_a_job_a_dead_worker_left_is_taken_over_where_it_stopped(client: h
     async with group.runtime.sessionmaker() as session:
         made = set(await session.scalars(sa.select(Customer.external_id).where(Customer.tenant_id == group.tenant_id)))
     assert made == {p[0] for p in people[2:]}  # the first two were the dead worker's (here: never really written)
+
+
+async def test_the_same_number_as_phone_and_phone2_is_one_phone(client: httpx.AsyncClient, group: Group) -> None:
+    key = integration_headers(group, ["customers:write"])
+    phone = new_phone()
+    local = f"{phone[3:6]} {phone[6:10]} {phone[10:]}"
+    resp = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
+                            json={"name": "钱七", "phone": phone, "phone2": local, "store_code": "A"})
+    assert resp.status_code == 201, resp.text
+    async with group.runtime.sessionmaker() as session:
+        customer = await session.get(Customer, uuid.UUID(resp.json()["customer_id"]))
+        assert customer is not None and [p.e164 for p in customer.phones] == [phone]

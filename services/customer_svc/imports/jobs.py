@@ -258,17 +258,17 @@ class ImportRunner:
                 async with session.begin():
                     intake = Intake(session, scope, self.outbox, audit_creates=False)
                     pending = None
-                    try:
-                        await turn.after_lookups()
-                        scope.next_batch()
-                        for group in (g for g in groups if g):
-                            if pending is not None:  # a later group must see the earlier group's rows
-                                await turn.after_commit()
-                                await intake.write(pending)
-                            decided, pending = await intake.decide(kind, group)
-                            results += decided
-                    finally:
-                        turn.looked_up.set()
+                    await turn.after_lookups()
+                    scope.next_batch()
+                    for group in (g for g in groups if g):
+                        if pending is not None:  # a later group must see the earlier group's rows
+                            await turn.after_commit()
+                            await intake.write(pending)
+                        decided, pending = await intake.decide(kind, group)
+                        results += decided
+                    # Only now may the next batch look up (and lock). Not on failure: this batch's record-by-record
+                    # pass needs those rows, and the next one waits in Python for it (``_batch`` sets it at the end).
+                    turn.looked_up.set()
                     await turn.after_commit()
                     if pending is not None:
                         await intake.write(pending)

@@ -21,6 +21,35 @@ from customer_svc.imports.columns import fields_of, keyed, map_headers
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+")
 
 
+#: A record may span this many lines (line breaks inside quoted cells); past it, a quote was left open.
+MAX_RECORD_LINES = 1000
+_QUOTE_OR_COMMA = re.compile(r'[",]')
+
+
+def _quote_open_after(line: str, open_: bool) -> bool:
+    """Whether a quoted field is still open at the end of ``line``, as Excel and ``csv`` read it: a quote opens a
+    field only at its start (a quote inside an unquoted field is a plain character), and ``""`` inside a quoted
+    field is an escaped quote. ``open_``: whether the line starts inside a quoted field."""
+    field_start = not open_
+    skip = -1
+    for m in _QUOTE_OR_COMMA.finditer(line):
+        i = m.start()
+        if i == skip:
+            continue
+        if open_:
+            if m.group() == '"':
+                if line.startswith('"', i + 1):
+                    skip = i + 1  # an escaped quote
+                else:
+                    open_, field_start = False, False
+        elif m.group() == ",":
+            field_start = True
+        else:
+            open_ = field_start and (i == 0 or line[i - 1] == ",")
+            field_start = False
+    return open_
+
+
 class FileError(ValueError):
     """The file as a whole cannot be read (encoding, header): the job fails with this message."""
 
@@ -91,14 +120,16 @@ class FileReader:
         async for lines in self._lines(chunks):
             complete: list[str] = []
             for line in lines:
-                # A CSV record ends at a line end outside quotes (quotes inside a field are doubled, so an odd
-                # count of quote characters so far means a quoted field is still open).
-                if self.fmt == "csv" and line.count('"') % 2:
-                    open_quote = not open_quote
+                # A CSV record ends at a line end outside a quoted field.
+                if self.fmt == "csv" and (open_quote or '"' in line):
+                    open_quote = _quote_open_after(line, open_quote)
                 pending.append(line)
                 if not open_quote:
                     complete.extend(pending)
                     pending = []
+                elif len(pending) > MAX_RECORD_LINES:
+                    start = self._line + len(complete) + 1  # lines before it: parsed, or waiting in ``complete``
+                    raise FileError(f"a quoted field opened on line {start} is never closed")
             if complete:
                 batch = parse(complete)
                 if batch:

@@ -202,9 +202,11 @@ class Intake:
         adopt = {r.external_id: phone_owner[(s.id, r.phone)][0] for _, r, s in located
                  if r.external_id not in existing and (s.id, r.phone) in phone_owner
                  and phone_owner[(s.id, r.phone)][1] is None}
+        # Locked now: one another writer adopted meanwhile has an external id, and is then another customer's.
         adopted = {c.id: c for c in await self.session.scalars(
-            sa.select(Customer).where(Customer.id.in_(set(adopt.values()))).with_for_update(of=Customer))} \
-            if adopt else {}
+            sa.select(Customer).where(Customer.id.in_(set(adopt.values()))).with_for_update(of=Customer))
+            if c.external_id is None} if adopt else {}
+        adopt = {ext: cid for ext, cid in adopt.items() if cid in adopted}
         numbers_taken = {r.customer_no for _, r, _ in located if r.customer_no}
         used_numbers = dict((await self.session.execute(sa.select(Customer.customer_no, Customer.id).where(
             Customer.tenant_id == t, in_values(self.session, Customer.customer_no, numbers_taken)))).all()) \
@@ -237,7 +239,7 @@ class Intake:
                       used_numbers: dict[str, uuid.UUID], vehicles: dict[str, Vehicle]) -> RowResult:
         """Decide everything about one record (raising :class:`Reject` before any change), then change it."""
         sales = self.scope.staff(rec.sales_consultant_no, "sales_consultant_no")
-        phones = [n for n in (rec.phone, rec.phone2) if n]
+        phones = list(dict.fromkeys(n for n in (rec.phone, rec.phone2) if n))  # the same number twice is once
         cid = customer.id if customer is not None else None
         for i, number in enumerate(phones):
             owner = phone_owner.get((store.id, number))
