@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from customer_svc.deps import CtxDep
 from customer_svc.imports import service
 from customer_svc.imports.columns import first_error
-from customer_svc.imports.records import CustomerRecord, DeliveryRecord, VisitRecord
+from customer_svc.imports.records import CustomerRecord, DeliveryRecord, Kind, VisitRecord
 from customer_svc.imports.schemas import (CustomerUpsert, DeliveryUpsert, ImportJobRead, ImportRowRead,
                                           UpsertResult, VisitUpsert)
 from shared.auth import Role, require_roles
@@ -39,7 +39,7 @@ _CSV_OR_JSONL = {"content": {"text/csv": {"schema": {"type": "string", "format":
                      openapi_extra={"requestBody": _CSV_OR_JSONL})
 async def upload(
         ctx: CtxDep, request: Request, response: Response,
-        kind: Annotated[Literal["customers", "deliveries", "visits"], Query(
+        kind: Annotated[Kind, Query(
             description="customers: a customer per row, optionally with the vehicle bought and its delivery; "
                         "deliveries: handovers of vehicles on file, by VIN; visits: settled repair orders.")],
         format: Annotated[Literal["csv", "jsonl"] | None, Query(

@@ -182,16 +182,7 @@ class AliyunSms:
                   "TemplateCode": out.template_code, "OutId": str(out.message_id)}
         if out.params:
             params["TemplateParam"] = orjson.dumps(out.params).decode()
-        try:
-            response = await self._call("SendSms", params)
-        except httpx.HTTPError as exc:
-            result = transport_failure(exc)
-        else:
-            result = self._result(response)
-        if result.outcome is not Outcome.SENT:
-            log.info("aliyun_send_not_sent", message_id=str(out.message_id), outcome=str(result.outcome),
-                     code=result.code)
-        return result
+        return await self._send("SendSms", params, "aliyun_send_not_sent", message_id=str(out.message_id))
 
     async def send_batch(self, outs: list[Outgoing], out_id: str) -> SendResult:
         """``SendBatchSms``: one template code, a sign and parameters per number, one ``OutId`` for the batch.
@@ -206,15 +197,19 @@ class AliyunSms:
                   "TemplateCode": first.template_code,
                   "TemplateParamJson": orjson.dumps([o.params or {} for o in outs]).decode(),
                   "OutId": out_id}
+        return await self._send("SendBatchSms", params, "aliyun_batch_not_sent", out_id=out_id, size=len(outs))
+
+    async def _send(self, action: str, params: dict[str, str], not_sent: str, **context: object) -> SendResult:
+        """One send request and its outcome (a transport failure is "unknown", never a blind retry); an outcome
+        other than sent is logged under ``not_sent`` with ``context``."""
         try:
-            response = await self._call("SendBatchSms", params)
+            response = await self._call(action, params)
         except httpx.HTTPError as exc:
             result = transport_failure(exc)
         else:
             result = self._result(response)
         if result.outcome is not Outcome.SENT:
-            log.info("aliyun_batch_not_sent", out_id=out_id, size=len(outs), outcome=str(result.outcome),
-                     code=result.code)
+            log.info(not_sent, outcome=str(result.outcome), code=result.code, **context)
         return result
 
     def refusal_may_concern_some(self, result: SendResult) -> bool:
