@@ -35,12 +35,14 @@ from pathlib import Path
 
 import asyncpg
 import sqlalchemy as sa
+import uvloop
 
 from bench.__main__ import machine
 from bench.env import create_env, destroy_env, seed_tenant
 from customer_svc.app import CustomerRuntime
 from customer_svc.imports.jobs import store_upload
 from customer_svc.models import Customer, ImportJob, Vehicle
+from shared import gc_tuning
 from shared.ids import new_id
 from shared.validation import vin_check_digit
 
@@ -104,6 +106,7 @@ async def worker(settings_json: str, job_id: str) -> None:
     from customer_svc.settings import CustomerSettings
 
     runtime = CustomerRuntime(CustomerSettings.model_validate_json(settings_json))
+    gc_tuning.settle()  # as ``run_worker`` does
     try:
         started = time.perf_counter()
         while await runtime.imports.run_once():
@@ -176,7 +179,7 @@ if __name__ == "__main__":
     parser.add_argument("--worker", nargs=2, metavar=("SETTINGS_JSON", "JOB_ID"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        asyncio.run(worker(*args.worker))
+        uvloop.run(worker(*args.worker))  # the worker's loop in production (``shared.cli``)
     else:
         figures = asyncio.run(main(args.rows))
         print(json.dumps({k: figures[k] for k in ("rows_per_s", "copy_rows_per_s", "ratio", "peak_rss_mb",

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 import uvicorn
 import uvloop
 
+from shared import gc_tuning
 from shared.db import migrations
 from shared.events.envelope import CloudEvent
 from shared.messaging.amqp import list_parked, replay_parked
@@ -41,6 +42,7 @@ async def run_worker(runtime: ServiceRuntime) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    gc_tuning.settle()
     tasks = runtime.start_workers(stop)
     if runtime.settings.worker_heartbeat_file:
         tasks.append(asyncio.create_task(heartbeat(runtime, runtime.settings.worker_heartbeat_file, stop)))

@@ -24,6 +24,12 @@ _PLATE = re.compile(
 )
 
 
+_CN = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+_CN_MOBILE = re.compile(_CN.mobile.national_number_pattern)
+_CN_ANY = re.compile(_CN.general_desc.national_number_pattern)
+_SEPARATORS = str.maketrans("", "", " -")
+
+
 def normalize_phone(value: str, region: str = "CN") -> str:
     """Any common format (138 0013 8000, +86-138..., 0086...) to E.164; raises ValueError if invalid."""
     if not isinstance(value, str) or not value.strip():
@@ -31,6 +37,14 @@ def normalize_phone(value: str, region: str = "CN") -> str:
     raw = value.strip()
     if raw.startswith("00"):
         raw = "+" + raw[2:]
+    if region == "CN":
+        # The common case answered from phonenumbers' own CN patterns, with the result its parse would give (no
+        # mobile number starts with a carrier-selection prefix it would strip); anything else takes the full parse.
+        compact = raw.translate(_SEPARATORS)
+        national = compact[3:] if compact.startswith("+86") else compact
+        if len(national) == 11 and national.isascii() and national.isdigit() and _CN_MOBILE.fullmatch(national) \
+                and _CN_ANY.fullmatch(national):
+            return "+86" + national
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:

@@ -92,19 +92,34 @@ def build_event(data: EventData, *, source: str, tenant_id: uuid.UUID | str | No
     )
 
 
-def envelope_json(type_: str, subject: Any, data: dict[str, Any], *, source: str,
-                  tenant_id: uuid.UUID | str | None, store_id: uuid.UUID | str | None) -> tuple[uuid.UUID, datetime,
-                                                                                    dict[str, Any]]:
-    """What :func:`build_event` makes, straight as JSON (id, time, envelope dict), for batch writers appending
-    thousands of events: ``data`` must already be the payload as JSON (``model_dump(mode="json")``, or built so)."""
-    event_id, now = new_id(), utcnow()
-    return event_id, now, {
-        "specversion": "1.0", "id": str(event_id), "source": source, "type": type_,
-        "subject": str(subject) if subject is not None else None,
-        "time": now.isoformat().replace("+00:00", "Z"), "datacontenttype": "application/json",
-        "tenantid": str(tenant_id) if tenant_id else None, "storeid": str(store_id) if store_id else None,
-        "correlationid": correlation_id_var.get() or str(event_id), "causationid": causation_id_var.get(),
-        "traceparent": traceparent_var.get(), "data": data}
+class Envelopes:
+    """What :func:`build_event` makes, straight as JSON dicts, for batch writers appending thousands of events in one
+    transaction: one clock reading and one request context for the batch, so each event costs an id and a dict.
+    ``data`` must already be the payload as JSON (``model_dump(mode="json")``, or built so)."""
+
+    def __init__(self, source: str) -> None:
+        self.now = utcnow()
+        self._common = {"specversion": "1.0", "source": source, "time": self.now.isoformat().replace("+00:00", "Z"),
+                        "datacontenttype": "application/json", "causationid": causation_id_var.get(),
+                        "traceparent": traceparent_var.get()}
+        self._correlation = correlation_id_var.get()
+        self._text: dict[Any, str | None] = {None: None}
+
+    def _str(self, value: uuid.UUID | str | None) -> str | None:
+        """Tenant and store ids as text, converted once per batch (every event of a batch names the same few)."""
+        text = self._text.get(value, "")
+        if text == "":
+            text = self._text[value] = str(value) if value else None
+        return text
+
+    def make(self, type_: str, subject: Any, data: dict[str, Any], tenant_id: uuid.UUID | str | None,
+             store_id: uuid.UUID | str | None) -> tuple[uuid.UUID, dict[str, Any]]:
+        event_id = new_id()
+        text_id = str(event_id)
+        return event_id, {**self._common, "id": text_id, "type": type_,
+                          "subject": str(subject) if subject is not None else None,
+                          "tenantid": self._str(tenant_id), "storeid": self._str(store_id),
+                          "correlationid": self._correlation or text_id, "data": data}
 
 
 def topic_matches(pattern: str, key: str) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.events.envelope import CloudEvent, EventData, build_event, envelope_json
+from shared.events.envelope import CloudEvent, Envelopes, EventData, build_event
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,15 @@ class Outbox:
         """Outbox rows for ``items`` (for a caller writing them itself, e.g. with ``shared.db.bulk``; it then
         calls :meth:`hint_relay`)."""
         rows = []
+        envelopes = Envelopes(self.source)
+        now = envelopes.now
         for data, tenant_id, store_id in items:
             if isinstance(data, PreparedEvent):
                 type_, subject, payload = data.type, data.subject, data.data
             else:
                 type_, subject = data.type, getattr(data, data.subject_field, None)
                 payload = data.model_dump(mode="json")
-            event_id, now, envelope = envelope_json(type_, subject, payload, source=self.source,
-                                                    tenant_id=tenant_id, store_id=store_id)
+            event_id, envelope = envelopes.make(type_, subject, payload, tenant_id, store_id)
             rows.append({"id": event_id, "event_type": type_, "payload": envelope, "occurred_at": now,
                          "published_at": None, "attempts": 0, "next_attempt_at": now, "last_error": None})
         return rows

@@ -58,7 +58,7 @@ class OutboxRelay:
                 # The envelope as JSON text, parsed once by pydantic (not json.loads into a dict, then validated).
                 sa.select(t.c.id, sa.cast(t.c.payload, sa.Text).label("payload"), t.c.attempts)
                 .where(t.c.published_at.is_(None), t.c.next_attempt_at <= now)
-                .order_by(t.c.occurred_at)
+                .order_by(t.c.occurred_at, t.c.id)  # a batch writer's events share a time; ids keep their order
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True)
             )).all()

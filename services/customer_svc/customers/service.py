@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -43,6 +44,12 @@ def snapshot_event(c: Customer) -> dict[str, Any]:
         tags=c.tags, consents=[ConsentState(channel=x.channel, purpose=x.purpose, granted=x.granted) for x in c.consents],
         external_id=c.external_id,
     )
+
+
+def generated_customer_no(customer_id: uuid.UUID) -> str:
+    """The customer number given when the caller has none: the whole id (base32, 27 characters), since a UUIDv7's
+    leading part repeats between ids made in the same millisecond."""
+    return "C" + base64.b32encode(customer_id.bytes).decode().rstrip("=")
 
 
 def _birthday_md(c: Customer) -> int | None:
@@ -149,7 +156,7 @@ async def create_customer(ctx: Ctx, data: CustomerCreate) -> Customer:
         await _check_staff(ctx, fields)
         await _check_unique(ctx, data.store_id, [p.number for p in data.phones], data.id_number)
         customer_id = new_id()
-        customer_no = data.customer_no or "C" + customer_id.hex[:16].upper()
+        customer_no = data.customer_no or generated_customer_no(customer_id)
         if data.customer_no and await ctx.session.scalar(sa.select(Customer.id).where(
                 Customer.tenant_id == ctx.principal.tenant_id, Customer.customer_no == customer_no)):
             raise InvalidField("body.customer_no", "already used by another customer")

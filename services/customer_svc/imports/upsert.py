@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from customer_svc.customers.service import snapshot_event
+from customer_svc.customers.service import generated_customer_no, snapshot_event
 from customer_svc.imports.records import CustomerRecord, DeliveryRecord, RowResult, VehicleFields, VisitRecord
 from customer_svc.imports.scope import IntakeScope, Reject, StoreRef
 from customer_svc.models import (AuditEntry, Customer, CustomerPhone, MileageReading, ServiceVisit, Vehicle,
@@ -325,7 +325,7 @@ class Intake:
         cid = new_id()
         row = w.add(Customer.__table__, {
             "id": cid, "tenant_id": self.tenant_id, "store_id": store.id,
-            "customer_no": rec.customer_no or "C" + cid.hex[:16].upper(), "external_id": rec.external_id,
+            "customer_no": rec.customer_no or generated_customer_no(cid), "external_id": rec.external_id,
             "kind": rec.kind or "person", "name": rec.name, "gender": rec.gender, "birthday": rec.birthday,
             "birthday_md": rec.birthday.month * 100 + rec.birthday.day if rec.birthday else None,
             "id_number": rec.id_number, "address": rec.address, "wechat_openid": rec.wechat_openid,

@@ -19,6 +19,8 @@ class Vehicle(TenantScopedMixin, TimestampMixin, Base):
         sa.UniqueConstraint("tenant_id", "vin"),
         sa.Index("ix_vehicle_tenant_plate", "tenant_id", "plate"),
     )
+    #: Not indexed alone: the unique (tenant_id, vin) leads with it.
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid())
     customer_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("customer.id"), index=True)
     vin: Mapped[str] = mapped_column(sa.String(17))
     plate: Mapped[str | None] = mapped_column(sa.String(12))
