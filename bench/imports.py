@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import sys
@@ -112,11 +113,28 @@ async def worker(settings_json: str, job_id: str) -> None:
         while await runtime.imports.run_once():
             pass
         elapsed = time.perf_counter() - started
+        postgres_cpu = await backends_cpu(runtime)
     finally:
         await runtime.dispose()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"job": job_id, "seconds": elapsed, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                      "peak_rss_mb": usage.ru_maxrss / 1024}), flush=True)
+                      "postgres_cpu_seconds": postgres_cpu, "peak_rss_mb": usage.ru_maxrss / 1024}), flush=True)
+
+
+async def backends_cpu(runtime: CustomerRuntime) -> float | None:
+    """CPU seconds of the Postgres backends serving the worker's pool (read from /proc: Postgres runs on this
+    machine); None where they cannot be read."""
+    async with runtime.sessionmaker() as session:
+        pids = (await session.scalars(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).all()
+    total = 0.0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+    return total
 
 
 async def run_worker(settings_json: str, job_id: uuid.UUID) -> dict[str, float]:
@@ -149,8 +167,11 @@ async def main(rows: int) -> dict[str, float]:
                 if (job.status, job.accepted, job.rejected) != ("done", n, 0):
                     raise SystemExit(f"import not clean: {job.status} accepted={job.accepted} "
                                      f"rejected={job.rejected} error={job.error}")
+            pg_cpu = result["postgres_cpu_seconds"]
             print(f"  worker: {result['seconds']:.1f} s, {n / result['seconds']:,.0f} rows/s, "
-                  f"{result['cpu_seconds']:.1f} s of CPU, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+                  f"{result['cpu_seconds']:.1f} s of CPU (Postgres: "
+                  f"{'?' if pg_cpu is None else f'{pg_cpu:.1f} s'}), peak RSS {result['peak_rss_mb']:.0f} MB",
+                  flush=True)
             if label == "small":
                 figures["peak_rss_mb_small"] = round(result["peak_rss_mb"], 1)
             else:

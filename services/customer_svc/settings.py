@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -26,5 +27,7 @@ class CustomerSettings(ServiceSettings):
     #: how long a worker's claim on a job lasts without progress (then another worker takes the job over).
     import_max_mb: int = 512
     import_batch_rows: int = 1000
+    #: Batches of one job worked at a time: one in Python while the others wait on Postgres (see ImportRunner).
+    import_batches_in_flight: int = Field(default=3, ge=1, le=8)
     import_poll_seconds: float = 1.0
     import_lease_seconds: int = 120

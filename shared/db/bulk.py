@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,5 +72,12 @@ async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[dic
             records[n] = values
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-        table.name, records=records, columns=columns, schema_name=table.schema)
+    try:
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            table.name, records=records, columns=columns, schema_name=table.schema)
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        # As SQLAlchemy raises it for an INSERT (the driver's own error escapes a raw COPY), so callers handle a
+        # conflict one way whichever statement met it.
+        raise sa.exc.IntegrityError(f"COPY {table.fullname}", None, exc) from exc
+    except asyncpg.PostgresError as exc:
+        raise sa.exc.DBAPIError(f"COPY {table.fullname}", None, exc) from exc

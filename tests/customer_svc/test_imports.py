@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import uuid
@@ -12,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from customer_svc.imports.jobs import store_upload
+from customer_svc.imports.jobs import ImportRunner, store_upload
 from customer_svc.models import (AuditEntry, Customer, ImportChunk, ImportJob, ImportRow, ServiceVisit, Vehicle,
                                  messaging)
 from shared.db.base import utcnow
@@ -302,3 +303,74 @@ async def test_the_same_number_as_phone_and_phone2_is_one_phone(client: httpx.As
     async with group.runtime.sessionmaker() as session:
         customer = await session.get(Customer, uuid.UUID(resp.json()["customer_id"]))
         assert customer is not None and [p.e164 for p in customer.phones] == [phone]
+
+
+class SlowFirstCommit(ImportRunner):
+    """The first batch is slow to commit, so the third looks up while the first and second are uncommitted."""
+
+    slowed = False
+
+    async def _report(self, *args: Any) -> None:
+        if not self.slowed:
+            self.slowed = True
+            await asyncio.sleep(0.5)
+        await super()._report(*args)
+
+
+async def run_with_slow_first_commit(client: httpx.AsyncClient, group: Group, lines: list[str]
+                                     ) -> tuple[dict[str, Any], dict[int, dict[str, Any]], dict[str, str]]:
+    """The file worked in batches of two records, three at a time, the first batch slow to commit: the job, its
+    report by row, and the dealer group's customers' names by external id."""
+    body = "\n".join([HEADER_ZH, *lines]).encode()
+    job_id = new_id()
+    async with group.runtime.sessionmaker() as session:
+        async with session.begin():
+            # Leased to this test's runner, so the service's own import loop leaves it alone.
+            session.add(ImportJob(id=job_id, tenant_id=group.tenant_id, kind="customers", format="csv",
+                                  encoding="auto", status="running", lease_until=utcnow() + timedelta(minutes=5),
+                                  created_by=uuid.uuid4(), created_by_kind="staff", warnings=[],
+                                  scope_store_ids=None))
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield body
+
+        size, sha = await store_upload(session, job_id, chunks(), 1 << 20)
+        async with session.begin():
+            await session.execute(sa.update(ImportJob).where(ImportJob.id == job_id).values(size_bytes=size,
+                                                                                              sha256=sha))
+    runtime = group.runtime
+    settings = runtime.settings.model_copy(update={"import_batch_rows": 2, "import_batches_in_flight": 3})
+    await SlowFirstCommit(runtime.sessionmaker, runtime.outbox, settings).run(job_id)
+    admin = group.headers(Role.ADMIN)
+    done = await finished(client, admin, str(job_id))
+    report = {r["row"]: r for r in await rows(client, admin, str(job_id))}
+    async with runtime.sessionmaker() as session:
+        names = dict((await session.execute(sa.select(Customer.external_id, Customer.name).where(
+            Customer.tenant_id == group.tenant_id))).all())
+    return done, report, names
+
+
+async def test_batches_in_flight_together_see_each_others_numbers(client: httpx.AsyncClient, group: Group) -> None:
+    """The third batch looks up before the first commits, and still refuses a number the first batch gave another
+    customer."""
+    a, b, c, d, e, f, g = ((ext(), new_phone(), new_vin()) for _ in range(7))
+    # Batches: [a b] [c e] [d-with-a's-number g] [a-again f].
+    done, report, names = await run_with_slow_first_commit(client, group, [
+        zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*e), zh_row(d[0], a[1], d[2]), zh_row(*g),
+        zh_row(*a, name="张三丰"), zh_row(*f)])
+    assert (done["status"], done["accepted"], done["updated"], done["rejected"]) == ("done", 6, 1, 1), done
+    assert report[6]["status"] == "rejected" and report[6]["field"] == "phone", report[6]
+    assert report[8]["status"] == "updated" and report[8]["customer_id"] == report[2]["customer_id"]
+    assert names == {a[0]: "张三丰", **{p[0]: "张三" for p in (b, c, e, f, g)}}
+
+
+async def test_a_customer_an_uncommitted_batch_created_is_updated_not_duplicated(client: httpx.AsyncClient,
+                                                                                group: Group) -> None:
+    """The second batch looks up before the first commits, so the customer the first created looks new; its
+    insert then conflicts, and the batch is redone record by record, updating that customer."""
+    a, b, c = ((ext(), new_phone(), new_vin()) for _ in range(3))
+    done, report, names = await run_with_slow_first_commit(client, group, [
+        zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*a, name="张三丰")])
+    assert (done["status"], done["accepted"], done["updated"], done["rejected"]) == ("done", 3, 1, 0), done
+    assert report[5]["status"] == "updated" and report[5]["customer_id"] == report[2]["customer_id"]
+    assert names == {a[0]: "张三丰", b[0]: "张三", c[0]: "张三"}

@@ -128,6 +128,7 @@ class ImportRunner:
         self.sessionmaker = sessionmaker
         self.outbox = outbox
         self.batch = settings.import_batch_rows
+        self.in_flight = settings.import_batches_in_flight
         self.lease = timedelta(seconds=settings.import_lease_seconds)
         self._swept = 0.0
 
@@ -178,8 +179,9 @@ class ImportRunner:
             kind, skip = job.kind, job.rows_done
             reader = FileReader(kind, job.format, job.encoding)
             scope = await IntakeScope.load(session, job_principal(job))
+            scope.in_flight(self.in_flight)
             await session.commit()
-            # Two batches in flight (see :meth:`_batch`): one in Python while the other waits on Postgres.
+            # Batches in flight (see :meth:`_batch`): one in Python while the others wait on Postgres.
             inflight: list[_Turn] = []
             done, analyzed = 0, 2_500
             try:
@@ -193,7 +195,7 @@ class ImportRunner:
                         turn.task = asyncio.create_task(self._batch(
                             job_id, scope, kind, raws[start:start + self.batch], reader.bytes_read, turn))
                         inflight.append(turn)
-                        if len(inflight) > 1:
+                        if len(inflight) >= self.in_flight:
                             await inflight.pop(0).task
                             done += self.batch
                             if done >= analyzed * 2:
@@ -244,10 +246,10 @@ class ImportRunner:
 
     async def _batch(self, job_id: uuid.UUID, scope: IntakeScope, kind: str, raws: list[Raw], bytes_read: int,
                      turn: _Turn) -> None:
-        """One batch in its own transaction, overlapping the batch before it without ever waiting in a cycle:
-        it validates while the other one works; looks up (and locks) what exists only once the other one holds
-        all its locks; writes, reports and commits only once the other one committed (file order, and no unique
-        index wait on rows the other one has not committed). A key the other one just created looks new here;
+        """One batch in its own transaction, overlapping the batches before it without ever waiting in a cycle:
+        it validates while they work; looks up (and locks) what exists only once the batch before holds all its
+        locks; writes, reports and commits only once the batch before committed (file order, and no unique index
+        wait on rows an earlier batch has not committed). A key an uncommitted batch just created looks new here;
         the insert then fails and the batch is redone record by record, finding it."""
         try:
             await self._batch_in_turn(job_id, scope, kind, raws, bytes_read, turn)
@@ -307,7 +309,7 @@ class ImportRunner:
                       bytes_read: int) -> None:
         await insert_rows(session, ImportRow.__table__, [
             {"job_id": job_id, "row": r.row, "status": r.status, "key": r.key,
-             "customer_id": _uuid(r.customer_id), "vehicle_id": _uuid(r.vehicle_id), "visit_id": _uuid(r.visit_id),
+             "customer_id": r.customer_id, "vehicle_id": r.vehicle_id, "visit_id": r.visit_id,
              "field": r.field, "reason": r.reason} for r in results])
         counts = {c: sum(r.status == c for r in results) for c in COUNTERS}
         await session.execute(sa.update(ImportJob).where(ImportJob.id == job_id).values(
@@ -329,6 +331,3 @@ class ImportRunner:
         log.info("import_finished", job_id=str(job_id), status=job.status, rows=job.rows_done,
                  rejected=job.rejected)
 
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    return uuid.UUID(value) if value else None

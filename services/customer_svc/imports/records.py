@@ -6,6 +6,7 @@ onto them. Absent or empty values never erase what is stored: an upsert changes 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -180,8 +181,8 @@ class RowResult(BaseModel):
     row: int = Field(description="The record's line in the file (header = 1); 1 for a REST upsert.")
     status: Literal["accepted", "updated", "unchanged", "rejected"]
     key: str | None = Field(default=None, description="The record's external id or VIN.")
-    customer_id: str | None = None
-    vehicle_id: str | None = None
-    visit_id: str | None = None
+    customer_id: uuid.UUID | None = None
+    vehicle_id: uuid.UUID | None = None
+    visit_id: uuid.UUID | None = None
     field: str | None = Field(default=None, description="The field a rejection is about.")
     reason: str | None = None

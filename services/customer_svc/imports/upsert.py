@@ -317,8 +317,8 @@ class Intake:
                                  "import")
             if deliver:
                 self._deliver(w, vehicle, customer, rec.delivery_date, sales)  # type: ignore[arg-type]
-        return RowResult(row=row, status=status, key=rec.external_id, customer_id=str(cid),  # type: ignore[arg-type]
-                         vehicle_id=str(vid) if vid else None)
+        return RowResult(row=row, status=status, key=rec.external_id, customer_id=cid,  # type: ignore[arg-type]
+                         vehicle_id=vid)
 
     def _new_customer(self, w: _Writes, rec: CustomerRecord, store: StoreRef, sales: uuid.UUID | None,
                       phones: list[str], owner: bool) -> dict[str, Any]:
@@ -388,8 +388,8 @@ class Intake:
             raise Reject("vin", "no vehicle with this VIN in your stores")
         self.scope.check_place(rec, vehicle.store_id)
         sales = self.scope.staff(rec.sales_consultant_no, "sales_consultant_no")
-        done = RowResult(row=row, status="unchanged", key=rec.vin, customer_id=str(vehicle.customer_id),
-                         vehicle_id=str(vehicle.id))
+        done = RowResult(row=row, status="unchanged", key=rec.vin, customer_id=vehicle.customer_id,
+                         vehicle_id=vehicle.id)
         if vehicle.delivery_date == rec.delivery_date:
             return done
         if vehicle.delivery_date is not None:
@@ -429,8 +429,8 @@ class Intake:
             if visit.vehicle_id != vehicle.id:
                 raise Reject("external_id", "recorded before for another vehicle")
             # Repair orders are append-only (R-PERM-09): the one on file stands.
-            return RowResult(row=row, status="unchanged", key=rec.external_id, customer_id=str(visit.customer_id),
-                             vehicle_id=str(vehicle.id), visit_id=str(visit.id))
+            return RowResult(row=row, status="unchanged", key=rec.external_id, customer_id=visit.customer_id,
+                             vehicle_id=vehicle.id, visit_id=visit.id)
         advisor = self.scope.staff(rec.advisor_no, "advisor_no")
         store = self.scope.by_id[vehicle.store_id]
         completed = rec.completed_at if rec.completed_at.tzinfo else rec.completed_at.replace(tzinfo=store.tz)
@@ -463,8 +463,8 @@ class Intake:
             visit_id=vid, vehicle_id=vehicle.id, customer_id=vehicle.customer_id, visit_type=rec.visit_type,
             ro_number=rec.ro_number, mileage_km=rec.mileage_km, advisor_id=advisor, completed_at=completed,
             declined_items=[]), vehicle.store_id)
-        return RowResult(row=row, status="accepted", key=rec.external_id, customer_id=str(vehicle.customer_id),
-                         vehicle_id=str(vehicle.id), visit_id=str(vid))
+        return RowResult(row=row, status="accepted", key=rec.external_id, customer_id=vehicle.customer_id,
+                         vehicle_id=vehicle.id, visit_id=vid)
 
 
 def _vehicle_event(v: Vehicle | dict[str, Any]) -> dict[str, Any]:
