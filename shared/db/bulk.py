@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -46,20 +47,29 @@ def _json_columns(table: sa.Table, dialect: Any) -> frozenset[str]:
     return frozenset(c.key for c in table.columns if isinstance(c.type.dialect_impl(dialect), sa.JSON))
 
 
-async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts keyed by column, all with the same keys, e.g. from :func:`with_defaults`) in the
-    session's transaction. No conflict handling: a duplicate key fails the statement, as an INSERT would. JSON
-    values may hold UUIDs, dates and times (serialised by orjson)."""
+@dataclass(frozen=True)
+class EncodedRows:
+    """Rows of one table made ready to write (:func:`encode_rows`): for ``COPY``, tuples in ``columns`` order with
+    JSON already serialised; elsewhere, dicts for an ``INSERT``. Encoding is CPU work a pipelined writer does while
+    an earlier transaction still holds the connection's turn, leaving only the round trip for :func:`write_rows`."""
+
+    table: sa.Table
+    columns: list[str]
+    records: list[Any]
+    copy: bool
+
+
+def encode_rows(dialect: Any, table: sa.Table, rows: Sequence[dict[str, Any]]) -> EncodedRows | None:
+    """``rows`` (dicts keyed by column, all with the same keys, e.g. from :func:`with_defaults`) encoded for
+    ``dialect``; None when there are none. JSON values may hold UUIDs, dates and times (serialised by orjson)."""
     if not rows:
-        return
-    dialect = session.bind.dialect
+        return None
     json_columns = _json_columns(table, dialect)
+    columns = list(rows[0])
     if dialect.name != "postgresql":
         fixed = [{k: (orjson.loads(json_dumps(v)) if k in json_columns and v is not None else v)
                   for k, v in r.items()} for r in rows]
-        await session.execute(sa.insert(table), fixed)
-        return
-    columns = list(rows[0])
+        return EncodedRows(table, columns, fixed, copy=False)
     getter = operator.itemgetter(*columns)
     records: list[Any] = [getter(r) for r in rows] if len(columns) > 1 else [(r[columns[0]],) for r in rows]
     positions = [i for i, c in enumerate(columns) if c in json_columns]
@@ -70,14 +80,31 @@ async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[dic
                 if values[i] is not None:
                     values[i] = json_dumps(values[i])
             records[n] = values
+    return EncodedRows(table, columns, records, copy=True)
+
+
+async def write_rows(session: AsyncSession, rows: EncodedRows | None) -> None:
+    """Insert encoded rows in the session's transaction. No conflict handling: a duplicate key fails the statement
+    (``IntegrityError``, as for an INSERT)."""
+    if rows is None:
+        return
+    if not rows.copy:
+        await session.execute(sa.insert(rows.table), rows.records)
+        return
     connection = await session.connection()
     raw = await connection.get_raw_connection()
+    table = rows.table
     try:
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            table.name, records=records, columns=columns, schema_name=table.schema)
+            table.name, records=rows.records, columns=rows.columns, schema_name=table.schema)
     except asyncpg.IntegrityConstraintViolationError as exc:
         # As SQLAlchemy raises it for an INSERT (the driver's own error escapes a raw COPY), so callers handle a
         # conflict one way whichever statement met it.
         raise sa.exc.IntegrityError(f"COPY {table.fullname}", None, exc) from exc
     except asyncpg.PostgresError as exc:
         raise sa.exc.DBAPIError(f"COPY {table.fullname}", None, exc) from exc
+
+
+async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`encode_rows` then :func:`write_rows`."""
+    await write_rows(session, encode_rows(session.bind.dialect, table, rows))

@@ -41,6 +41,22 @@ async def test_records_and_their_lines_whatever_the_chunks(size: int, encoding: 
     assert reader.bytes_read == len(data)
 
 
+@pytest.mark.parametrize("size", [4096, 1 << 20])
+async def test_a_long_file_is_read_in_slices_without_splitting_a_record(size: int) -> None:
+    """Thousands of records, every seventh with a quoted line break (two lines): slices end between records, so
+    every record and its line number come out whole."""
+    lines, expected, line = ["客户编号,姓名,手机"], [], 2
+    for i in range(3_000):
+        name = f'"客户\n{i}"' if i % 7 == 0 else f"客户{i}"
+        lines.append(f"E{i},{name},1380013{i:04d}")
+        expected.append((line, f"E{i}", name.strip('"')))
+        line += 2 if i % 7 == 0 else 1
+    reader = FileReader("customers", "csv")
+    batches = [batch async for batch in reader.records(chunks("\r\n".join(lines).encode(), size))]
+    assert max(len(b) for b in batches) <= 1_000
+    assert [(r.row, r.values["external_id"], r.values["name"]) for b in batches for r in b] == expected
+
+
 async def test_a_file_not_in_the_encoding_it_claims_fails_as_a_whole() -> None:
     data = ("客户编号,姓名,手机\n" + "E1,张三,13800138000\n" * 10).encode("gbk")
     with pytest.raises(FileError, match="not valid utf-8"):

@@ -13,6 +13,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -32,8 +33,9 @@ from customer_svc.models import (Customer, CustomerPhone, ImportChunk, ImportJob
 from customer_svc.settings import CustomerSettings
 from shared.auth import Principal, Role
 from shared.db.base import utcnow
-from shared.db.bulk import insert_rows
+from shared.db.bulk import EncodedRows, encode_rows, write_rows
 from shared.messaging.outbox import Outbox
+from shared.pacing import paced
 
 log = structlog.get_logger("imports")
 CHUNK_BYTES = 1 << 20
@@ -118,6 +120,16 @@ class _Turn:
         """Wait for the batch before to finish; its failure is this batch's too (nothing commits past a gap)."""
         if self.before is not None:
             await asyncio.shield(self.before.task)
+
+
+@dataclass(frozen=True)
+class _Report:
+    """A batch's per-row report, encoded, and what it adds to the job's counters."""
+
+    rows: EncodedRows | None
+    counts: dict[str, int]
+    records: int
+    bytes_read: int
 
 
 class ImportRunner:
@@ -225,13 +237,13 @@ class ImportRunner:
                 await session.execute(sa.text("ANALYZE " + ", ".join(f"{t.schema}.{t.name} ({', '.join(columns)})"
                                                                      for t, columns in tables)))
 
-    def _grouped(self, kind: str, raws: list[Raw]) -> tuple[list[RowResult], list[list[tuple[int, Any]]]]:
+    async def _grouped(self, kind: str, raws: list[Raw]) -> tuple[list[RowResult], list[list[tuple[int, Any]]]]:
         """Validated records in groups with no key twice (a repeated key starts a new group, which then sees what
         the earlier one did), and the rejections of records that did not validate."""
         results: list[RowResult] = []
         groups: list[list[tuple[int, Any]]] = [[]]
         keys: set[str] = set()
-        for raw in raws:
+        async for raw in paced(raws):
             record, rejected = validate(kind, raw)
             if rejected is not None:
                 results.append(rejected)
@@ -259,7 +271,7 @@ class ImportRunner:
 
     async def _batch_in_turn(self, job_id: uuid.UUID, scope: IntakeScope, kind: str, raws: list[Raw],
                              bytes_read: int, turn: _Turn) -> None:
-        results, groups = self._grouped(kind, raws)
+        results, groups = await self._grouped(kind, raws)
         async with self.sessionmaker() as session:
             try:
                 async with session.begin():
@@ -276,10 +288,13 @@ class ImportRunner:
                     # Only now may the next batch look up (and lock). Not on failure: this batch's record-by-record
                     # pass needs those rows, and the next one waits in Python for it (``_batch`` sets it at the end).
                     turn.looked_up.set()
+                    if pending is not None:
+                        await intake.prepare(pending)  # while the batch before writes
+                    report = self._report_of(session, job_id, results, len(raws), bytes_read)
                     await turn.after_commit()
                     if pending is not None:
                         await intake.write(pending)
-                    await self._report(session, job_id, results, len(raws), bytes_read)
+                    await self._report(session, job_id, report)
                 return
             except (IntegrityError, DBAPIError) as exc:
                 log.warning("import_batch_conflict", job_id=str(job_id), error=type(exc).__name__)
@@ -291,7 +306,7 @@ class ImportRunner:
                 for item in group:
                     results.append(await self._one(session, scope, kind, item))
             async with session.begin():
-                await self._report(session, job_id, results, len(raws), bytes_read)
+                await self._report(session, job_id, self._report_of(session, job_id, results, len(raws), bytes_read))
 
     async def _one(self, session: AsyncSession, scope: IntakeScope, kind: str, item: tuple[int, Any]) -> RowResult:
         for attempt in range(2):
@@ -305,16 +320,21 @@ class ImportRunner:
                                             "send it again")
         raise AssertionError("unreachable")
 
-    async def _report(self, session: AsyncSession, job_id: uuid.UUID, results: list[RowResult], rows: int,
-                      bytes_read: int) -> None:
-        await insert_rows(session, ImportRow.__table__, [
+    def _report_of(self, session: AsyncSession, job_id: uuid.UUID, results: list[RowResult], rows: int,
+                   bytes_read: int) -> _Report:
+        encoded = encode_rows(session.bind.dialect, ImportRow.__table__, [
             {"job_id": job_id, "row": r.row, "status": r.status, "key": r.key,
              "customer_id": r.customer_id, "vehicle_id": r.vehicle_id, "visit_id": r.visit_id,
              "field": r.field, "reason": r.reason} for r in results])
-        counts = {c: sum(r.status == c for r in results) for c in COUNTERS}
+        return _Report(encoded, {c: sum(r.status == c for r in results) for c in COUNTERS}, rows, bytes_read)
+
+    async def _report(self, session: AsyncSession, job_id: uuid.UUID, report: _Report) -> None:
+        """The batch's report rows and the job's counters, in the batch's transaction."""
+        await write_rows(session, report.rows)
         await session.execute(sa.update(ImportJob).where(ImportJob.id == job_id).values(
-            rows_done=ImportJob.rows_done + rows, bytes_done=bytes_read, lease_until=utcnow() + self.lease,
-            updated_at=utcnow(), **{c: getattr(ImportJob, c) + n for c, n in counts.items()}))
+            rows_done=ImportJob.rows_done + report.records, bytes_done=report.bytes_read,
+            lease_until=utcnow() + self.lease, updated_at=utcnow(),
+            **{c: getattr(ImportJob, c) + n for c, n in report.counts.items()}))
 
     async def _finish(self, session: AsyncSession, job_id: uuid.UUID, reader: FileReader, error: str | None) -> None:
         async with session.begin():

@@ -23,6 +23,8 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+")
 
 #: A record may span this many lines (line breaks inside quoted cells); past it, a quote was left open.
 MAX_RECORD_LINES = 1000
+#: Lines parsed at a time (a 1 MiB chunk holds thousands of records: parsed whole, it holds up the event loop).
+PARSE_LINES = 1000
 _QUOTE_OR_COMMA = re.compile(r'[",]')
 
 
@@ -113,7 +115,7 @@ class FileReader:
             yield [tail + "\n"]
 
     async def records(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Raw]]:
-        """Batches of records in file order (a batch per chunk of the file)."""
+        """Batches of records in file order (a batch per :data:`PARSE_LINES` lines or so)."""
         parse = self._csv if self.fmt == "csv" else self._jsonl
         pending: list[str] = []
         open_quote = False
@@ -127,6 +129,11 @@ class FileReader:
                 if not open_quote:
                     complete.extend(pending)
                     pending = []
+                    if len(complete) >= PARSE_LINES:  # parsed in slices: a chunk holds thousands of records
+                        batch = parse(complete)
+                        complete = []
+                        if batch:
+                            yield batch
                 elif len(pending) > MAX_RECORD_LINES:
                     start = self._line + len(complete) + 1  # lines before it: parsed, or waiting in ``complete``
                     raise FileError(f"a quoted field opened on line {start} is never closed")
