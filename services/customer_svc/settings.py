@@ -28,6 +28,6 @@ class CustomerSettings(ServiceSettings):
     import_max_mb: int = 512
     import_batch_rows: int = 1000
     #: Batches of one job worked at a time: one in Python while the others wait on Postgres (see ImportRunner).
-    import_batches_in_flight: int = Field(default=3, ge=1, le=8)
+    import_batches_in_flight: int = Field(default=2, ge=1, le=8)
     import_poll_seconds: float = 1.0
     import_lease_seconds: int = 120

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from customer_svc.imports.jobs import ImportRunner, store_upload
+from customer_svc.imports.jobs import Claim, ImportRunner, LeaseLost, store_upload
 from customer_svc.models import (AuditEntry, Customer, ImportChunk, ImportJob, ImportRow, ServiceVisit, Vehicle,
                                  messaging)
 from shared.db.base import utcnow
@@ -306,7 +306,7 @@ async def test_the_same_number_as_phone_and_phone2_is_one_phone(client: httpx.As
 
 
 class SlowFirstCommit(ImportRunner):
-    """The first batch is slow to commit, so the third looks up while the first and second are uncommitted."""
+    """The first batch is slow to commit, so the later ones look up while it is uncommitted."""
 
     slowed = False
 
@@ -317,37 +317,44 @@ class SlowFirstCommit(ImportRunner):
         await super()._report(*args)
 
 
-async def run_with_slow_first_commit(client: httpx.AsyncClient, group: Group, lines: list[str]
-                                     ) -> tuple[dict[str, Any], dict[int, dict[str, Any]], dict[str, str]]:
-    """The file worked in batches of two records, three at a time, the first batch slow to commit: the job, its
-    report by row, and the dealer group's customers' names by external id."""
+async def leased_job(group: Group, lines: list[str]) -> Claim:
+    """A CSV job already claimed by a test's runner (so the service's own import loop leaves it alone)."""
     body = "\n".join([HEADER_ZH, *lines]).encode()
-    job_id = new_id()
+    claim = Claim(new_id(), uuid.uuid4())
     async with group.runtime.sessionmaker() as session:
         async with session.begin():
-            # Leased to this test's runner, so the service's own import loop leaves it alone.
-            session.add(ImportJob(id=job_id, tenant_id=group.tenant_id, kind="customers", format="csv",
+            session.add(ImportJob(id=claim.job_id, tenant_id=group.tenant_id, kind="customers", format="csv",
                                   encoding="auto", status="running", lease_until=utcnow() + timedelta(minutes=5),
-                                  created_by=uuid.uuid4(), created_by_kind="staff", warnings=[],
-                                  scope_store_ids=None))
+                                  lease_owner=claim.owner, created_by=uuid.uuid4(), created_by_kind="staff",
+                                  warnings=[], scope_store_ids=None))
 
         async def chunks():  # type: ignore[no-untyped-def]
             yield body
 
-        size, sha = await store_upload(session, job_id, chunks(), 1 << 20)
+        size, sha = await store_upload(session, claim.job_id, chunks(), 1 << 20)
         async with session.begin():
-            await session.execute(sa.update(ImportJob).where(ImportJob.id == job_id).values(size_bytes=size,
-                                                                                              sha256=sha))
+            await session.execute(sa.update(ImportJob).where(ImportJob.id == claim.job_id).values(
+                size_bytes=size, sha256=sha))
+    return claim
+
+
+def small_batches(group: Group, runner: type[ImportRunner]) -> ImportRunner:
+    """Batches of two records, three at a time."""
     runtime = group.runtime
     settings = runtime.settings.model_copy(update={"import_batch_rows": 2, "import_batches_in_flight": 3})
-    await SlowFirstCommit(runtime.sessionmaker, runtime.outbox, settings).run(job_id)
+    return runner(runtime.sessionmaker, runtime.outbox, settings)
+
+
+async def outcome(client: httpx.AsyncClient, group: Group, job_id: uuid.UUID
+                  ) -> tuple[dict[str, Any], dict[int, dict[str, Any]], dict[str, str]]:
+    """The job, its report by row, and the dealer group's customers' names by external id."""
     admin = group.headers(Role.ADMIN)
-    done = await finished(client, admin, str(job_id))
+    job = (await client.get(f"/api/v1/imports/{job_id}", headers=admin)).json()
     report = {r["row"]: r for r in await rows(client, admin, str(job_id))}
-    async with runtime.sessionmaker() as session:
+    async with group.runtime.sessionmaker() as session:
         names = dict((await session.execute(sa.select(Customer.external_id, Customer.name).where(
             Customer.tenant_id == group.tenant_id))).all())
-    return done, report, names
+    return job, report, names
 
 
 async def test_batches_in_flight_together_see_each_others_numbers(client: httpx.AsyncClient, group: Group) -> None:
@@ -355,9 +362,10 @@ async def test_batches_in_flight_together_see_each_others_numbers(client: httpx.
     customer."""
     a, b, c, d, e, f, g = ((ext(), new_phone(), new_vin()) for _ in range(7))
     # Batches: [a b] [c e] [d-with-a's-number g] [a-again f].
-    done, report, names = await run_with_slow_first_commit(client, group, [
-        zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*e), zh_row(d[0], a[1], d[2]), zh_row(*g),
-        zh_row(*a, name="张三丰"), zh_row(*f)])
+    claim = await leased_job(group, [zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*e), zh_row(d[0], a[1], d[2]),
+                                     zh_row(*g), zh_row(*a, name="张三丰"), zh_row(*f)])
+    await small_batches(group, SlowFirstCommit).run(claim)
+    done, report, names = await outcome(client, group, claim.job_id)
     assert (done["status"], done["accepted"], done["updated"], done["rejected"]) == ("done", 6, 1, 1), done
     assert report[6]["status"] == "rejected" and report[6]["field"] == "phone", report[6]
     assert report[8]["status"] == "updated" and report[8]["customer_id"] == report[2]["customer_id"]
@@ -369,8 +377,41 @@ async def test_a_customer_an_uncommitted_batch_created_is_updated_not_duplicated
     """The second batch looks up before the first commits, so the customer the first created looks new; its
     insert then conflicts, and the batch is redone record by record, updating that customer."""
     a, b, c = ((ext(), new_phone(), new_vin()) for _ in range(3))
-    done, report, names = await run_with_slow_first_commit(client, group, [
-        zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*a, name="张三丰")])
+    claim = await leased_job(group, [zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*a, name="张三丰")])
+    await small_batches(group, SlowFirstCommit).run(claim)
+    done, report, names = await outcome(client, group, claim.job_id)
     assert (done["status"], done["accepted"], done["updated"], done["rejected"]) == ("done", 3, 1, 0), done
     assert report[5]["status"] == "updated" and report[5]["customer_id"] == report[2]["customer_id"]
     assert names == {a[0]: "张三丰", b[0]: "张三", c[0]: "张三"}
+
+
+class TakenOverAfterFirstBatch(ImportRunner):
+    """Stalls past its lease after its first batch: another worker's claim replaces its own meanwhile."""
+
+    takeover: asyncio.Task[None] | None = None
+
+    async def _report(self, session: Any, claim: Claim, report: Any) -> None:
+        if self.takeover is not None:
+            await self.takeover  # the other worker's claim has landed before this batch reports
+        await super()._report(session, claim, report)
+        if self.takeover is None:
+            # Lands once this batch commits (it waits for the batch's lock on the job row).
+            self.takeover = asyncio.get_running_loop().create_task(self.take_over(claim))
+
+    async def take_over(self, claim: Claim) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(sa.update(ImportJob).where(ImportJob.id == claim.job_id).values(
+                lease_owner=uuid.uuid4()))
+
+
+async def test_a_worker_whose_job_was_taken_over_commits_nothing_more(client: httpx.AsyncClient,
+                                                                      group: Group) -> None:
+    people = [(ext(), new_phone(), new_vin()) for _ in range(6)]
+    claim = await leased_job(group, [zh_row(*p) for p in people])
+    runner = small_batches(group, TakenOverAfterFirstBatch)
+    runner.in_flight = 1  # one batch at a time
+    with pytest.raises(LeaseLost):
+        await runner.run(claim)
+    job, report, names = await outcome(client, group, claim.job_id)
+    assert (job["status"], job["rows_done"], job["accepted"]) == ("running", 2, 2), job
+    assert sorted(report) == [2, 3] and set(names) == {people[0][0], people[1][0]}

@@ -34,6 +34,7 @@ from customer_svc.settings import CustomerSettings
 from shared.auth import Principal, Role
 from shared.db.base import utcnow
 from shared.db.bulk import EncodedRows, encode_rows, write_rows
+from shared.ids import new_id
 from shared.messaging.outbox import Outbox
 from shared.pacing import paced
 
@@ -123,6 +124,18 @@ class _Turn:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a job: its batches commit only while the job's ``lease_owner`` is still ``owner``."""
+
+    job_id: uuid.UUID
+    owner: uuid.UUID
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (this one stalled past its lease): stop, committing nothing more."""
+
+
+@dataclass(frozen=True)
 class _Report:
     """A batch's per-row report, encoded, and what it adds to the job's counters."""
 
@@ -147,10 +160,13 @@ class ImportRunner:
     async def run_once(self) -> int:
         if time.monotonic() - self._swept > SWEEP_SECONDS:
             await self._sweep()
-        job_id = await self._claim()
-        if job_id is None:
+        claim = await self._claim()
+        if claim is None:
             return 0
-        await self.run(job_id)
+        try:
+            await self.run(claim)
+        except LeaseLost:
+            log.warning("import_lease_lost", job_id=str(claim.job_id))
         return 1
 
     async def _sweep(self) -> None:
@@ -160,7 +176,7 @@ class ImportRunner:
             await session.execute(sa.delete(ImportJob).where(
                 ImportJob.status == "uploading", ImportJob.created_at < utcnow() - ABANDONED_UPLOAD))
 
-    async def _claim(self) -> uuid.UUID | None:
+    async def _claim(self) -> Claim | None:
         async with self.sessionmaker() as session, session.begin():
             now = utcnow()
             job = await session.scalar(
@@ -169,9 +185,9 @@ class ImportRunner:
                 .order_by(ImportJob.created_at).limit(1).with_for_update(skip_locked=True))
             if job is None:
                 return None
-            job.status, job.lease_until = "running", now + self.lease
+            job.status, job.lease_until, job.lease_owner = "running", now + self.lease, new_id()
             job.started_at = job.started_at or now
-            return job.id
+            return Claim(job.id, job.lease_owner)
 
     async def _chunks(self, job_id: uuid.UUID) -> AsyncIterator[bytes]:
         seq = 0
@@ -184,12 +200,14 @@ class ImportRunner:
             yield data
             seq += 1
 
-    async def run(self, job_id: uuid.UUID) -> None:
+    async def run(self, claim: Claim) -> None:
+        """Work the claimed job to its end; raises :class:`LeaseLost` once another worker took it over."""
+        job_id = claim.job_id
         async with self.sessionmaker() as session:
             job = await session.get(ImportJob, job_id)
             assert job is not None
             kind, skip = job.kind, job.rows_done
-            reader = FileReader(kind, job.format, job.encoding)
+            reader = FileReader(kind, job.format, job.encoding, slice_lines=self.batch)
             scope = await IntakeScope.load(session, job_principal(job))
             scope.in_flight(self.in_flight)
             await session.commit()
@@ -205,7 +223,7 @@ class ImportRunner:
                     for start in range(0, len(raws), self.batch):
                         turn = _Turn(inflight[-1] if inflight else None)
                         turn.task = asyncio.create_task(self._batch(
-                            job_id, scope, kind, raws[start:start + self.batch], reader.bytes_read, turn))
+                            claim, scope, kind, raws[start:start + self.batch], reader.bytes_read, turn))
                         inflight.append(turn)
                         if len(inflight) >= self.in_flight:
                             await inflight.pop(0).task
@@ -215,10 +233,10 @@ class ImportRunner:
                                 analyzed = done
                 for turn in inflight:
                     await turn.task
-                await self._finish(session, job_id, reader, None)
+                await self._finish(session, claim, reader, None)
             except FileError as exc:
                 await asyncio.gather(*(t.task for t in inflight), return_exceptions=True)
-                await self._finish(session, job_id, reader, str(exc))
+                await self._finish(session, claim, reader, str(exc))
             except BaseException:
                 for turn in inflight:
                     turn.task.cancel()
@@ -256,7 +274,7 @@ class ImportRunner:
             groups[-1].append((raw.row, record))
         return results, groups
 
-    async def _batch(self, job_id: uuid.UUID, scope: IntakeScope, kind: str, raws: list[Raw], bytes_read: int,
+    async def _batch(self, claim: Claim, scope: IntakeScope, kind: str, raws: list[Raw], bytes_read: int,
                      turn: _Turn) -> None:
         """One batch in its own transaction, overlapping the batches before it without ever waiting in a cycle:
         it validates while they work; looks up (and locks) what exists only once the batch before holds all its
@@ -264,12 +282,12 @@ class ImportRunner:
         wait on rows an earlier batch has not committed). A key an uncommitted batch just created looks new here;
         the insert then fails and the batch is redone record by record, finding it."""
         try:
-            await self._batch_in_turn(job_id, scope, kind, raws, bytes_read, turn)
+            await self._batch_in_turn(claim, scope, kind, raws, bytes_read, turn)
         finally:
             turn.looked_up.set()
             turn.before = None  # the chain of finished batches is not kept
 
-    async def _batch_in_turn(self, job_id: uuid.UUID, scope: IntakeScope, kind: str, raws: list[Raw],
+    async def _batch_in_turn(self, claim: Claim, scope: IntakeScope, kind: str, raws: list[Raw],
                              bytes_read: int, turn: _Turn) -> None:
         results, groups = await self._grouped(kind, raws)
         async with self.sessionmaker() as session:
@@ -290,14 +308,14 @@ class ImportRunner:
                     turn.looked_up.set()
                     if pending is not None:
                         await intake.prepare(pending)  # while the batch before writes
-                    report = self._report_of(session, job_id, results, len(raws), bytes_read)
+                    report = self._report_of(session, claim.job_id, results, len(raws), bytes_read)
                     await turn.after_commit()
                     if pending is not None:
                         await intake.write(pending)
-                    await self._report(session, job_id, report)
+                    await self._report(session, claim, report)
                 return
             except (IntegrityError, DBAPIError) as exc:
-                log.warning("import_batch_conflict", job_id=str(job_id), error=type(exc).__name__)
+                log.warning("import_batch_conflict", job_id=str(claim.job_id), error=type(exc).__name__)
             await turn.after_commit()
             # One at a time: a conflicting record is refused alone (or, retried, finds what the other writer did).
             results = [r for r in results if r.status == "rejected" and r.row not in
@@ -306,7 +324,8 @@ class ImportRunner:
                 for item in group:
                     results.append(await self._one(session, scope, kind, item))
             async with session.begin():
-                await self._report(session, job_id, self._report_of(session, job_id, results, len(raws), bytes_read))
+                await self._report(session, claim,
+                                   self._report_of(session, claim.job_id, results, len(raws), bytes_read))
 
     async def _one(self, session: AsyncSession, scope: IntakeScope, kind: str, item: tuple[int, Any]) -> RowResult:
         for attempt in range(2):
@@ -328,26 +347,32 @@ class ImportRunner:
              "field": r.field, "reason": r.reason} for r in results])
         return _Report(encoded, {c: sum(r.status == c for r in results) for c in COUNTERS}, rows, bytes_read)
 
-    async def _report(self, session: AsyncSession, job_id: uuid.UUID, report: _Report) -> None:
-        """The batch's report rows and the job's counters, in the batch's transaction."""
-        await write_rows(session, report.rows)
-        await session.execute(sa.update(ImportJob).where(ImportJob.id == job_id).values(
+    async def _report(self, session: AsyncSession, claim: Claim, report: _Report) -> None:
+        """The batch's report rows and the job's counters, in the batch's transaction, which commits only while
+        this worker still holds the job (else :class:`LeaseLost` rolls the batch back: the new holder redoes it)."""
+        renewed = await session.execute(sa.update(ImportJob).where(
+            ImportJob.id == claim.job_id, ImportJob.lease_owner == claim.owner).values(
             rows_done=ImportJob.rows_done + report.records, bytes_done=report.bytes_read,
             lease_until=utcnow() + self.lease, updated_at=utcnow(),
             **{c: getattr(ImportJob, c) + n for c, n in report.counts.items()}))
+        if renewed.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost(claim.job_id)
+        await write_rows(session, report.rows)
 
-    async def _finish(self, session: AsyncSession, job_id: uuid.UUID, reader: FileReader, error: str | None) -> None:
+    async def _finish(self, session: AsyncSession, claim: Claim, reader: FileReader, error: str | None) -> None:
         async with session.begin():
-            job = await session.get(ImportJob, job_id, with_for_update=True)
+            job = await session.get(ImportJob, claim.job_id, with_for_update=True)
             assert job is not None
+            if job.lease_owner != claim.owner:
+                raise LeaseLost(claim.job_id)
             job.status = "failed" if error else "done"
             job.error = error
             job.finished_at = job.updated_at = utcnow()
-            job.lease_until = None
+            job.lease_until = job.lease_owner = None
             job.encoding = reader.found_encoding or job.encoding
             job.warnings = reader.warnings[:50]
             if not error:
                 job.bytes_done = job.size_bytes
-        log.info("import_finished", job_id=str(job_id), status=job.status, rows=job.rows_done,
+        log.info("import_finished", job_id=str(claim.job_id), status=job.status, rows=job.rows_done,
                  rejected=job.rejected)
 

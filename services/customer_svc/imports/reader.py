@@ -23,8 +23,6 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+")
 
 #: A record may span this many lines (line breaks inside quoted cells); past it, a quote was left open.
 MAX_RECORD_LINES = 1000
-#: Lines parsed at a time (a 1 MiB chunk holds thousands of records: parsed whole, it holds up the event loop).
-PARSE_LINES = 1000
 _QUOTE_OR_COMMA = re.compile(r'[",]')
 
 
@@ -70,6 +68,8 @@ class FileReader:
     kind: str
     fmt: str
     encoding: str = "auto"
+    #: Lines parsed at a time (a 1 MiB chunk holds thousands of records: parsed whole, it holds up the event loop).
+    slice_lines: int = 1000
     found_encoding: str | None = None
     warnings: list[str] = field(default_factory=list)
     bytes_read: int = 0
@@ -115,7 +115,7 @@ class FileReader:
             yield [tail + "\n"]
 
     async def records(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Raw]]:
-        """Batches of records in file order (a batch per :data:`PARSE_LINES` lines or so)."""
+        """Batches of records in file order (a batch per ``slice_lines`` lines or so)."""
         parse = self._csv if self.fmt == "csv" else self._jsonl
         pending: list[str] = []
         open_quote = False
@@ -129,7 +129,7 @@ class FileReader:
                 if not open_quote:
                     complete.extend(pending)
                     pending = []
-                    if len(complete) >= PARSE_LINES:  # parsed in slices: a chunk holds thousands of records
+                    if len(complete) >= self.slice_lines:
                         batch = parse(complete)
                         complete = []
                         if batch:

@@ -46,6 +46,8 @@ class ImportJob(TimestampMixin, Base):
     created_by_kind: Mapped[str] = mapped_column(sa.String(20))
     scope_store_ids: Mapped[list[str] | None]
     lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[uuid.UUID | None] = mapped_column(
+        comment="The claim of the worker holding the job; its batches commit only while it still holds it")
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

@@ -1,4 +1,4 @@
-"""outbox payload as json; write-light customer indexes
+"""outbox payload as json; write-light customer indexes; import job lease owner
 
 The outbox keeps each envelope as written (``json``): nothing queries into it and the relay reads it back as text,
 so jsonb's parse on every insert (a sixth of Postgres's work in a bulk import) bought nothing. Its pending index
@@ -7,6 +7,9 @@ adds the id, the order of events that share a time (a batch writer stamps its ev
 Customers and vehicles are indexed for the lookups that exist: the name index goes (names are searched by
 substring, which a b-tree cannot serve), so do the tenant-only indexes (the unique (tenant, customer_no / external
 id / vin) indexes lead with the tenant), and columns most rows leave empty are indexed where set only.
+
+An import job records which worker's claim holds it (``lease_owner``): a worker that stalled past its lease
+commits nothing more once another took the job over.
 
 Revision ID: 0006
 Revises: 0005
@@ -31,6 +34,9 @@ PARTIAL = [("ix_customer_tenant_id_number", ["tenant_id", "id_number"]),
 
 
 def upgrade() -> None:
+    op.add_column("import_job", sa.Column("lease_owner", sa.Uuid(), nullable=True,
+                                          comment="The claim of the worker holding the job; its batches commit "
+                                                  "only while it still holds it"), schema="customer")
     op.alter_column("outbox_message", "payload", existing_type=postgresql.JSONB(astext_type=sa.Text()),
                     type_=sa.JSON(), existing_nullable=False, postgresql_using="payload::json", schema="customer")
     op.drop_index("ix_outbox_message_pending", table_name="outbox_message", schema="customer")
@@ -46,6 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("import_job", "lease_owner", schema="customer")
     for name, columns in PARTIAL:
         op.drop_index(name, table_name="customer", schema="customer")
         op.create_index(name, "customer", columns, schema="customer")
