@@ -34,6 +34,8 @@ def create_engine(settings: ServiceSettings, **kw: object) -> AsyncEngine:
             hide_parameters=True,
             connect_args={"timeout": 30},
             execution_options={"schema_translate_map": {settings.schema_name: None}},
+            json_serializer=json_dumps,  # as on Postgres: JSON values may hold UUIDs, dates and times
+            json_deserializer=orjson.loads,
         )
 
         @event.listens_for(engine.sync_engine, "connect")

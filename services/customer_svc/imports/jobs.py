@@ -214,23 +214,32 @@ class ImportRunner:
             # Batches in flight (see :meth:`_batch`): one in Python while the others wait on Postgres.
             inflight: list[_Turn] = []
             done, analyzed = 0, 2_500
+
+            async def submit(batch: list[Raw]) -> None:
+                nonlocal done, analyzed
+                turn = _Turn(inflight[-1] if inflight else None)
+                turn.task = asyncio.create_task(self._batch(claim, scope, kind, batch, reader.bytes_read, turn))
+                inflight.append(turn)
+                if len(inflight) >= self.in_flight:
+                    await inflight.pop(0).task
+                    done += self.batch
+                    if done >= analyzed * 2:
+                        await self._analyze(kind)
+                        analyzed = done
+
             try:
+                waiting: list[Raw] = []  # the reader's slices regrouped into batches of ``self.batch`` records
                 async for raws in reader.records(self._chunks(job_id)):
                     if skip >= len(raws):
                         skip -= len(raws)
                         continue
-                    raws, skip = raws[skip:], 0
-                    for start in range(0, len(raws), self.batch):
-                        turn = _Turn(inflight[-1] if inflight else None)
-                        turn.task = asyncio.create_task(self._batch(
-                            claim, scope, kind, raws[start:start + self.batch], reader.bytes_read, turn))
-                        inflight.append(turn)
-                        if len(inflight) >= self.in_flight:
-                            await inflight.pop(0).task
-                            done += self.batch
-                            if done >= analyzed * 2:
-                                await self._analyze(kind)
-                                analyzed = done
+                    waiting += raws[skip:]
+                    skip = 0
+                    while len(waiting) >= self.batch:
+                        await submit(waiting[:self.batch])
+                        del waiting[:self.batch]
+                if waiting:
+                    await submit(waiting)
                 for turn in inflight:
                     await turn.task
                 await self._finish(session, claim, reader, None)
