@@ -6,7 +6,13 @@ checks, as ``uuid_utils.compat`` does, minus an enum lookup per id: bulk writers
 
 import uuid
 
-from uuid_utils import _uuid7_int
+try:
+    from uuid_utils import _uuid7_int
+except ImportError:  # a release without it: the public (slower) constructor
+    from uuid_utils.compat import uuid7 as _uuid7
+
+    def _uuid7_int() -> int:
+        return _uuid7().int
 
 _new = object.__new__
 _set = object.__setattr__

@@ -101,7 +101,7 @@ async def write_rows(session: AsyncSession, rows: EncodedRows | None) -> None:
         # As SQLAlchemy raises it for an INSERT (the driver's own error escapes a raw COPY), so callers handle a
         # conflict one way whichever statement met it.
         raise sa.exc.IntegrityError(f"COPY {table.fullname}", None, exc) from exc
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise sa.exc.DBAPIError(f"COPY {table.fullname}", None, exc) from exc
 
 

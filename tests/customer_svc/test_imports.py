@@ -305,21 +305,41 @@ async def test_the_same_number_as_phone_and_phone2_is_one_phone(client: httpx.As
         assert customer is not None and [p.e164 for p in customer.phones] == [phone]
 
 
-class SlowFirstCommit(ImportRunner):
-    """The first batch is slow to commit, so the later ones look up while it is uncommitted."""
+class Stalling(ImportRunner):
+    """A runner whose first batch is slow to report (``slow``: the next batch looks up before it commits), and whose
+    job another worker takes over once that batch commits (``taken_over``: its claim replaces this one's)."""
 
-    slowed = False
+    slow = False
+    taken_over = False
+    takeover: asyncio.Task[None] | None = None
 
-    async def _report(self, *args: Any) -> None:
-        if not self.slowed:
-            self.slowed = True
-            await asyncio.sleep(0.5)
-        await super()._report(*args)
+    async def _hold(self, session: Any, claim: Claim, **counters: Any) -> None:
+        if self.takeover is not None:
+            await self.takeover  # the other worker's claim has landed before anything else is held
+        first_report = counters and not self.__dict__.get("reported")
+        if first_report:
+            self.reported = True
+            if self.slow:
+                await asyncio.sleep(0.5)
+        await super()._hold(session, claim, **counters)
+        if first_report and self.taken_over:
+            # Lands once this batch commits (it waits for the batch's lock on the job row).
+            self.takeover = asyncio.get_running_loop().create_task(self._take_over(claim))
+
+    async def _finish(self, session: Any, claim: Claim, *args: Any) -> None:
+        if self.takeover is not None:
+            await self.takeover
+        await super()._finish(session, claim, *args)
+
+    async def _take_over(self, claim: Claim) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(sa.update(ImportJob).where(ImportJob.id == claim.job_id).values(
+                lease_owner=uuid.uuid4()))
 
 
-async def leased_job(group: Group, lines: list[str]) -> Claim:
+async def leased_job(group: Group, lines: list[str], header: str = HEADER_ZH) -> Claim:
     """A CSV job already claimed by a test's runner (so the service's own import loop leaves it alone)."""
-    body = "\n".join([HEADER_ZH, *lines]).encode()
+    body = "\n".join([header, *lines]).encode()
     claim = Claim(new_id(), uuid.uuid4())
     async with group.runtime.sessionmaker() as session:
         async with session.begin():
@@ -338,11 +358,13 @@ async def leased_job(group: Group, lines: list[str]) -> Claim:
     return claim
 
 
-def small_batches(group: Group, runner: type[ImportRunner]) -> ImportRunner:
-    """Batches of two records, three at a time."""
+def small_batches(group: Group, in_flight: int = 3, rows: int = 2, **stalls: bool) -> Stalling:
+    """Batches of ``rows`` records, ``in_flight`` at a time."""
     runtime = group.runtime
-    settings = runtime.settings.model_copy(update={"import_batch_rows": 2, "import_batches_in_flight": 3})
-    return runner(runtime.sessionmaker, runtime.outbox, settings)
+    settings = runtime.settings.model_copy(update={"import_batch_rows": rows, "import_batches_in_flight": in_flight})
+    runner = Stalling(runtime.sessionmaker, runtime.outbox, settings)
+    runner.__dict__.update(stalls)
+    return runner
 
 
 async def outcome(client: httpx.AsyncClient, group: Group, job_id: uuid.UUID
@@ -364,7 +386,7 @@ async def test_batches_in_flight_together_see_each_others_numbers(client: httpx.
     # Batches: [a b] [c e] [d-with-a's-number g] [a-again f].
     claim = await leased_job(group, [zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*e), zh_row(d[0], a[1], d[2]),
                                      zh_row(*g), zh_row(*a, name="张三丰"), zh_row(*f)])
-    await small_batches(group, SlowFirstCommit).run(claim)
+    await small_batches(group, slow=True).run(claim)
     done, report, names = await outcome(client, group, claim.job_id)
     assert (done["status"], done["accepted"], done["updated"], done["rejected"]) == ("done", 6, 1, 1), done
     assert report[6]["status"] == "rejected" and report[6]["field"] == "phone", report[6]
@@ -372,46 +394,90 @@ async def test_batches_in_flight_together_see_each_others_numbers(client: httpx.
     assert names == {a[0]: "张三丰", **{p[0]: "张三" for p in (b, c, e, f, g)}}
 
 
-async def test_a_customer_an_uncommitted_batch_created_is_updated_not_duplicated(client: httpx.AsyncClient,
-                                                                                group: Group) -> None:
-    """The second batch looks up before the first commits, so the customer the first created looks new; its
-    insert then conflicts, and the batch is redone record by record, updating that customer."""
+async def test_a_customer_the_batch_before_created_is_updated_not_duplicated(client: httpx.AsyncClient,
+                                                                             group: Group) -> None:
+    """Whether the first batch has committed when the second looks up or not (then the customer looks new, the
+    insert conflicts and the batch is redone record by record), the second updates that customer."""
     a, b, c = ((ext(), new_phone(), new_vin()) for _ in range(3))
     claim = await leased_job(group, [zh_row(*a), zh_row(*b), zh_row(*c), zh_row(*a, name="张三丰")])
-    await small_batches(group, SlowFirstCommit).run(claim)
+    await small_batches(group, slow=True).run(claim)
     done, report, names = await outcome(client, group, claim.job_id)
     assert (done["status"], done["accepted"], done["updated"], done["rejected"]) == ("done", 3, 1, 0), done
     assert report[5]["status"] == "updated" and report[5]["customer_id"] == report[2]["customer_id"]
     assert names == {a[0]: "张三丰", b[0]: "张三", c[0]: "张三"}
 
 
-class TakenOverAfterFirstBatch(ImportRunner):
-    """Stalls past its lease after its first batch: another worker's claim replaces its own meanwhile."""
-
-    takeover: asyncio.Task[None] | None = None
-
-    async def _report(self, session: Any, claim: Claim, report: Any) -> None:
-        if self.takeover is not None:
-            await self.takeover  # the other worker's claim has landed before this batch reports
-        await super()._report(session, claim, report)
-        if self.takeover is None:
-            # Lands once this batch commits (it waits for the batch's lock on the job row).
-            self.takeover = asyncio.get_running_loop().create_task(self.take_over(claim))
-
-    async def take_over(self, claim: Claim) -> None:
-        async with self.sessionmaker() as session, session.begin():
-            await session.execute(sa.update(ImportJob).where(ImportJob.id == claim.job_id).values(
-                lease_owner=uuid.uuid4()))
-
-
 async def test_a_worker_whose_job_was_taken_over_commits_nothing_more(client: httpx.AsyncClient,
                                                                       group: Group) -> None:
     people = [(ext(), new_phone(), new_vin()) for _ in range(6)]
     claim = await leased_job(group, [zh_row(*p) for p in people])
-    runner = small_batches(group, TakenOverAfterFirstBatch)
-    runner.in_flight = 1  # one batch at a time
     with pytest.raises(LeaseLost):
-        await runner.run(claim)
+        await small_batches(group, in_flight=1, taken_over=True).run(claim)
     job, report, names = await outcome(client, group, claim.job_id)
     assert (job["status"], job["rows_done"], job["accepted"]) == ("running", 2, 2), job
     assert sorted(report) == [2, 3] and set(names) == {people[0][0], people[1][0]}
+
+
+async def test_a_worker_whose_job_was_taken_over_does_not_finish_it(client: httpx.AsyncClient, group: Group) -> None:
+    people = [(ext(), new_phone(), new_vin()) for _ in range(2)]
+    claim = await leased_job(group, [zh_row(*p) for p in people])
+    with pytest.raises(LeaseLost):
+        await small_batches(group, taken_over=True).run(claim)
+    job, report, _ = await outcome(client, group, claim.job_id)
+    assert (job["status"], job["rows_done"]) == ("running", 2), job  # the new holder finishes it
+
+
+def with_file_number(row: str, number: str) -> str:
+    return f"{row},{number}"
+
+
+async def test_records_conflicting_in_the_database_are_redone_one_by_one(client: httpx.AsyncClient,
+                                                                         group: Group) -> None:
+    """Two new customers of one batch with the same customer number (档案号): the batch's insert conflicts, and
+    record by record the first keeps the number while the second is refused naming the field."""
+    a, b = ((ext(), new_phone(), new_vin()) for _ in range(2))
+    number = f"D{uuid.uuid4().hex[:10]}"
+    claim = await leased_job(group, [with_file_number(zh_row(*a), number), with_file_number(zh_row(*b), number)],
+                             header=HEADER_ZH + ",客户档案号")
+    await small_batches(group).run(claim)
+    job, report, names = await outcome(client, group, claim.job_id)
+    assert (job["status"], job["accepted"], job["rejected"]) == ("done", 1, 1), job
+    assert report[3]["status"] == "rejected" and report[3]["field"] == "customer_no", report[3]
+    assert set(names) == {a[0]}
+
+
+async def test_a_batch_redone_one_by_one_gets_the_rows_the_next_batch_had_locked(client: httpx.AsyncClient,
+                                                                                  group: Group) -> None:
+    """Customer Y is in two consecutive batches. The first conflicts after the second has looked up (and locked Y);
+    the second rolls back and waits, so the first's record-by-record pass updates Y instead of waiting on the
+    second's lock until a timeout refuses it; then the second is redone."""
+    y, c, d, e = ((ext(), new_phone(), new_vin()) for _ in range(4))
+    header = HEADER_ZH + ",客户档案号"
+    first = await leased_job(group, [with_file_number(zh_row(*y), "")], header=header)
+    await small_batches(group).run(first)
+    number = f"D{uuid.uuid4().hex[:10]}"
+    claim = await leased_job(group, [
+        with_file_number(zh_row(*y, name="一批"), ""), with_file_number(zh_row(*c), number),
+        with_file_number(zh_row(*d), number),  # the same customer number: the first batch's insert conflicts
+        with_file_number(zh_row(*y, name="二批"), ""), with_file_number(zh_row(*e), "")], header=header)
+    await small_batches(group, in_flight=2, rows=3).run(claim)
+    job, report, names = await outcome(client, group, claim.job_id)
+    assert (job["status"], job["accepted"], job["updated"], job["rejected"]) == ("done", 2, 2, 1), job
+    assert [report[r]["status"] for r in range(2, 7)] == ["updated", "accepted", "rejected", "updated", "accepted"]
+    assert names[y[0]] == "二批"
+
+
+async def test_a_worker_whose_job_was_taken_over_stops_in_its_record_by_record_pass(client: httpx.AsyncClient,
+                                                                                     group: Group) -> None:
+    """The second batch conflicts in the database (the same customer number twice) and is redone record by
+    record after the takeover landed: none of its records is written."""
+    a, b, c, d = ((ext(), new_phone(), new_vin()) for _ in range(4))
+    number = f"D{uuid.uuid4().hex[:10]}"
+    claim = await leased_job(group, [with_file_number(zh_row(*a), ""), with_file_number(zh_row(*b), ""),
+                                     with_file_number(zh_row(*c), number), with_file_number(zh_row(*d), number)],
+                             header=HEADER_ZH + ",客户档案号")
+    with pytest.raises(LeaseLost):
+        await small_batches(group, in_flight=2, taken_over=True).run(claim)
+    job, report, names = await outcome(client, group, claim.job_id)
+    assert (job["status"], job["rows_done"]) == ("running", 2), job
+    assert set(names) == {a[0], b[0]}

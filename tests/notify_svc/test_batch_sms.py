@@ -50,9 +50,12 @@ async def test_messages_due_together_go_in_one_batch_and_each_gets_its_own_recei
     keys = await due_together(client, notify_runtime, ngroup, clock, people)
     sent = [await message_by_key(notify_runtime, ngroup, k, "sent") for k in keys]
 
-    assert (box.state.requests["aliyun"], box.state.batches) == (1, 1)
-    recorded = {m.to: m for m in box.state.messages_for("aliyun")}
-    assert sorted(recorded) == sorted(phone_of(c).removeprefix("+86") for c in people)
+    # One request carried all three: one BizId and one batch OutId (a single send has its own). Counted by this
+    # test's numbers: the sandbox and the dispatcher are shared, and moving the clock on may make a message an
+    # earlier test left queued (a retry) due in the same pass.
+    ours = {phone_of(c).removeprefix("+86") for c in people}
+    recorded = {m.to: m for m in box.state.messages_for("aliyun") if m.to in ours}
+    assert sorted(recorded) == sorted(ours)
     [biz_id] = {m.provider_id for m in recorded.values()}
     [out_id] = {m.our_id for m in recorded.values()}
     assert is_batch_out_id(out_id)
@@ -65,7 +68,7 @@ async def test_messages_due_together_go_in_one_batch_and_each_gets_its_own_recei
     # Receipts carry the batch's BizId and the number: each finds its own message (in whatever order they come),
     # and a repeated push changes nothing.
     box.state.report("aliyun", fail={phone_of(people[0])})
-    receipts = orjson.loads(formats.aliyun_receipts(box.state.messages_for("aliyun")))
+    receipts = orjson.loads(formats.aliyun_receipts(list(recorded.values())))
     assert all(r["biz_id"] == biz_id and r["out_id"] == out_id for r in receipts)
     for _ in range(2):
         await push_receipts(notify_client, orjson.dumps(receipts[::-1]))

@@ -44,7 +44,17 @@ def test_every_eleven_digit_shape_agrees_with_the_full_parse() -> None:
                 expected = full_parse(shown)
                 assert ours(shown) == expected, shown
                 valid += expected is not None
-    assert valid > 5_000  # the fast path was taken for real mobiles, not only refusals
+    assert valid > 5_000  # the sample holds thousands of real mobiles, not only refusals
+
+
+def test_a_mainland_mobile_is_answered_without_the_full_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    parse = phonenumbers.parse
+    monkeypatch.setattr(phonenumbers, "parse", lambda raw, region: calls.append(raw) or parse(raw, region))
+    assert normalize_phone("138 0013 8000") == normalize_phone("+86-138-0013-8000") == "+8613800138000"
+    assert calls == []
+    assert normalize_phone("010 8888 6666") == "+861088886666"
+    assert calls == ["010 8888 6666"]  # a landline takes the full parse
 
 
 @pytest.mark.parametrize("value", ["13800138000", "+8613800138000", "8613800138000", "1380013800", "138001380001",

@@ -27,7 +27,7 @@ from customer_svc.imports.columns import first_error
 from customer_svc.imports.reader import FileError, FileReader, Raw
 from customer_svc.imports.records import RECORDS, RowResult
 from customer_svc.imports.scope import IntakeScope
-from customer_svc.imports.upsert import Intake, batch_keys
+from customer_svc.imports.upsert import Claims, Intake, batch_keys
 from customer_svc.models import (Customer, CustomerPhone, ImportChunk, ImportJob, ImportRow, ServiceVisit,
                                  Vehicle)
 from customer_svc.settings import CustomerSettings
@@ -105,22 +105,48 @@ def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
         return None, RowResult(row=raw.row, status="rejected", key=key, field=field, reason=reason[:500])
 
 
+class Restart(Exception):
+    """The batch before failed while this one held locks its record-by-record pass may need: roll back, redo."""
+
+
 class _Turn:
-    """A batch's place in the pipeline: when it holds its locks (``looked_up``) and when it is done (``task``)."""
+    """A batch's place in the pipeline: when it holds its locks (``looked_up``: the next batch may look up and lock),
+    whether it failed after that (``failed``), when it is done (``task``), and the numbers it claimed."""
 
     def __init__(self, before: _Turn | None) -> None:
         self.before = before
         self.looked_up = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.claims: Claims = {}
         self.task: asyncio.Task[None]
+
+    def earlier_claims(self) -> list[Claims]:
+        """The claims of the batches before this one still in flight (a finished one has let go of ``before``)."""
+        out, turn = [], self.before
+        while turn is not None:
+            out.append(turn.claims)
+            turn = turn.before
+        return out
 
     async def after_lookups(self) -> None:
         if self.before is not None:
             await self.before.looked_up.wait()
 
     async def after_commit(self) -> None:
-        """Wait for the batch before to finish; its failure is this batch's too (nothing commits past a gap)."""
-        if self.before is not None:
-            await asyncio.shield(self.before.task)
+        """Wait for the batch before to finish; its failure is this batch's too (nothing commits past a gap). If it
+        fails first (and redoes its records one by one, needing rows this batch may have locked), raise
+        :class:`Restart`."""
+        before = self.before
+        if before is None:
+            return
+        failed = asyncio.ensure_future(before.failed.wait())
+        try:
+            await asyncio.wait({before.task, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if not before.task.done():
+            raise Restart
+        await asyncio.shield(before.task)
 
 
 @dataclass(frozen=True)
@@ -209,7 +235,6 @@ class ImportRunner:
             kind, skip = job.kind, job.rows_done
             reader = FileReader(kind, job.format, job.encoding, slice_lines=self.batch)
             scope = await IntakeScope.load(session, job_principal(job))
-            scope.in_flight(self.in_flight)
             await session.commit()
             # Batches in flight (see :meth:`_batch`): one in Python while the others wait on Postgres.
             inflight: list[_Turn] = []
@@ -286,12 +311,24 @@ class ImportRunner:
     async def _batch(self, claim: Claim, scope: IntakeScope, kind: str, raws: list[Raw], bytes_read: int,
                      turn: _Turn) -> None:
         """One batch in its own transaction, overlapping the batches before it without ever waiting in a cycle:
-        it validates while they work; looks up (and locks) what exists only once the batch before holds all its
-        locks; writes, reports and commits only once the batch before committed (file order, and no unique index
-        wait on rows an earlier batch has not committed). A key an uncommitted batch just created looks new here;
-        the insert then fails and the batch is redone record by record, finding it."""
+        it validates while they work; looks up (and locks) what exists once the batch before has written all it
+        will (so that one never waits on this one's locks), and decides and encodes its rows meanwhile; writes,
+        reports and commits once the batch before committed (file order, and no unique index wait on rows it has
+        not committed). A key the uncommitted batch before created looks new here; the insert then fails and the
+        batch is redone record by record, finding it."""
         try:
-            await self._batch_in_turn(claim, scope, kind, raws, bytes_read, turn)
+            while True:
+                try:
+                    await self._batch_in_turn(claim, scope, kind, raws, bytes_read, turn)
+                    return
+                except Restart:
+                    # Rolled back: the batch before gets the rows it needs; later batches holding locks restart
+                    # too. Once it is done, this batch is redone from its lookups.
+                    turn.failed.set()
+                    turn.looked_up.clear()
+                    turn.claims.clear()
+                    assert turn.before is not None
+                    await asyncio.shield(turn.before.task)
         finally:
             turn.looked_up.set()
             turn.before = None  # the chain of finished batches is not kept
@@ -302,18 +339,18 @@ class ImportRunner:
         async with self.sessionmaker() as session:
             try:
                 async with session.begin():
-                    intake = Intake(session, scope, self.outbox, audit_creates=False)
-                    pending = None
                     await turn.after_lookups()
-                    scope.next_batch()
+                    intake = Intake(session, scope, self.outbox, audit_creates=False, claims=turn.claims,
+                                    earlier_claims=turn.earlier_claims())
+                    pending = None
                     for group in (g for g in groups if g):
                         if pending is not None:  # a later group must see the earlier group's rows
                             await turn.after_commit()
                             await intake.write(pending)
                         decided, pending = await intake.decide(kind, group)
                         results += decided
-                    # Only now may the next batch look up (and lock). Not on failure: this batch's record-by-record
-                    # pass needs those rows, and the next one waits in Python for it (``_batch`` sets it at the end).
+                    # Now the next batch may look up (and lock). Should this one then fail, its record-by-record
+                    # pass may need those rows: ``failed`` makes the next one roll back and wait (see after_commit).
                     turn.looked_up.set()
                     if pending is not None:
                         await intake.prepare(pending)  # while the batch before writes
@@ -325,28 +362,43 @@ class ImportRunner:
                 return
             except (IntegrityError, DBAPIError) as exc:
                 log.warning("import_batch_conflict", job_id=str(claim.job_id), error=type(exc).__name__)
+            turn.failed.set()
+            turn.looked_up.clear()  # the next batch looks up once this one is done
+            turn.claims.clear()  # claimed again record by record (a refused record gives its numbers up)
             await turn.after_commit()
             # One at a time: a conflicting record is refused alone (or, retried, finds what the other writer did).
             results = [r for r in results if r.status == "rejected" and r.row not in
                        {row for g in groups for row, _ in g}]
             for group in groups:
                 for item in group:
-                    results.append(await self._one(session, scope, kind, item))
+                    results.append(await self._one(session, claim, turn, scope, kind, item))
             async with session.begin():
                 await self._report(session, claim,
                                    self._report_of(session, claim.job_id, results, len(raws), bytes_read))
 
-    async def _one(self, session: AsyncSession, scope: IntakeScope, kind: str, item: tuple[int, Any]) -> RowResult:
+    async def _one(self, session: AsyncSession, claim: Claim, turn: _Turn, scope: IntakeScope, kind: str,
+                   item: tuple[int, Any]) -> RowResult:
         for attempt in range(2):
             try:
                 async with session.begin():
-                    return (await Intake(session, scope, self.outbox, audit_creates=False).apply(kind, [item]))[0]
+                    await self._hold(session, claim)
+                    intake = Intake(session, scope, self.outbox, audit_creates=False, claims=turn.claims)
+                    return (await intake.apply(kind, [item]))[0]
             except (IntegrityError, DBAPIError) as exc:
                 if attempt:
                     return RowResult(row=item[0], status="rejected", field="row",
                                      reason=f"conflicts with another change to the same record ({type(exc).__name__}); "
                                             "send it again")
         raise AssertionError("unreachable")
+
+    async def _hold(self, session: AsyncSession, claim: Claim, **counters: Any) -> None:
+        """Renew the lease in the caller's transaction (with ``counters``: the job's progress), which may commit
+        only while this worker still holds the job: else :class:`LeaseLost` rolls it back."""
+        renewed = await session.execute(sa.update(ImportJob).where(
+            ImportJob.id == claim.job_id, ImportJob.lease_owner == claim.owner).values(
+            lease_until=utcnow() + self.lease, updated_at=utcnow(), **counters))
+        if renewed.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost(claim.job_id)
 
     def _report_of(self, session: AsyncSession, job_id: uuid.UUID, results: list[RowResult], rows: int,
                    bytes_read: int) -> _Report:
@@ -359,18 +411,14 @@ class ImportRunner:
     async def _report(self, session: AsyncSession, claim: Claim, report: _Report) -> None:
         """The batch's report rows and the job's counters, in the batch's transaction, which commits only while
         this worker still holds the job (else :class:`LeaseLost` rolls the batch back: the new holder redoes it)."""
-        renewed = await session.execute(sa.update(ImportJob).where(
-            ImportJob.id == claim.job_id, ImportJob.lease_owner == claim.owner).values(
-            rows_done=ImportJob.rows_done + report.records, bytes_done=report.bytes_read,
-            lease_until=utcnow() + self.lease, updated_at=utcnow(),
-            **{c: getattr(ImportJob, c) + n for c, n in report.counts.items()}))
-        if renewed.rowcount != 1:  # type: ignore[attr-defined]
-            raise LeaseLost(claim.job_id)
+        await self._hold(session, claim, rows_done=ImportJob.rows_done + report.records, bytes_done=report.bytes_read,
+                         **{c: getattr(ImportJob, c) + n for c, n in report.counts.items()})
         await write_rows(session, report.rows)
 
     async def _finish(self, session: AsyncSession, claim: Claim, reader: FileReader, error: str | None) -> None:
         async with session.begin():
-            job = await session.get(ImportJob, claim.job_id, with_for_update=True)
+            # Read again under the lock (the session still holds the job as loaded when the run began).
+            job = await session.get(ImportJob, claim.job_id, with_for_update=True, populate_existing=True)
             assert job is not None
             if job.lease_owner != claim.owner:
                 raise LeaseLost(claim.job_id)

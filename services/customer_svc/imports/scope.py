@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -39,23 +38,6 @@ class IntakeScope:
     by_code: dict[str, StoreRef]
     by_id: dict[uuid.UUID, StoreRef]
     _staff: dict[str, uuid.UUID | None] = field(default_factory=dict)
-    #: Numbers this batch and the batches still in flight before it gave to customers, by store code, with the
-    #: customer's external id: a batch that looked up before those committed cannot see their rows, and must still
-    #: refuse the number to another customer. Older batches committed before this one started.
-    claims: dict[tuple[str, str], str] = field(default_factory=dict)
-    earlier_claims: deque[dict[tuple[str, str], str]] = field(default_factory=lambda: deque(maxlen=1))
-
-    def in_flight(self, batches: int) -> None:
-        """How many batches run at a time (the claims of the ``batches - 1`` before this one are kept)."""
-        self.earlier_claims = deque(maxlen=max(batches - 1, 1))
-
-    def next_batch(self) -> None:
-        self.earlier_claims.append(self.claims)
-        self.claims = {}
-
-    def claimed_by(self, store: StoreRef, number: str) -> str | None:
-        key = (store.code, number)
-        return self.claims.get(key) or next((c[key] for c in self.earlier_claims if key in c), None)
 
     @classmethod
     async def load(cls, session: AsyncSession, principal: Principal) -> IntakeScope:

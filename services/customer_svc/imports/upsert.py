@@ -36,6 +36,8 @@ from shared.pacing import paced
 #: Customer fields a record may set (absent ones are left as they are).
 CUSTOMER_FIELDS = ("name", "kind", "gender", "birthday", "id_number", "address", "wechat_openid", "customer_no")
 VEHICLE_FIELDS = tuple(n for n in VehicleFields.model_fields if n not in ("delivery_date", "mileage_km"))
+#: Phone numbers given to customers in a batch: (store code, number) -> the customer's external id.
+Claims = dict[tuple[str, str], str]
 #: How far ahead of our clock a DMS settlement time may be (reception PCs drift).
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -75,11 +77,17 @@ def _since(day: date | None, store: StoreRef) -> datetime | None:
 class Intake:
     """Applies batches of records for one caller (``scope``) in the caller's transaction."""
 
-    def __init__(self, session: AsyncSession, scope: IntakeScope, outbox: Outbox, *,
-                 audit_creates: bool = True) -> None:
+    def __init__(self, session: AsyncSession, scope: IntakeScope, outbox: Outbox, *, audit_creates: bool = True,
+                 claims: Claims | None = None, earlier_claims: list[Claims] | None = None) -> None:
         """``audit_creates=False`` (bulk jobs): records a file creates are audited by the job's own entry and its
-        per-row report (who, when, which record); changes to records on file are always audited with before/after."""
+        per-row report (who, when, which record); changes to records on file are always audited with before/after.
+
+        ``claims``: the phone numbers this batch gives to customers, by store code, with the customer's external id;
+        ``earlier_claims``: those of batches before it that may not have committed when it looked up (it cannot see
+        their rows, and must still refuse their numbers to another customer)."""
         self.audit_creates = audit_creates
+        self.claims: Claims = {} if claims is None else claims
+        self.earlier_claims = earlier_claims or []
         self.session = session
         self.scope = scope
         self.outbox = outbox
@@ -119,6 +127,10 @@ class Intake:
             self.outbox.hint_relay(self.session)
 
     # --- shared pieces -------------------------------------------------------------------------------------
+
+    def _claimed_by(self, store: StoreRef, number: str) -> str | None:
+        key = (store.code, number)
+        return next((c[key] for c in (self.claims, *self.earlier_claims) if key in c), None)
 
     def _audit(self, w: _Writes, action: str, record_type: str, record_id: uuid.UUID, store_id: uuid.UUID,
                before: dict[str, Any] | None, after: dict[str, Any]) -> None:
@@ -258,7 +270,7 @@ class Intake:
             if owner is not None and owner[0] != cid:
                 raise Reject(name, "belongs to another customer of this store"
                              + (f" (external id {owner[1]})" if owner[1] else ""))
-            if self.scope.claimed_by(store, number) not in (None, rec.external_id):
+            if self._claimed_by(store, number) not in (None, rec.external_id):
                 raise Reject(name, "the same number as an earlier record, for another customer")
         if rec.customer_no and used_numbers.get(rec.customer_no, cid) != cid:
             raise Reject("customer_no", "already used by another customer")
@@ -292,7 +304,7 @@ class Intake:
             if sales is not None and rec.delivery_date and vehicle.selling_consultant_id != sales:
                 v_changes["selling_consultant_id"] = sales
         for number in phones:
-            self.scope.claims[(store.code, number)] = rec.external_id
+            self.claims[(store.code, number)] = rec.external_id
 
         # --- decided: now change ---
         owner_now = rec.relationship == "owner" or rec.delivery_date is not None

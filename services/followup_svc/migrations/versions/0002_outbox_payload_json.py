@@ -4,6 +4,9 @@ The outbox keeps each envelope as written (``json``): nothing queries into it an
 so jsonb's parse on every insert (a sixth of Postgres's work in a bulk import) bought nothing. Its pending index
 adds the id, the order of events that share a time (a batch writer stamps its events once).
 
+Rewriting the outbox (and, for customer_svc, rebuilding the customer indexes) locks those tables while it runs:
+on a deployment with a large backlog, migrate in a quiet window.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-07
