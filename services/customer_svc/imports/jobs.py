@@ -311,11 +311,12 @@ class ImportRunner:
     async def _batch(self, claim: Claim, scope: IntakeScope, kind: str, raws: list[Raw], bytes_read: int,
                      turn: _Turn) -> None:
         """One batch in its own transaction, overlapping the batches before it without ever waiting in a cycle:
-        it validates while they work; looks up (and locks) what exists once the batch before has written all it
-        will (so that one never waits on this one's locks), and decides and encodes its rows meanwhile; writes,
-        reports and commits once the batch before committed (file order, and no unique index wait on rows it has
-        not committed). A key the uncommitted batch before created looks new here; the insert then fails and the
-        batch is redone record by record, finding it."""
+        it validates while they work; looks up (and locks) what exists once the batch before has decided, and
+        decides and encodes its rows while that one writes; writes, reports and commits once the batch before
+        committed (file order, and no unique index wait on rows it has not committed). A key the uncommitted
+        batch before created looks new here; the insert then fails and the batch is redone record by record,
+        finding it. Should the batch before fail meanwhile, this one rolls back (its locks may be what that one's
+        record-by-record pass needs) and is redone once that one is done."""
         try:
             while True:
                 try:
