@@ -103,8 +103,3 @@ async def write_rows(session: AsyncSession, rows: EncodedRows | None) -> None:
         raise sa.exc.IntegrityError(f"COPY {table.fullname}", None, exc) from exc
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise sa.exc.DBAPIError(f"COPY {table.fullname}", None, exc) from exc
-
-
-async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """:func:`encode_rows` then :func:`write_rows`."""
-    await write_rows(session, encode_rows(session.bind.dialect, table, rows))

@@ -311,12 +311,13 @@ class Stalling(ImportRunner):
 
     slow = False
     taken_over = False
+    reported = False
     takeover: asyncio.Task[None] | None = None
 
     async def _hold(self, session: Any, claim: Claim, **counters: Any) -> None:
         if self.takeover is not None:
             await self.takeover  # the other worker's claim has landed before anything else is held
-        first_report = counters and not self.__dict__.get("reported")
+        first_report = bool(counters) and not self.reported
         if first_report:
             self.reported = True
             if self.slow:
@@ -363,7 +364,8 @@ def small_batches(group: Group, in_flight: int = 3, rows: int = 2, **stalls: boo
     runtime = group.runtime
     settings = runtime.settings.model_copy(update={"import_batch_rows": rows, "import_batches_in_flight": in_flight})
     runner = Stalling(runtime.sessionmaker, runtime.outbox, settings)
-    runner.__dict__.update(stalls)
+    for name, value in stalls.items():
+        setattr(runner, name, value)
     return runner
 
 
