@@ -3,6 +3,8 @@ clock reset around each test, and helpers that read followup_svc's tables."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
@@ -77,8 +79,19 @@ async def tasks(runtime: FollowupRuntime, tenant_id: uuid.UUID, **where: object)
 
 
 async def fire_all(runtime: FollowupRuntime) -> int:
-    """Run the scheduler until nothing is due (the background loop does the same; this makes tests deterministic)."""
+    """Run the scheduler until nothing is due (the background loop does the same; this makes tests deterministic).
+    Rows the background loop has claimed at this moment are skipped by this claim (``SKIP LOCKED``): they are
+    waited for until that loop has committed them, so the caller reads their outcome."""
     total = 0
-    while (n := await runtime.scheduler.fire_due()) > 0:
+    deadline = time.monotonic() + 10
+    while True:
+        n = await runtime.scheduler.fire_due()
         total += n
-    return total
+        if n:
+            continue
+        async with runtime.sessionmaker() as s:
+            due = await s.scalar(sa.select(sa.func.count()).select_from(FollowUp).where(
+                FollowUp.state == "scheduled", FollowUp.due_at <= runtime.clock.now()))
+        if not due or time.monotonic() > deadline:
+            return total
+        await asyncio.sleep(0.02)
