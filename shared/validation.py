@@ -3,7 +3,9 @@ ISO 8601 dates and date-times."""
 
 from __future__ import annotations
 
+import operator
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -55,7 +57,7 @@ def normalize_phone(value: str, region: str = "CN") -> str:
 
 
 def vin_check_digit(vin: str) -> str:
-    total = sum(_VIN_MAP[c] * w for c, w in zip(vin, _VIN_WEIGHTS))
+    total = sum(map(operator.mul, map(_VIN_MAP.__getitem__, vin), _VIN_WEIGHTS))
     r = total % 11
     return "X" if r == 10 else str(r)
 
@@ -105,9 +107,18 @@ def iso_only(value: object) -> object:
 IsoDate = Annotated[date, BeforeValidator(iso_only)]
 
 
+_AHEAD = 14 * 3600  # seconds: UTC+14, the earliest time zone
+_today: list[float | date] = [0.0, date.min]  # until when (epoch seconds) the cached date holds, and the date
+
+
 def latest_today() -> date:
     """Today's date somewhere on Earth (UTC+14): a date "not in the future" is checked against this, because a
-    store's today begins before the server's (Shanghai is 8 hours ahead of a UTC server)."""
-    return (datetime.now(UTC) + timedelta(hours=14)).date()
+    store's today begins before the server's (Shanghai is 8 hours ahead of a UTC server). Worked out once per day
+    (bulk imports check several dates per record)."""
+    now = time.time()
+    if now >= _today[0]:  # type: ignore[operator]
+        day = (datetime.fromtimestamp(now, UTC) + timedelta(seconds=_AHEAD)).date()
+        _today[:] = [(now + _AHEAD) // 86400 * 86400 + 86400 - _AHEAD, day]
+    return _today[1]  # type: ignore[return-value]
 #: An ISO 8601 date-time with its time zone (a naive time is ambiguous across store time zones).
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(iso_only)]

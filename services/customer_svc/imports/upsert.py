@@ -130,7 +130,12 @@ class Intake:
 
     def _claimed_by(self, store: StoreRef, number: str) -> str | None:
         key = (store.code, number)
-        return next((c[key] for c in (self.claims, *self.earlier_claims) if key in c), None)
+        if key in self.claims:
+            return self.claims[key]
+        for claims in self.earlier_claims:
+            if key in claims:
+                return claims[key]
+        return None
 
     def _audit(self, w: _Writes, action: str, record_type: str, record_id: uuid.UUID, store_id: uuid.UUID,
                before: dict[str, Any] | None, after: dict[str, Any]) -> None:
