@@ -19,6 +19,7 @@ from shared import gc_tuning
 from shared.db import migrations
 from shared.events.envelope import CloudEvent
 from shared.messaging.amqp import list_parked, replay_parked
+from shared.observability import metrics
 from shared.observability.logging import configure_logging
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -43,14 +44,19 @@ async def run_worker(runtime: ServiceRuntime) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     gc_tuning.settle()
+    settings = runtime.settings
+    stop_metrics = (metrics.serve(settings.worker_metrics_port, settings.worker_metrics_host)
+                    if settings.worker_metrics_port else None)
     tasks = runtime.start_workers(stop)
-    if runtime.settings.worker_heartbeat_file:
-        tasks.append(asyncio.create_task(heartbeat(runtime, runtime.settings.worker_heartbeat_file, stop)))
+    if settings.worker_heartbeat_file:
+        tasks.append(asyncio.create_task(heartbeat(runtime, settings.worker_heartbeat_file, stop)))
     await stop.wait()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await runtime.dispose()
+    if stop_metrics is not None:
+        stop_metrics()
 
 
 async def parked(runtime: ServiceRuntime, action: str, message_id: str | None) -> Any:
@@ -101,6 +107,7 @@ def service_main(settings_cls: type[ServiceSettings], build_runtime: Callable[..
     settings = settings_cls()
     configure_logging(name, settings.log_level, settings.log_json)
     if args.cmd == "api":
+        metrics.share_between_processes(args.workers)
         uvicorn.run(f"{app_factory.__module__}:{app_factory.__name__}", factory=True, host=args.host,
                     port=args.port, workers=args.workers, log_config=None, access_log=False)
     elif args.cmd == "worker":

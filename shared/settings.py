@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
     retry_delays_ms: list[int] = [1000, 10000, 60000]
     cors_origins: list[str] = []
     worker_heartbeat_file: Path | None = None
+    #: Where a worker process serves ``/metrics`` (it has no API); none: not served.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
     otel: bool = False
 
     @model_validator(mode="before")

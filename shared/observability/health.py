@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from shared.observability.metrics import exposition
 
 Check = Callable[[], Awaitable[None]]
 
@@ -37,6 +39,6 @@ def health_router(checks: dict[str, Check], informational: dict[str, Check] | No
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,6 +40,11 @@ from shared.messaging.outbox import Outbox
 from shared.pacing import paced
 
 log = structlog.get_logger("imports")
+RECORDS_DONE = Counter("import_records_total", "Import records committed, by kind and outcome", ["kind", "outcome"])
+REDONE = Counter("import_batches_redone_total", "Import batches a database conflict sent record by record", ["kind"])
+JOBS = Counter("import_jobs_finished_total", "Import jobs finished, by kind and status (done | failed)",
+               ["kind", "status"])
+LEASES_LOST = Counter("import_leases_lost_total", "Import jobs this worker stalled on and another took over")
 CHUNK_BYTES = 1 << 20
 #: The columns whose lookups an import of each kind depends on (their statistics alone are refreshed as it grows
 #: the tables: sampling every column cost a tenth of Postgres's work; autovacuum sees to the rest).
@@ -171,6 +177,13 @@ class _Report:
     bytes_read: int
 
 
+def _count(kind: str, report: _Report) -> None:
+    """A committed batch in the worker's metrics."""
+    for outcome, n in report.counts.items():
+        if n:
+            RECORDS_DONE.labels(kind, outcome).inc(n)
+
+
 class ImportRunner:
     """The worker side: claims a waiting job and works it to the end (one per step of the worker loop)."""
 
@@ -192,6 +205,7 @@ class ImportRunner:
         try:
             await self.run(claim)
         except LeaseLost:
+            LEASES_LOST.inc()
             log.warning("import_lease_lost", job_id=str(claim.job_id))
         return 1
 
@@ -360,8 +374,10 @@ class ImportRunner:
                     if pending is not None:
                         await intake.write(pending)
                     await self._report(session, claim, report)
+                _count(kind, report)
                 return
             except (IntegrityError, DBAPIError) as exc:
+                REDONE.labels(kind).inc()
                 log.warning("import_batch_conflict", job_id=str(claim.job_id), error=type(exc).__name__)
             turn.failed.set()
             turn.looked_up.clear()  # the next batch looks up once this one is done
@@ -373,9 +389,10 @@ class ImportRunner:
             for group in groups:
                 for item in group:
                     results.append(await self._one(session, claim, turn, scope, kind, item))
+            report = self._report_of(session, claim.job_id, results, len(raws), bytes_read)
             async with session.begin():
-                await self._report(session, claim,
-                                   self._report_of(session, claim.job_id, results, len(raws), bytes_read))
+                await self._report(session, claim, report)
+            _count(kind, report)
 
     async def _one(self, session: AsyncSession, claim: Claim, turn: _Turn, scope: IntakeScope, kind: str,
                    item: tuple[int, Any]) -> RowResult:
@@ -431,6 +448,7 @@ class ImportRunner:
             job.warnings = reader.warnings[:50]
             if not error:
                 job.bytes_done = job.size_bytes
+        JOBS.labels(job.kind, job.status).inc()
         log.info("import_finished", job_id=str(claim.job_id), status=job.status, rows=job.rows_done,
                  rejected=job.rejected)
 
