@@ -2,7 +2,9 @@
 
 Postgres text and JSONB cannot hold the NUL character, so it would otherwise surface as a database
 error. A pure ASGI middleware rather than a FastAPI dependency: a dependency node on every route costs
-more than the check (only bodies of POST/PUT/PATCH are read here, and replayed to the app unchanged).
+more than the check (only JSON bodies of POST/PUT/PATCH are read here, and replayed to the app unchanged).
+Other bodies (an import's CSV or JSON Lines file, up to the gateway's 512 MB) stream through untouched: read
+here, a file would be held in memory whole.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def _nul_locations(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[Any, ...]
             yield from _nul_locations(item, (*loc, i))
 
 
+def _json_body(scope: Scope) -> bool:
+    """The body is JSON (``application/json``, ``…+json``) or says nothing (FastAPI then reads it as JSON)."""
+    for key, value in scope.get("headers", ()):
+        if key == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return True
+
+
 class NulGuardMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,7 +58,7 @@ class NulGuardMiddleware:
         if b"%00" in query or b"\x00" in query:
             locations += [("query", k) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
                           if "\x00" in k + v]
-        if scope["method"] in _BODY_METHODS:
+        if scope["method"] in _BODY_METHODS and _json_body(scope):
             chunks, more, first = [], True, None
             while more:
                 message = await receive()
