@@ -27,6 +27,10 @@ class Periodic:
     def nudge(self) -> None:
         self.wakeup.set()
 
+    def touch(self) -> None:
+        """A long step reports progress (the heartbeat is otherwise taken only as each step begins)."""
+        self.beat = time.monotonic()
+
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():

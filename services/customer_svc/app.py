@@ -55,6 +55,7 @@ class CustomerRuntime(ServiceRuntime):
         # One job per step, however long its file: the lease (renewed per batch) is what guards it, not a timeout.
         self.import_loop = Periodic("imports", self.imports.run_once, settings.import_poll_seconds, full_batch=1,
                                     timeout=24 * 3600)
+        self.imports.progress = self.import_loop.touch  # alive while its batches commit, however long the file
         self.loops = [self.import_loop]
 
     def import_runner_wakeup(self) -> None:

@@ -483,3 +483,25 @@ async def test_a_worker_whose_job_was_taken_over_stops_in_its_record_by_record_p
     job, report, names = await outcome(client, group, claim.job_id)
     assert (job["status"], job["rows_done"]) == ("running", 2), job
     assert set(names) == {a[0], b[0]}
+
+
+async def test_a_long_import_keeps_the_worker_alive(client: httpx.AsyncClient, group: Group) -> None:
+    """A job is one step of the worker's import loop however long its file; each batch that commits counts as a
+    heartbeat, so the liveness probe does not restart a worker minutes into a big import."""
+    import time
+
+    loop = group.runtime.import_loop
+    stale = time.monotonic() - 3600
+    loop.beat = stale
+    loop.touch()
+    assert loop.beat > stale + 3000 and group.runtime.imports.progress == loop.touch
+
+    beats: list[float] = []
+    people = [(ext(), new_phone(), new_vin()) for _ in range(6)]
+    claim = await leased_job(group, [zh_row(*p) for p in people])
+    runner = small_batches(group, in_flight=1)
+    runner.progress = lambda: beats.append(time.monotonic())
+    await runner.run(claim)
+    job, _, _ = await outcome(client, group, claim.job_id)
+    assert (job["status"], job["accepted"]) == ("done", 6)
+    assert len(beats) >= 3  # one per batch of two, as each commits

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -195,6 +195,9 @@ class ImportRunner:
         self.in_flight = settings.import_batches_in_flight
         self.lease = timedelta(seconds=settings.import_lease_seconds)
         self._swept = 0.0
+        #: Called whenever the job moves on (each transaction that renews its lease): a job is one step of the
+        #: worker's import loop however long its file, and the worker's liveness heartbeat follows this.
+        self.progress: Callable[[], None] = lambda: None
 
     async def run_once(self) -> int:
         if time.monotonic() - self._swept > SWEEP_SECONDS:
@@ -417,6 +420,7 @@ class ImportRunner:
             lease_until=utcnow() + self.lease, updated_at=utcnow(), **counters))
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(claim.job_id)
+        self.progress()
 
     def _report_of(self, session: AsyncSession, job_id: uuid.UUID, results: list[RowResult], rows: int,
                    bytes_read: int) -> _Report:
