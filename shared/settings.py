@@ -20,7 +20,8 @@ PLATFORM_PREFIX = "AFTERCARE_"
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    #: An empty variable is an unset one (compose passes ``${X:-}`` as ""; an optional number must not fail on it).
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     service_name: ClassVar[str]
     schema_name: ClassVar[str]
@@ -59,10 +60,10 @@ class ServiceSettings(BaseSettings):
             if name in data:
                 continue
             own = f"{cls.model_config.get('env_prefix', '')}{name}".upper()
-            if own in os.environ:
+            if os.environ.get(own):
                 continue
             shared = os.environ.get(f"{PLATFORM_PREFIX}{name.upper()}")
-            if shared is not None:
+            if shared:
                 data[name] = shared
         return data
 
