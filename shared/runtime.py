@@ -91,11 +91,14 @@ class ServiceRuntime:
         return tasks
 
     def worker_alive(self, max_silence: float = 60) -> bool:
-        """The relay and every periodic loop turned recently and, where there are consumers, they are connected."""
+        """The relay, every periodic loop and the consumers' connect loop turned recently. A broker outage is not
+        a dead worker: its consumers reconnect on their own, and the relay, scheduler and dispatcher have work that
+        needs only Postgres, which a restart would interrupt."""
         now = time.monotonic()
         loops_ok = all(now - loop.beat < max(max_silence, loop.poll_seconds * 3) for loop in self.loops)
         relay_ok = now - self.relay.beat < max_silence
-        return relay_ok and loops_ok and (self.consumer_runner is None or self.consumer_runner.connected.is_set())
+        consumers_ok = self.consumer_runner is None or now - self.consumer_runner.beat < max_silence
+        return relay_ok and loops_ok and consumers_ok
 
     async def check_database(self) -> None:
         async with self.engine.connect() as conn:

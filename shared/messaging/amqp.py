@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import aio_pika
@@ -166,6 +167,9 @@ class AmqpConsumerRunner:
         self.retry_delays_ms = retry_delays_ms if retry_delays_ms is not None else [1000, 10000, 60000]
         self.names = queue_names(consumer.service)
         self.connected = asyncio.Event()
+        #: When the connect / watch loop last turned: it keeps turning while the broker is down (reconnecting with
+        #: back-off up to 10 s), and stops only if the loop itself is stuck.
+        self.beat = time.monotonic()
         self._channel: AbstractChannel | None = None
         #: Batchable events (see ``Subscription.batch_handler``) wait up to ``BATCH_LINGER`` for company.
         self.batch_size = min(prefetch, BATCH_MAX)
@@ -179,6 +183,7 @@ class AmqpConsumerRunner:
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.5
         while not stop.is_set():
+            self.beat = time.monotonic()
             try:
                 await self._consume_until_closed(stop)
                 delay = 0.5
@@ -210,6 +215,7 @@ class AmqpConsumerRunner:
             waiters = [asyncio.ensure_future(closed.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 while not closed.is_set() and not stop.is_set():
+                    self.beat = time.monotonic()
                     # Watchdog: a close callback can be missed; a closed channel must never sit idle.
                     await asyncio.wait(waiters, timeout=2, return_when=asyncio.FIRST_COMPLETED)
                     if conn.is_closed or channel.is_closed:

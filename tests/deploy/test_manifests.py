@@ -378,8 +378,9 @@ def test_api_is_probed_on_readyz_and_healthz(by: dict, service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICE_MODULES)
 def test_worker_is_probed_on_its_heartbeat_file(by: dict, service: str) -> None:
-    """Workers serve no HTTP: the worker touches <PREFIX>_WORKER_HEARTBEAT_FILE while its relay turns and its consumers
-    are connected (shared/cli.py), and every probe checks that file is fresh, on a writable volume."""
+    """Workers serve no API: the worker touches <PREFIX>_WORKER_HEARTBEAT_FILE while its relay, loops and consumers'
+    reconnect loop turn (shared/cli.py; a broker outage is not a dead worker), and every probe checks that file is
+    fresh, on a writable volume."""
     deployment = by[("Deployment", f"{service.replace('_', '-')}-worker")]
     [worker] = containers(deployment)
     env = {e["name"]: e.get("value") for e in worker.get("env", [])}

@@ -85,6 +85,12 @@ async def test_events_written_while_broker_down_arrive_once_it_is_back(faulty: F
         pending = await s.scalar(sa.select(sa.func.count()).select_from(outbox).where(outbox.published_at.is_(None)))
     assert pending >= 20
     await asyncio.sleep(1)  # the relay keeps failing meanwhile, and must not give up or lose anything
+    # A broker outage is not a dead worker (its consumers reconnect on their own): the liveness probe must not
+    # restart it, interrupting work that needs only Postgres.
+    runner = faulty.runtime.consumer_runner
+    assert runner is not None
+    await eventually(lambda: asyncio.sleep(0, not runner.connected.is_set()), timeout=20)
+    assert faulty.runtime.worker_alive()
 
     await faulty.node.astart_app()
     tap = await faulty.tap()

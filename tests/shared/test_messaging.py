@@ -255,3 +255,8 @@ class TestWorkerLiveness:
         customer_runtime.relay.beat -= 3600  # as if the relay loop had been stuck for an hour
         assert not customer_runtime.worker_alive()
         customer_runtime.relay.beat += 3600
+        runner = customer_runtime.consumer_runner
+        assert runner is not None
+        runner.beat -= 3600  # the consumers' connect loop stuck
+        assert not customer_runtime.worker_alive()
+        runner.beat += 3600
