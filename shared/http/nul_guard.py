@@ -36,13 +36,17 @@ def _nul_locations(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[Any, ...]
             yield from _nul_locations(item, (*loc, i))
 
 
-def _json_body(scope: Scope) -> bool:
-    """The body is JSON (``application/json``, ``…+json``) or says nothing (FastAPI then reads it as JSON)."""
+_UNTYPED_MAX = 1 << 20
+
+
+def _json_body(scope: Scope) -> bool | None:
+    """Whether the body is JSON (``application/json``, ``…+json``); None when it says nothing (FastAPI then reads
+    it as JSON, but it may be a file uploaded without a content type)."""
     for key, value in scope.get("headers", ()):
         if key == b"content-type":
             media = value.split(b";", 1)[0].strip().lower()
             return media == b"application/json" or media.endswith(b"+json")
-    return True
+    return None
 
 
 class NulGuardMiddleware:
@@ -58,29 +62,34 @@ class NulGuardMiddleware:
         if b"%00" in query or b"\x00" in query:
             locations += [("query", k) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
                           if "\x00" in k + v]
-        if scope["method"] in _BODY_METHODS and _json_body(scope):
-            chunks, more, first = [], True, None
-            while more:
+        json_body = _json_body(scope) if scope["method"] in _BODY_METHODS else False
+        if json_body is not False:
+            # Without a content type, a body beyond ``_UNTYPED_MAX`` is no API request (a file sent without one):
+            # what was read is replayed and the rest streams.
+            limit = _UNTYPED_MAX if json_body is None else None
+            chunks, more, first, size = [], True, None, 0
+            while more and (limit is None or size <= limit):
                 message = await receive()
                 if message["type"] != "http.request":
                     first = message  # a disconnect: hand it on as it came
                     break
                 chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
                 more = message.get("more_body", False)
-            body = b"".join(chunks)
-            if b"\\u0000" in body:
-                try:
-                    locations += _nul_locations(json.loads(body), ("body",))
-                except ValueError:
-                    pass  # not JSON: the route's own body validation reports it
-            replayed = False
+            pending: list[Message] = [first] if first else []
+            if more and first is None:  # cut short: hand the chunks on as they came
+                pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+            else:
+                body = b"".join(chunks)
+                if b"\\u0000" in body:
+                    try:
+                        locations += _nul_locations(json.loads(body), ("body",))
+                    except ValueError:
+                        pass  # not JSON: the route's own body validation reports it
+                pending = pending or [{"type": "http.request", "body": body, "more_body": False}]
 
             async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return first or {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
+                return pending.pop(0) if pending else await receive()
 
             app_receive: Receive = replay
         else:

@@ -209,7 +209,7 @@ async def test_an_empty_upload_is_refused(client: httpx.AsyncClient, group: Grou
 
 
 async def test_json_lines_of_deliveries_and_repair_orders(client: httpx.AsyncClient, group: Group) -> None:
-    key = integration_headers(group, ["imports:write", "customers:write"])
+    key = integration_headers(group, ["imports:write", "customers:write", "vehicles:write"])
     vin, phone = new_vin(), new_phone()
     made = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key, json={
         "name": "赵六", "phone": phone, "store_code": "A", "vin": vin, "purchase_date": "2025-12-01"})
@@ -505,3 +505,63 @@ async def test_a_long_import_keeps_the_worker_alive(client: httpx.AsyncClient, g
     job, _, _ = await outcome(client, group, claim.job_id)
     assert (job["status"], job["accepted"]) == ("done", 6)
     assert len(beats) >= 3  # one per batch of two, as each commits
+
+
+async def test_a_vehicle_in_a_customer_upsert_needs_the_vehicles_scope(client: httpx.AsyncClient,
+                                                                     group: Group) -> None:
+    body = {"name": "孙八", "phone": new_phone(), "store_code": "A", "vin": new_vin(), "delivery_date": "2026-01-05"}
+    external_id = ext()
+    refused = await client.put(f"/api/v1/integration/customers/{external_id}", json=body,
+                               headers=integration_headers(group, ["customers:write"]))
+    assert refused.status_code == 403 and "vehicles:write" in refused.json()["detail"]
+    async with group.runtime.sessionmaker() as session:
+        assert await session.scalar(sa.select(Customer).where(Customer.external_id == external_id)) is None
+    without_vehicle = await client.put(f"/api/v1/integration/customers/{external_id}", headers=integration_headers(
+        group, ["customers:write"]), json={k: v for k, v in body.items() if k not in ("vin", "delivery_date")})
+    assert without_vehicle.status_code == 201, without_vehicle.text
+
+
+async def test_a_resent_record_with_an_older_odometer_is_unchanged(client: httpx.AsyncClient, group: Group) -> None:
+    """A repair order read the odometer since the sales system did: the sales record sent again is history, not a
+    refusal of the whole record."""
+    key = integration_headers(group, ["customers:write", "vehicles:write", "visits:write"])
+    external_id, vin = ext(), new_vin()
+    body = {"name": "周九", "phone": new_phone(), "store_code": "A", "vin": vin, "purchase_date": "2026-01-02",
+            "mileage_km": 12}
+    assert (await client.put(f"/api/v1/integration/customers/{external_id}", json=body, headers=key)).status_code == 201
+    visit = {"vin": vin, "visit_type": "首保", "completed_at": "2026-03-01 10:00", "mileage_km": 5000}
+    assert (await client.put(f"/api/v1/integration/visits/{ext()}", json=visit, headers=key)).status_code == 201
+    again = await client.put(f"/api/v1/integration/customers/{external_id}", json=body, headers=key)
+    assert (again.status_code, again.json()["status"]) == (200, "unchanged"), again.text
+    renamed = await client.put(f"/api/v1/integration/customers/{external_id}", json={**body, "name": "周九九"},
+                               headers=key)
+    assert (renamed.status_code, renamed.json()["status"]) == (200, "updated"), renamed.text
+    async with group.runtime.sessionmaker() as session:
+        vehicle = await session.scalar(sa.select(Vehicle).where(Vehicle.vin == vin))
+        assert vehicle is not None and vehicle.mileage_km == 5000
+
+
+async def test_the_same_record_sent_twice_at_once_matching_a_staff_customer(client: httpx.AsyncClient,
+                                                                           group: Group) -> None:
+    """A client retrying after a timeout: both requests adopt the staff-entered customer with that phone; the one
+    that locks it second finds it under this external id, and updates it instead of refusing the phone."""
+    for _ in range(3):
+        staff_made = await new_customer(client, group)
+        key = integration_headers(group, ["customers:write"])
+        body = {"name": staff_made["name"], "phone": staff_made["phones"][0]["number"], "store_code": "A"}
+        external_id = ext()
+        both = await asyncio.gather(*(client.put(f"/api/v1/integration/customers/{external_id}", json=body,
+                                                 headers=key) for _ in range(2)))
+        assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+        assert {r.json()["customer_id"] for r in both} == {staff_made["id"]}
+
+
+async def test_a_nul_character_in_a_file_is_refused_naming_its_field(client: httpx.AsyncClient,
+                                                                     group: Group) -> None:
+    good, bad = (ext(), new_phone(), new_vin()), (ext(), new_phone(), new_vin())
+    body = "\n".join([HEADER_ZH, zh_row(*good), zh_row(*bad, name="张\x00三")]).encode()
+    job = await upload(client, group.headers(Role.ADMIN), body)
+    done = await finished(client, group.headers(Role.ADMIN), job["id"])
+    assert (done["accepted"], done["rejected"]) == (1, 1), done
+    [row] = [r for r in await rows(client, group.headers(Role.ADMIN), job["id"]) if r["status"] == "rejected"]
+    assert (row["row"], row["field"], row["key"]) == (3, "name", bad[0]) and "NUL" in row["reason"]

@@ -67,3 +67,15 @@ async def test_json_bodies_are_read_whole_and_a_nul_is_refused_naming_the_field(
     client = Client([b'{"name": ', b'"ok"}'])
     await NulGuardMiddleware(recording_app(seen, client))(scope(None), client.receive, client.send)
     assert seen == [(len(b'{"name": "ok"}'), 2)]  # no content type: read as JSON, replayed whole
+
+
+async def test_an_untyped_body_beyond_a_mebibyte_streams_on() -> None:
+    """No content type: FastAPI would read JSON, so a small body is checked; a file sent without one is not held."""
+    piece = b"x" * 100_000
+    client = Client([piece] * CHUNKS)
+    seen: list[tuple[int, int]] = []
+    await NulGuardMiddleware(recording_app(seen, client))(scope(None), client.receive, client.send)
+    assert sum(size for size, _ in seen) == len(piece) * CHUNKS
+    first_pulled = seen[0][1]
+    assert first_pulled <= 12  # ~1 MiB read ahead, then chunk by chunk
+    assert [pulled for _, pulled in seen[first_pulled:]] == list(range(first_pulled + 1, CHUNKS + 1))

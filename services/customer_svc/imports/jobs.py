@@ -104,6 +104,10 @@ def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
         key = str(key)[:64] if key not in (None, "") else None
     if raw.error is not None:
         return None, RowResult(row=raw.row, status="rejected", key=key, field="row", reason=raw.error)
+    nul = next((name for name, value in raw.values.items() if type(value) is str and "\x00" in value), None)
+    if nul is not None:  # Postgres text cannot hold it (API bodies are refused the same way)
+        return None, RowResult(row=raw.row, status="rejected", key=key, field=nul,
+                               reason="must not contain the NUL character (U+0000)")
     try:
         return model.model_validate(raw.values), None
     except ValidationError as exc:
@@ -406,8 +410,12 @@ class ImportRunner:
                     intake = Intake(session, scope, self.outbox, audit_creates=False, claims=turn.claims)
                     return (await intake.apply(kind, [item]))[0]
             except (IntegrityError, DBAPIError) as exc:
+                key = item[1].vin if kind == "deliveries" else item[1].external_id
+                if str(getattr(exc.orig, "sqlstate", "")).startswith("22"):  # a data exception: no retry mends it
+                    return RowResult(row=item[0], status="rejected", key=key, field="row",
+                                     reason="holds a value the database cannot store")
                 if attempt:
-                    return RowResult(row=item[0], status="rejected", field="row",
+                    return RowResult(row=item[0], status="rejected", key=key, field="row",
                                      reason=f"conflicts with another change to the same record ({type(exc).__name__}); "
                                             "send it again")
         raise AssertionError("unreachable")

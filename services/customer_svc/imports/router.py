@@ -17,7 +17,7 @@ from customer_svc.imports.records import CustomerRecord, DeliveryRecord, Kind, V
 from customer_svc.imports.schemas import (CustomerUpsert, DeliveryUpsert, ImportJobRead, ImportRowRead,
                                           UpsertResult, VisitUpsert)
 from shared.auth import Role, require_roles
-from shared.errors import InvalidField, problem_responses
+from shared.errors import Forbidden, InvalidField, problem_responses
 from shared.http.export import FormatParam, export_responses, stream_export
 from shared.http.pagination import Page, PageParams, make_page, page_params
 from shared.validation import normalize_vin
@@ -135,6 +135,9 @@ async def upsert_customer(ctx: CtxDep, response: Response, body: CustomerUpsert,
     for the new-contact follow-ups to be planned from then."""
     _same(external_id, body.external_id, "external_id")
     record = _record(CustomerRecord, {**body.model_dump(exclude={"external_id"}), "external_id": external_id})
+    p = ctx.principal
+    if record.vin is not None and p.kind == "integration" and "vehicles:write" not in p.scopes:
+        raise Forbidden("A vehicle (vin) in the body needs the vehicles:write scope.")
     return _answer(response, await service.upsert_one(ctx, "customers", record))
 
 

@@ -227,14 +227,17 @@ class Intake:
         numbers = {n for _, r, _ in located for n in (r.phone, r.phone2) if n}
         phone_owner = await self._phone_owners(numbers)
         # A new external id whose phone is a customer staff recorded by hand (no external id yet): the same person.
-        adopt = {r.external_id: phone_owner[(s.id, r.phone)][0] for _, r, s in located
-                 if r.external_id not in existing and (s.id, r.phone) in phone_owner
-                 and phone_owner[(s.id, r.phone)][1] is None}
-        # Locked now: one another writer adopted meanwhile has an external id, and is then another customer's.
-        adopted = {c.id: c for c in await self.session.scalars(
-            sa.select(Customer).where(Customer.id.in_(set(adopt.values()))).with_for_update(of=Customer))
-            if c.external_id is None} if adopt else {}
-        adopt = {ext: cid for ext, cid in adopt.items() if cid in adopted}
+        # Or one with this very external id, which another writer gave it after the lookup above (the same record
+        # sent twice at once): the customer on file.
+        candidates = {r.external_id: phone_owner[(s.id, r.phone)][0] for _, r, s in located
+                      if r.external_id not in existing and (s.id, r.phone) in phone_owner
+                      and phone_owner[(s.id, r.phone)][1] in (None, r.external_id)}
+        # Locked now: one another writer adopted meanwhile has an external id, this record's or another customer's.
+        locked = list(await self.session.scalars(sa.select(Customer).where(
+            Customer.id.in_(set(candidates.values()))).with_for_update(of=Customer))) if candidates else []
+        adopted = {c.id: c for c in locked if c.external_id is None}
+        existing.update({c.external_id: c for c in locked if c.external_id in keys})
+        adopt = {ext: cid for ext, cid in candidates.items() if cid in adopted}
         numbers_taken = {r.customer_no for _, r, _ in located if r.customer_no}
         used_numbers = dict((await self.session.execute(sa.select(Customer.customer_no, Customer.id).where(
             Customer.tenant_id == t, in_values(self.session, Customer.customer_no, numbers_taken)))).all()) \
@@ -296,9 +299,9 @@ class Intake:
                 raise Reject("vin", "registered to another customer; transfer the vehicle first")
             v_changes = {k: getattr(rec, k) for k in VEHICLE_FIELDS
                          if getattr(rec, k) is not None and getattr(rec, k) != getattr(vehicle, k)}
-            if rec.mileage_km is not None and rec.mileage_km != vehicle.mileage_km:
-                if vehicle.mileage_km is not None and rec.mileage_km < vehicle.mileage_km:
-                    raise Reject("mileage_km", f"lower than the last reading ({vehicle.mileage_km} km)")
+            # A lower reading than the last (a repair order has read the odometer since the sales system did) is
+            # history, as for visits: the record stays repeat-safe instead of being refused whole.
+            if rec.mileage_km is not None and (vehicle.mileage_km is None or rec.mileage_km > vehicle.mileage_km):
                 v_changes["mileage_km"] = rec.mileage_km
             if rec.delivery_date is not None and rec.delivery_date != vehicle.delivery_date:
                 if vehicle.delivery_date is not None:
