@@ -565,3 +565,25 @@ async def test_a_nul_character_in_a_file_is_refused_naming_its_field(client: htt
     assert (done["accepted"], done["rejected"]) == (1, 1), done
     [row] = [r for r in await rows(client, group.headers(Role.ADMIN), job["id"]) if r["status"] == "rejected"]
     assert (row["row"], row["field"], row["key"]) == (3, "name", bad[0]) and "NUL" in row["reason"]
+
+
+async def test_records_of_a_customer_staff_merged_away_apply_to_the_survivor(client: httpx.AsyncClient,
+                                                                            group: Group) -> None:
+    key = integration_headers(group, ["customers:write"])
+    external_id = ext()
+    body = {"name": "吴十", "phone": new_phone(), "store_code": "A"}
+    made = await client.put(f"/api/v1/integration/customers/{external_id}", json=body, headers=key)
+    assert made.status_code == 201, made.text
+    survivor = await new_customer(client, group)
+    merged = await client.post(f"/api/v1/customers/{survivor['id']}/merge",
+                               json={"duplicate_id": made.json()["customer_id"]},
+                               headers=group.headers(Role.ADMIN, **{"If-Match": "*"}))
+    assert merged.status_code == 200, merged.text
+    again = await client.put(f"/api/v1/integration/customers/{external_id}", json=body, headers=key)
+    assert again.status_code == 200 and again.json()["customer_id"] == survivor["id"], again.text
+    changed = await client.put(f"/api/v1/integration/customers/{external_id}", json={**body, "gender": "female"},
+                               headers=key)
+    assert (changed.status_code, changed.json()["status"]) == (200, "updated"), changed.text
+    async with group.runtime.sessionmaker() as session:
+        kept = await session.get(Customer, uuid.UUID(survivor["id"]))
+        assert kept is not None and kept.gender == "female"

@@ -224,6 +224,14 @@ class Intake:
         keys = {r.external_id for _, r, _ in located}
         existing = {c.external_id: c for c in await self.session.scalars(sa.select(Customer).where(
             Customer.tenant_id == t, in_values(self.session, Customer.external_id, keys)).with_for_update(of=Customer))}
+        # Staff merged the record on file into another: the source system's id now means the surviving customer
+        # (merge chains are kept flat), so its records keep applying instead of being refused from then on.
+        merged = {c.merged_into_id for c in existing.values() if c.merged_into_id is not None}
+        if merged:
+            survivors = {c.id: c for c in await self.session.scalars(sa.select(Customer).where(
+                Customer.id.in_(merged), Customer.merged_into_id.is_(None)).with_for_update(of=Customer))}
+            existing = {ext: survivors.get(c.merged_into_id, c) if c.merged_into_id else c  # type: ignore[arg-type]
+                        for ext, c in existing.items()}
         numbers = {n for _, r, _ in located for n in (r.phone, r.phone2) if n}
         phone_owner = await self._phone_owners(numbers)
         # A new external id whose phone is a customer staff recorded by hand (no external id yet): the same person.
