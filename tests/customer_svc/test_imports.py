@@ -587,3 +587,23 @@ async def test_records_of_a_customer_staff_merged_away_apply_to_the_survivor(cli
     async with group.runtime.sessionmaker() as session:
         kept = await session.get(Customer, uuid.UUID(survivor["id"]))
         assert kept is not None and kept.gender == "female"
+
+
+async def test_two_customers_never_get_one_phone_or_id_number_at_once(client: httpx.AsyncClient,
+                                                                      group: Group) -> None:
+    """Two source records with the same phone, sent at the same time: one is created, the other refused (the
+    same locks as staff creates take); an ID number on file in the store is another customer's too."""
+    key = integration_headers(group, ["customers:write"])
+    for _ in range(4):
+        phone = new_phone()
+        answers = await asyncio.gather(*(client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
+                                                    json={"name": "郑一", "phone": phone, "store_code": "A"})
+                                         for _ in range(2)))
+        assert sorted(r.status_code for r in answers) == [201, 422], [r.text for r in answers]
+        [refused] = [r for r in answers if r.status_code == 422]
+        assert refused.json()["errors"][0]["field"] == "body.phone"
+    staff_made = await new_customer(client, group, id_number="11010519491231002X")
+    taken = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key, json={
+        "name": "郑二", "phone": new_phone(), "store_code": "A", "id_number": "11010519491231002X"})
+    assert taken.status_code == 422 and taken.json()["errors"][0]["field"] == "body.id_number", taken.text
+    assert staff_made["id"]

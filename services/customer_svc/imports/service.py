@@ -97,7 +97,8 @@ async def upsert_one(ctx: Ctx, kind: str, record: Any) -> RowResult:
         try:
             async with ctx.session.begin():
                 scope = await IntakeScope.load(ctx.session, ctx.principal)
-                result = (await Intake(ctx.session, scope, ctx.outbox).apply(kind, [(1, record)]))[0]
+                intake = Intake(ctx.session, scope, ctx.outbox, lock_identities=True)
+                result = (await intake.apply(kind, [(1, record)]))[0]
                 if result.status == "rejected":
                     raise InvalidField(f"body.{result.field}", result.reason or "refused")
             return result

@@ -23,7 +23,7 @@ from customer_svc.imports.scope import IntakeScope, Reject, StoreRef
 from customer_svc.models import (AuditEntry, Customer, CustomerPhone, MileageReading, ServiceVisit, Vehicle,
                                  VehicleOwnership)
 from customer_svc.vehicles.service import EVENT_FIELDS
-from shared.db.base import in_values, utcnow
+from shared.db.base import advisory_locks, in_values, utcnow
 from shared.db.bulk import EncodedRows, encode_rows, with_defaults, write_rows
 from shared.events.catalog.customer import (CustomerCreated, CustomerUpdated, ServiceVisitCompleted,
                                             VehicleDelivered, VehicleRegistered, VehicleUpdated)
@@ -78,14 +78,21 @@ class Intake:
     """Applies batches of records for one caller (``scope``) in the caller's transaction."""
 
     def __init__(self, session: AsyncSession, scope: IntakeScope, outbox: Outbox, *, audit_creates: bool = True,
-                 claims: Claims | None = None, earlier_claims: list[Claims] | None = None) -> None:
+                 claims: Claims | None = None, earlier_claims: list[Claims] | None = None,
+                 lock_identities: bool = False) -> None:
         """``audit_creates=False`` (bulk jobs): records a file creates are audited by the job's own entry and its
         per-row report (who, when, which record); changes to records on file are always audited with before/after.
 
         ``claims``: the phone numbers this batch gives to customers, by store code, with the customer's external id;
         ``earlier_claims``: those of batches before it that may not have committed when it looked up (it cannot see
-        their rows, and must still refuse their numbers to another customer)."""
+        their rows, and must still refuse their numbers to another customer).
+
+        ``lock_identities`` (single records, as the REST upserts send them): take the advisory locks staff creates
+        take on a store's phone numbers and ID numbers, so two writers cannot give one number to two customers at
+        once. Bulk batches do not (a thousand locks per transaction would strain Postgres's lock table, and
+        pipelined batches would wait on each other's): within a job the claims keep numbers apart."""
         self.audit_creates = audit_creates
+        self.lock_identities = lock_identities
         self.claims: Claims = {} if claims is None else claims
         self.earlier_claims = earlier_claims or []
         self.session = session
@@ -218,6 +225,9 @@ class Intake:
                 results.append(_rejected(row, rec.external_id, r))
         if not located:
             return results
+        if self.lock_identities:
+            await advisory_locks(self.session, sorted({f"customer:{s.id}:{n}" for _, r, s in located
+                                                       for n in (r.phone, r.phone2, r.id_number) if n}))
         await self.scope.resolve_staff(self.session, {r.sales_consultant_no for _, r, _ in located
                                                       if r.sales_consultant_no})
         t = self.tenant_id
@@ -251,14 +261,25 @@ class Intake:
             Customer.tenant_id == t, in_values(self.session, Customer.customer_no, numbers_taken)))).all()) \
             if numbers_taken else {}
         vehicles = await self._vehicles_by_vin({r.vin for _, r, _ in located if r.vin})
+        id_owner = await self._id_number_owners({r.id_number for _, r, _ in located if r.id_number})
         async for row, rec, store in paced(located):
             customer = existing.get(rec.external_id) or adopted.get(adopt.get(rec.external_id))  # type: ignore
             try:
+                if rec.id_number and id_owner.get((store.id, rec.id_number), customer) not in (customer, None):
+                    raise Reject("id_number", "belongs to another customer of this store")
                 results.append(self._customer_row(w, row, rec, store, customer, rec.external_id in adopt,
                                                   phone_owner, used_numbers, vehicles))
             except Reject as r:
                 results.append(_rejected(row, rec.external_id, r))
         return results
+
+    async def _id_number_owners(self, id_numbers: set[str]) -> dict[tuple[uuid.UUID, str], Any]:
+        """(store, ID number) -> the customer on file with it (not merged away); within a store it is one person's."""
+        if not id_numbers:
+            return {}
+        return {(c.store_id, c.id_number): c for c in await self.session.scalars(sa.select(Customer).where(
+            Customer.tenant_id == self.tenant_id, in_values(self.session, Customer.id_number, id_numbers),
+            Customer.merged_into_id.is_(None)))}
 
     async def _phone_owners(self, numbers: set[str]) -> dict[tuple[uuid.UUID, str], tuple[uuid.UUID, str | None]]:
         """(store, number) -> (customer, external id) for the numbers on file. Two index lookups rather than a join,
