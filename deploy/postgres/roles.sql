@@ -83,6 +83,14 @@ SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', schema) FROM aftercare_serv
 SELECT format('ALTER ROLE %I IN DATABASE %I SET search_path = %I', role, current_database(), schema)
 FROM aftercare_service ORDER BY role
 \gexec
+-- The services' timeouts (shared/db/engine.py sends them on connect) also as the roles' own defaults: a pooler
+-- that refuses startup parameters (PgBouncer: list them in ignore_startup_parameters) then keeps them.
+SELECT format('ALTER ROLE %I IN DATABASE %I SET %s = %L', role, current_database(), setting, value)
+FROM aftercare_service,
+     (VALUES ('statement_timeout', '30s'), ('lock_timeout', '10s'),
+             ('idle_in_transaction_session_timeout', '120s')) AS t(setting, value)
+ORDER BY role, setting
+\gexec
 
 -- Objects someone else created in a service's schema (e.g. migrated as a superuser before this file existed)
 -- are handed to the service's role, so its next migration can alter them. Sequences owned by a column and

@@ -155,3 +155,15 @@ async def test_roles_sql_is_idempotent_and_hands_over_foreign_objects(roles_db: 
             await conn.fetch("SELECT * FROM followup.task")
     finally:
         await conn.close()
+
+
+async def test_roles_carry_the_services_timeouts(roles_db: RolesDb) -> None:
+    """Set on the roles as well as on connect, so a pooler that drops startup parameters keeps them."""
+    for service in dbroles.SERVICE_SCHEMAS:
+        own = await roles_db.connect(service)  # a plain session, as a pooler opens it: none of our parameters
+        try:
+            assert await own.fetchval("SHOW statement_timeout") == "30s"
+            assert await own.fetchval("SHOW lock_timeout") == "10s"
+            assert await own.fetchval("SHOW idle_in_transaction_session_timeout") == "2min"
+        finally:
+            await own.close()
