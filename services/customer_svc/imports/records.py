@@ -121,7 +121,7 @@ class CustomerRecord(Located, VehicleFields):
             raise ValueError("a phone number is required")
         return v
 
-    @field_validator("birthday")
+    @field_validator("birthday", "since")
     @classmethod
     def _past(cls, v: date | None) -> date | None:
         if v is not None and not (date(1900, 1, 1) <= v <= latest_today()):
