@@ -1,4 +1,5 @@
-"""The command line every service shares: ``api``, ``worker``, ``migrate``, ``downgrade``, ``parked list|replay``."""
+"""The command line every service shares: ``api``, ``worker``, ``migrate``, ``wait-migrated``, ``downgrade``,
+``parked list|replay``."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 import uvicorn
 import uvloop
 
@@ -23,6 +27,17 @@ from shared.observability import metrics
 from shared.observability.logging import configure_logging
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
+
+log = structlog.get_logger("cli")
+
+#: How long a stopping worker lets its relay and periodic loops finish the step under way before cancelling what is
+#: left: below the pods' 30 s ``terminationGracePeriodSeconds`` (deploy/k8s), so that closing the pools and
+#: connections still fits before the SIGKILL.
+DRAIN_SECONDS = 20.0
+#: ``wait-migrated``: how long an api or worker pod's init container waits for the migrate Job (it then fails, and
+#: the kubelet starts it again with back-off), and how often it looks.
+WAIT_MIGRATED_SECONDS = 300.0
+WAIT_MIGRATED_EVERY = 2.0
 
 ExtraCommand = tuple[Callable[[argparse.ArgumentParser], None], Callable[[ServiceRuntime, argparse.Namespace], Awaitable[Any]]]
 
@@ -37,26 +52,84 @@ async def heartbeat(runtime: ServiceRuntime, path: Path, stop: asyncio.Event, ev
             await asyncio.wait_for(stop.wait(), every)
 
 
-async def run_worker(runtime: ServiceRuntime) -> None:
-    """Relay and consumers until SIGINT/SIGTERM; several replicas may run side by side."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    gc_tuning.settle()
-    settings = runtime.settings
-    stop_metrics = (metrics.serve(settings.worker_metrics_port, settings.worker_metrics_host)
-                    if settings.worker_metrics_port else None)
-    tasks = runtime.start_workers(stop)
-    if settings.worker_heartbeat_file:
-        tasks.append(asyncio.create_task(heartbeat(runtime, settings.worker_heartbeat_file, stop)))
-    await stop.wait()
-    for t in tasks:
+async def drain(tasks: list[asyncio.Task[None]], stop: asyncio.Event, timeout: float,
+                hurry: asyncio.Event | None = None) -> list[asyncio.Task[None]]:
+    """Set ``stop``, let ``tasks`` finish the step under way (every loop checks ``stop`` between steps) for up to
+    ``timeout`` seconds or until ``hurry`` is set, then cancel what is left; returns the tasks it cancelled.
+
+    A rolling deploy or a scale-down must not cut a relay batch or a scheduler step in half: it would be rolled
+    back and done again by another replica, and its provider calls or published events would then repeat."""
+    stop.set()
+    if tasks:
+        finished = asyncio.ensure_future(asyncio.wait(tasks))
+        hurried = asyncio.ensure_future((hurry or asyncio.Event()).wait())
+        try:
+            await asyncio.wait([finished, hurried], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()  # cancels the waiting, not the tasks
+            hurried.cancel()
+    left = [t for t in tasks if not t.done()]
+    if left:
+        log.warning("worker_drain_cancelled", tasks=[t.get_name() for t in left], timeout=timeout)
+    for t in left:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await runtime.dispose()
-    if stop_metrics is not None:
-        stop_metrics()
+    return left
+
+
+async def run_worker(runtime: ServiceRuntime, drain_seconds: float = DRAIN_SECONDS) -> None:
+    """Relay and consumers until SIGINT/SIGTERM, then a drain of ``drain_seconds`` (a second signal cuts it short);
+    several replicas may run side by side."""
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, lambda: (hurry if stop.is_set() else stop).set())
+    try:
+        gc_tuning.settle()
+        settings = runtime.settings
+        stop_metrics = (metrics.serve(settings.worker_metrics_port, settings.worker_metrics_host)
+                        if settings.worker_metrics_port else None)
+        tasks = runtime.start_workers(stop)
+        if settings.worker_heartbeat_file:
+            tasks.append(asyncio.create_task(heartbeat(runtime, settings.worker_heartbeat_file, stop)))
+        await stop.wait()
+        log.info("worker_stopping", drain_seconds=drain_seconds)
+        await drain(tasks, stop, drain_seconds, hurry)
+        await runtime.dispose()
+        if stop_metrics is not None:
+            stop_metrics()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def wait_migrated(settings: ServiceSettings, migrations_dir: Path, timeout: float,
+                        every: float = WAIT_MIGRATED_EVERY) -> bool:
+    """Until the service's schema is at this code's migration head (or past it, see ``migrations.is_migrated``):
+    the init container of every api and worker pod, so that new code never starts on the old schema while the
+    migrate Job runs, or when it did not run at all. False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        try:
+            # bounded: asyncpg's own connect timeout (60 s) would outlast the deadline on an unroutable host
+            current = await asyncio.wait_for(migrations.current_revisions(settings),
+                                             max(deadline - time.monotonic(), 1))
+            if migrations.is_migrated(current, settings, migrations_dir):
+                log.info("schema_migrated", revisions=sorted(current))
+                return True
+            state = f"at {', '.join(sorted(current)) or 'no revision'}"
+        except Exception as exc:  # noqa: BLE001 - Postgres may not be reachable yet: keep asking until the deadline
+            state = f"{type(exc).__name__}: {exc}"
+        if state != seen:
+            log.info("waiting_for_migration", schema=settings.schema_name, state=state[:300])
+            seen = state
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.error("schema_not_migrated", schema=settings.schema_name, state=state[:300], timeout=timeout)
+            return False
+        await asyncio.sleep(min(every, left))
 
 
 async def parked(runtime: ServiceRuntime, action: str, message_id: str | None) -> Any:
@@ -93,8 +166,13 @@ def service_main(settings_cls: type[ServiceSettings], build_runtime: Callable[..
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8001)
     api.add_argument("--workers", type=int, default=1)
-    sub.add_parser("worker", help="run the outbox relay and event consumers")
+    worker = sub.add_parser("worker", help="run the outbox relay and event consumers")
+    worker.add_argument("--drain-seconds", type=float, default=DRAIN_SECONDS,
+                        help="on SIGTERM, how long the step under way may take before it is cancelled")
     sub.add_parser("migrate", help="upgrade this service's schema to the newest migration")
+    wait = sub.add_parser("wait-migrated", help="wait until this service's schema is at the newest migration "
+                                                "(exit 1 on timeout)")
+    wait.add_argument("--timeout", type=float, default=WAIT_MIGRATED_SECONDS)
     down = sub.add_parser("downgrade", help="downgrade this service's schema")
     down.add_argument("revision", nargs="?", default="base")
     park = sub.add_parser("parked", help="list or replay events parked after failing every retry")
@@ -113,9 +191,14 @@ def service_main(settings_cls: type[ServiceSettings], build_runtime: Callable[..
     elif args.cmd == "worker":
         # uvloop, as uvicorn uses for the API: the worker is event-loop bound (thousands of small database,
         # broker and provider round trips a second), and uvloop's loop costs a fraction of asyncio's.
-        uvloop.run(run_worker(build_runtime(settings)))
+        uvloop.run(run_worker(build_runtime(settings), args.drain_seconds))
     elif args.cmd == "migrate":
         migrations.upgrade(settings, migrations_dir)
+    elif args.cmd == "wait-migrated":
+        if not settings.database_url:
+            raise SystemExit("wait-migrated needs the service's database URL (embedded mode creates its own tables)")
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # its "Context impl" on every poll
+        raise SystemExit(0 if asyncio.run(wait_migrated(settings, migrations_dir, args.timeout)) else 1)
     elif args.cmd == "downgrade":
         migrations.downgrade(settings, migrations_dir, args.revision)
     else:

@@ -1,16 +1,29 @@
 """A worker loop for periodic batch jobs (scheduler, SLA checks): safe with N replicas when ``step`` claims
-its rows with ``FOR UPDATE SKIP LOCKED``; outlives database outages; exposes a heartbeat for liveness."""
+its rows with ``FOR UPDATE SKIP LOCKED``; outlives database outages; exposes a heartbeat for liveness; stops
+between steps (a step under way when ``stop`` is set finishes, a pause ends at once)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 log = structlog.get_logger("periodic")
+
+
+async def pause(seconds: float, *events: asyncio.Event) -> None:
+    """Sleep up to ``seconds``, returning as soon as any of ``events`` is set: a nudge, or ``stop`` (a stopping
+    worker must not wait out a poll interval while its pod's termination grace period runs)."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 class Periodic:
@@ -32,6 +45,8 @@ class Periodic:
         self.beat = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Step until ``stop`` is set. The step under way then finishes (the worker waits for it, up to its drain
+        timeout, see ``shared.cli.drain``): only a pause is cut short."""
         failures = 0
         while not stop.is_set():
             self.beat = time.monotonic()
@@ -42,9 +57,8 @@ class Periodic:
                 failures += 1
                 log.exception("periodic_step_failed", job=self.name)
                 done = 0
-                await asyncio.sleep(min(0.5 * 2 ** failures, 10))
+                await pause(min(0.5 * 2 ** failures, 10), stop)
             if self.full_batch is not None and done >= self.full_batch:
                 continue  # more work is waiting: no pause
             self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=self.poll_seconds)
+            await pause(self.poll_seconds, self.wakeup, stop)

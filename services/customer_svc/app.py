@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -57,6 +58,10 @@ class CustomerRuntime(ServiceRuntime):
                                     timeout=24 * 3600)
         self.imports.progress = self.import_loop.touch  # alive while its batches commit, however long the file
         self.loops = [self.import_loop]
+
+    def start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        self.imports.stop = stop  # a stopping worker hands its import job back between batches
+        return super().start_workers(stop)
 
     def import_runner_wakeup(self) -> None:
         """A job was queued: an import worker in this process starts now instead of at its next poll."""

@@ -12,6 +12,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command, context
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.db.base import UTCDateTime
@@ -32,6 +34,27 @@ def upgrade(settings: ServiceSettings, migrations_dir: Path, revision: str = "he
 
 def downgrade(settings: ServiceSettings, migrations_dir: Path, revision: str = "base") -> None:
     command.downgrade(alembic_config(settings, migrations_dir), revision)
+
+
+async def current_revisions(settings: ServiceSettings) -> set[str]:
+    """The revisions in the service's version table (in its own schema); empty before its first migration."""
+    engine = create_async_engine(settings.effective_database_url)
+    try:
+        async with engine.connect() as conn:
+            heads = await conn.run_sync(lambda c: MigrationContext.configure(
+                c, opts={"version_table_schema": settings.schema_name}).get_current_heads())
+    finally:
+        await engine.dispose()
+    return set(heads)
+
+
+def is_migrated(current: set[str], settings: ServiceSettings, migrations_dir: Path) -> bool:
+    """``current`` (:func:`current_revisions`) is the head of ``migrations_dir``, or past it: a revision this code
+    does not know comes from a newer release (this one rolled back after its migration ran), and migrations keep the
+    release before them working, as they must for the old pods of any rolling update."""
+    script = ScriptDirectory.from_config(alembic_config(settings, migrations_dir))
+    known = {rev.revision for rev in script.walk_revisions()}
+    return bool(current) and (set(script.get_heads()) <= current or not current <= known)
 
 
 def run_env(metadata: sa.MetaData) -> None:

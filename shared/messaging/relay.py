@@ -8,7 +8,6 @@ consumers' inbox absorbs such duplicates (the message id is the event id).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.db.base import utcnow
 from shared.events.envelope import CloudEvent
 from shared.messaging.transport import Publisher
+from shared.periodic import pause
 
 log = structlog.get_logger("outbox.relay")
 PUBLISHED = Counter("outbox_published_total", "Outbox events published", ["service"])
@@ -83,6 +83,7 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set: a batch under way is published and marked first, a pause ends at once."""
         failures = 0
         while not stop.is_set():
             self.beat = time.monotonic()
@@ -94,9 +95,8 @@ class OutboxRelay:
                 failures += 1
                 log.exception("outbox_relay_error")
                 claimed = 0
-                await asyncio.sleep(min(0.5 * 2 ** failures, 10))
+                await pause(min(0.5 * 2 ** failures, 10), stop)
             if claimed >= self.batch_size:
                 continue
             self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=self.poll_seconds)
+            await pause(self.poll_seconds, self.wakeup, stop)

@@ -607,3 +607,24 @@ async def test_two_customers_never_get_one_phone_or_id_number_at_once(client: ht
         "name": "郑二", "phone": new_phone(), "store_code": "A", "id_number": "11010519491231002X"})
     assert taken.status_code == 422 and taken.json()["errors"][0]["field"] == "body.id_number", taken.text
     assert staff_made["id"]
+
+
+async def test_a_stopping_worker_hands_its_job_back_between_batches(client: httpx.AsyncClient,
+                                                                    group: Group) -> None:
+    """SIGTERM mid-file (a rolling deploy): the batch under way commits, the lease is released, and another worker
+    (here the service's own import loop) goes on at once from the next record, instead of after the lease."""
+    from customer_svc.imports.jobs import HandedBack
+
+    people = [(ext(), new_phone(), new_vin()) for _ in range(6)]
+    claim = await leased_job(group, [zh_row(*p) for p in people])
+    runner = small_batches(group, in_flight=1)
+    runner.stop = asyncio.Event()
+    runner.progress = runner.stop.set  # stop as the first batch commits
+    with pytest.raises(HandedBack):
+        await runner.run(claim)
+    async with group.runtime.sessionmaker() as session:
+        job = await session.get(ImportJob, claim.job_id)
+        assert job is not None and job.rows_done >= 2 and job.lease_owner != claim.owner
+    done = await finished(client, group.headers(Role.ADMIN), str(claim.job_id))
+    assert (done["status"], done["accepted"], done["rejected"], done["rows_done"]) == ("done", 6, 0, 6), done
+    assert sorted(r["row"] for r in await rows(client, group.headers(Role.ADMIN), str(claim.job_id))) == list(range(2, 8))

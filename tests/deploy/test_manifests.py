@@ -19,6 +19,7 @@ import yaml
 
 from aftercare.dbroles import SERVICE_SCHEMAS, password_env
 from aftercare.services import SERVICE_MODULES
+from shared.cli import DRAIN_SECONDS
 from shared.messaging.amqp import queue_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,6 +366,56 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(k8s: list[dict])
             requests, limits = c["resources"]["requests"], c["resources"]["limits"]
             for resource in ("cpu", "memory"):
                 assert quantity(requests[resource]) <= quantity(limits[resource]), (where, resource)
+
+
+@pytest.mark.parametrize("service", SERVICE_MODULES)
+@pytest.mark.parametrize("component", ["api", "worker"])
+def test_api_and_worker_pods_wait_for_their_migration(by: dict, service: str, component: str) -> None:
+    """The migrate Job runs beside the Deployments, not before them: every api and worker pod first waits, in an init
+    container of the same image, settings and restrictions, until its schema is at the image's migration head."""
+    name = service.replace("_", "-")
+    pod = by[("Deployment", f"{name}-{component}")]["spec"]["template"]["spec"]
+    [main] = pod["containers"]
+    [init] = pod["initContainers"]
+    assert init["name"] == "wait-migrated"
+    assert init["command"][:4] == ["python", "-m", service, "wait-migrated"]
+    assert init["command"][4] == "--timeout" and float(init["command"][5]) > 0 and len(init["command"]) == 6
+    assert init["image"] == main["image"]
+    assert init["envFrom"] == main["envFrom"]  # the database URL, and whatever the settings demand in production
+    [job] = containers(by[("Job", f"{name}-migrate")])
+    assert {"secretRef": {"name": f"{name}-db"}} in job["envFrom"]
+    assert [e for e in job["envFrom"] if "secretRef" in e] == [e for e in init["envFrom"] if "secretRef" in e
+                                                               and e["secretRef"]["name"] != "aftercare-platform"]
+    assert "env" not in init  # nothing of the main container's own (heartbeat, metrics port) is needed
+    assert init["securityContext"] == main["securityContext"]
+    assert not init.get("volumeMounts")
+
+
+def test_readme_deletes_the_migrate_jobs_before_applying(k8s: list[dict]) -> None:
+    """A Job's pod template is immutable: applying a new image over a finished migrate Job fails for the Job and rolls
+    the Deployments anyway (their pods then wait for a migration that never runs). README deletes them first, by a
+    label on the Jobs themselves (a template's labels are not the Job's)."""
+    text = README.read_text()
+    section = text[text.index("## Running on Kubernetes"):]
+    m = re.search(r"kubectl -n aftercare delete job -l ([\w./-]+)=([\w.-]+) --ignore-not-found", section)
+    assert m, "README must delete the migrate Jobs before an apply"
+    assert section.index(m.group(0)) < section.index("| kubectl apply -f -")
+    key, value = m.groups()
+    jobs = [d for d in k8s if d["kind"] == "Job"]
+    assert len(jobs) == len(SERVICE_MODULES)
+    assert all(d["metadata"]["labels"].get(key) == value for d in jobs)
+    assert not [d for d in k8s if d["kind"] != "Job" and d["metadata"].get("labels", {}).get(key) == value]
+
+
+def test_workers_drain_within_their_grace_period(k8s: list[dict]) -> None:
+    """On SIGTERM a worker lets its loops and consumers finish the step under way for DRAIN_SECONDS (shared/cli.py),
+    then cancels; the pod's grace period must leave time after that to close connections before the SIGKILL."""
+    workers = [d for d in k8s if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-worker")]
+    assert len(workers) == len(SERVICE_MODULES)
+    for doc in workers:
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] >= DRAIN_SECONDS + 5, doc["metadata"]["name"]
+        assert "--drain-seconds" not in containers(doc)[0]["command"]
 
 
 @pytest.mark.parametrize("service", SERVICE_MODULES)

@@ -167,6 +167,10 @@ class Claim:
     owner: uuid.UUID
 
 
+class HandedBack(Exception):
+    """The worker is stopping: the job's batches so far are committed and its lease released for another worker."""
+
+
 class LeaseLost(Exception):
     """Another worker took the job over (this one stalled past its lease): stop, committing nothing more."""
 
@@ -202,6 +206,8 @@ class ImportRunner:
         #: Called whenever the job moves on (each transaction that renews its lease): a job is one step of the
         #: worker's import loop however long its file, and the worker's liveness heartbeat follows this.
         self.progress: Callable[[], None] = lambda: None
+        #: Set when the worker stops (SIGTERM): the job is handed back between batches (see :meth:`run`).
+        self.stop: asyncio.Event | None = None
 
     async def run_once(self) -> int:
         if time.monotonic() - self._swept > SWEEP_SECONDS:
@@ -211,6 +217,8 @@ class ImportRunner:
             return 0
         try:
             await self.run(claim)
+        except HandedBack:
+            log.info("import_handed_back", job_id=str(claim.job_id))
         except LeaseLost:
             LEASES_LOST.inc()
             log.warning("import_lease_lost", job_id=str(claim.job_id))
@@ -282,6 +290,8 @@ class ImportRunner:
                     waiting += raws[skip:]
                     skip = 0
                     while len(waiting) >= self.batch:
+                        if self.stop is not None and self.stop.is_set():
+                            await self._hand_back(claim, inflight)
                         await submit(waiting[:self.batch])
                         del waiting[:self.batch]
                 if waiting:
@@ -297,6 +307,17 @@ class ImportRunner:
                     turn.task.cancel()
                 await asyncio.gather(*(t.task for t in inflight), return_exceptions=True)
                 raise
+
+    async def _hand_back(self, claim: Claim, inflight: list[_Turn]) -> None:
+        """A stopping worker lets the batches in flight commit, then releases the lease, so another worker goes on
+        from there at once (its rolling deploy or scale-down does not leave the job waiting out the lease)."""
+        for turn in inflight:
+            await turn.task
+        async with self.sessionmaker() as session, session.begin():
+            await session.execute(sa.update(ImportJob).where(
+                ImportJob.id == claim.job_id, ImportJob.lease_owner == claim.owner).values(
+                lease_owner=None, lease_until=None, updated_at=utcnow()))
+        raise HandedBack(claim.job_id)
 
     async def _analyze(self, kind: str) -> None:
         """Fresh planner statistics for the tables a big import is growing: with the counts of an emptier table,
