@@ -51,3 +51,21 @@ class CustomerView(Base):
     status: Mapped[str] = mapped_column(sa.String(10), default="active")
     merged_into: Mapped[uuid.UUID | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiKeyView(Base):
+    """An integration key as notify_svc last heard of it (``customer.api_key.changed.v1``): a token stays valid for
+    its 15 minutes after the key was revoked or narrowed, so the webhook API and fan-out check the key's latest
+    state here rather than trusting the token's claims. No row: the key has not changed since it was created, and
+    its token is believed (the first endpoint it saves writes the token's claims here, ``changed_at`` null)."""
+
+    __tablename__ = "api_key"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    scopes: Mapped[list[str]]
+    store_ids: Mapped[list[str]] = mapped_column(comment="The key's stores (a key always lists its stores)")
+    revoked: Mapped[bool] = mapped_column(default=False)
+    #: The time of the event the state comes from (an older event is ignored); null when it comes from the key's
+    #: own token, which any event supersedes.
+    changed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

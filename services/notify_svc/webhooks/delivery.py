@@ -12,7 +12,9 @@ delivery; anything else (3xx included: redirects are not followed), a timeout, a
 refusal is retried after the spec's schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, then daily; plus up
 to 10 % jitter, or later when the partner sends ``Retry-After``) until ``webhook_max_attempts``, then failed with
 the last error (dead-lettered; the API can replay it). Pending deliveries of a disabled endpoint fail when
-claimed ("endpoint disabled"). Secrets and payloads are never logged, and only the host of the URL (partners put
+claimed ("endpoint disabled"), and so do those of an integration key's endpoint once the key is known revoked or
+without ``webhooks:manage``, or their event's store was taken from the key (queued before the change, they must
+not go out after it). Secrets and payloads are never logged, and only the host of the URL (partners put
 tokens in query strings).
 """
 
@@ -36,8 +38,9 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notify_svc.deps import audit_log
-from notify_svc.models import WebhookDelivery, WebhookEndpoint
+from notify_svc.models import ApiKeyView, WebhookDelivery, WebhookEndpoint
 from notify_svc.settings import NotifySettings
+from notify_svc.webhooks.keys import SCOPE
 from notify_svc.webhooks.signing import signed_headers
 from notify_svc.webhooks.ssrf import UnsafeTarget, check_target, guarded_transport
 from shared.db.base import utcnow
@@ -82,6 +85,20 @@ def _host(url: str) -> str:
         return httpx.URL(url).host
     except (httpx.InvalidURL, TypeError, ValueError):
         return "?"
+
+
+def _refused(row: Any) -> str | None:
+    """Why a due delivery must not go out any more (its endpoint, or its key as last heard of), None if it may."""
+    if not row.active:
+        return "endpoint disabled"
+    if row.revoked is None:  # staff's endpoint, or a key that never changed
+        return None
+    if row.revoked or SCOPE not in row.scopes:
+        return "integration key revoked or without webhooks:manage"
+    store = row.payload.get("storeid")
+    if store is not None and store not in row.key_store_ids:
+        return "the event's store is no longer one of the integration key's"
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,21 +159,23 @@ class WebhookDeliverer:
     # --- claim --------------------------------------------------------------------------------------------
 
     async def _claim(self) -> list[Claimed]:
-        d, e = WebhookDelivery, WebhookEndpoint
+        d, e, k = WebhookDelivery, WebhookEndpoint, ApiKeyView
         now = self.clock()
         async with self.sessionmaker() as session, session.begin():
             rows = (await session.execute(
                 sa.select(d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret,
-                          e.active)
+                          e.active, k.revoked, k.scopes, k.store_ids.label("key_store_ids"))
                 .join(e, e.id == d.endpoint_id)
+                .outerjoin(k, sa.and_(k.tenant_id == e.tenant_id, k.id == e.api_key_id))
                 .where(d.status == "pending", d.next_attempt_at <= now)
                 .order_by(d.next_attempt_at).limit(BATCH_SIZE)
                 .with_for_update(of=d, skip_locked=True))).all()
-            disabled = [r.id for r in rows if not r.active]
-            live = [r for r in rows if r.active]
-            if disabled:
-                await session.execute(sa.update(d).where(d.id.in_(disabled)).values(
-                    status="failed", last_error="endpoint disabled", next_attempt_at=None, updated_at=utcnow()))
+            refused = {r.id: why for r in rows if (why := _refused(r)) is not None}
+            live = [r for r in rows if r.id not in refused]
+            for why in set(refused.values()):
+                await session.execute(sa.update(d).where(d.id.in_([i for i, w in refused.items() if w == why]))
+                                      .values(status="failed", last_error=why, next_attempt_at=None,
+                                              updated_at=utcnow()))
             if live:
                 await session.execute(sa.update(d).where(d.id.in_([r.id for r in live])).values(
                     attempts=d.attempts + 1, next_attempt_at=now + self.lease, updated_at=utcnow()))

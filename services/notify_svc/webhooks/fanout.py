@@ -3,6 +3,12 @@
 Runs as a consumer handler, inside the consumer's transaction (its inbox row makes a redelivered event a no-op)
 and writes rows only: the HTTP calls happen later in :mod:`notify_svc.webhooks.delivery`, so a slow partner never
 holds the consumer. The unique (endpoint, event) pair makes a second fan-out of one event harmless as well.
+
+An integration key's endpoint gets nothing once notify_svc knows the key was revoked or lost ``webhooks:manage``,
+and only events of the key's current stores (a race with :func:`~notify_svc.webhooks.keys.follow_key`, or an
+endpoint saved with a token older than the change, must not leak another store's events). Free text that may hold
+a customer's phone number is masked for a key without ``pii:read``, as the exports mask it; a key notify_svc has
+no state of yet (an endpoint older than that state) counts as one without.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notify_svc.models import WebhookDelivery, WebhookEndpoint
+from notify_svc.models import ApiKeyView, WebhookDelivery, WebhookEndpoint
+from notify_svc.webhooks.keys import PII_SCOPE, SCOPE
 from shared.db.base import dialect_insert, utcnow
 from shared.events.envelope import CloudEvent
 from shared.ids import new_id
+from shared.pii import mask_phone
 
 #: Event types integration partners may subscribe to (an OEM follows its dealers' survey scores and complaints).
 PARTNER_EVENT_TYPES: tuple[str, ...] = (
@@ -33,6 +41,12 @@ PARTNER_EVENT_TYPES: tuple[str, ...] = (
     "survey.complaint.resolved.v1",
     "survey.complaint.closed.v1",
 )
+#: Free-text fields (paths into ``data``) a customer or staff member may have typed a phone number into: masked for
+#: a key without ``pii:read`` (followup_svc's completion export masks the same summary).
+FREE_TEXT: dict[str, tuple[tuple[str, ...], ...]] = {
+    "survey.response.low_score.v1": (("comment",),),
+    "followup.task.completed.v1": (("outcome", "summary"),),
+}
 #: The type of the test delivery ``POST /webhooks/endpoints/{id}/ping`` queues (never subscribed to).
 PING_EVENT_TYPE = "webhook.ping"
 
@@ -49,12 +63,47 @@ def wants(store_ids: list[str], event_types: list[str], event: CloudEvent, *, ow
     return event.storeid in store_ids
 
 
-def delivery_row(tenant_id: uuid.UUID, endpoint_id: uuid.UUID, event: CloudEvent) -> dict[str, Any]:
-    """The values of a new pending delivery of ``event`` (the CloudEvent as JSON is the request body)."""
+def key_allows(key: Any, event: CloudEvent) -> bool:
+    """Whether the key's latest known state (``revoked``, ``scopes``, ``key_store_ids`` of a fan-out row) lets its
+    endpoint have ``event``; no state (``revoked`` null): the key is as its token said when the endpoint was saved,
+    and the endpoint's own store filter is the key's."""
+    if key.revoked is None:
+        return True
+    return not key.revoked and SCOPE in key.scopes and event.storeid in key.key_store_ids
+
+
+def _mask_at(data: dict[str, Any], path: tuple[str, ...]) -> None:
+    *parents, leaf = path
+    for name in parents:
+        data = data.get(name)  # type: ignore[assignment]
+        if not isinstance(data, dict):
+            return
+    if isinstance(data.get(leaf), str):
+        data[leaf] = mask_phone(data[leaf])
+
+
+def partner_payload(event: CloudEvent, pii: bool) -> dict[str, Any]:
+    """The request body: the CloudEvent as JSON, its free text's phone numbers masked unless ``pii``."""
+    payload = event.model_dump(mode="json")
+    if not pii:
+        for path in FREE_TEXT.get(event.type, ()):
+            _mask_at(payload["data"], path)
+    return payload
+
+
+def delivery_row(tenant_id: uuid.UUID, endpoint_id: uuid.UUID, event: CloudEvent, *,
+                 pii: bool = True) -> dict[str, Any]:
+    """The values of a new pending delivery of ``event`` (the CloudEvent as JSON is the request body; see
+    :func:`partner_payload` for ``pii``)."""
     now = utcnow()
     return {"id": new_id(), "tenant_id": tenant_id, "endpoint_id": endpoint_id, "event_id": event.id,
-            "event_type": event.type, "payload": event.model_dump(mode="json"), "status": "pending",
+            "event_type": event.type, "payload": partner_payload(event, pii), "status": "pending",
             "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+
+
+def _sees_pii(row: Any) -> bool:
+    """Staff's endpoints get the event as it is; a key's only with ``pii:read`` among its known scopes."""
+    return row.api_key_id is None or (row.revoked is not None and PII_SCOPE in row.scopes)
 
 
 async def fan_out(session: AsyncSession, event: CloudEvent) -> None:
@@ -65,12 +114,15 @@ async def fan_out(session: AsyncSession, event: CloudEvent) -> None:
         tenant_id = uuid.UUID(event.tenantid)
     except ValueError:
         return
+    e, k = WebhookEndpoint, ApiKeyView
     endpoints = (await session.execute(
-        sa.select(WebhookEndpoint.id, WebhookEndpoint.store_ids, WebhookEndpoint.event_types,
-                  WebhookEndpoint.api_key_id)
-        .where(WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.active.is_(True)))).all()
-    rows = [delivery_row(tenant_id, e.id, event) for e in endpoints
-            if wants(e.store_ids, e.event_types, event, owned=e.api_key_id is not None)]
+        sa.select(e.id, e.store_ids, e.event_types, e.api_key_id, k.revoked, k.scopes,
+                  k.store_ids.label("key_store_ids"))
+        .outerjoin(k, sa.and_(k.tenant_id == e.tenant_id, k.id == e.api_key_id))
+        .where(e.tenant_id == tenant_id, e.active.is_(True)))).all()
+    rows = [delivery_row(tenant_id, r.id, event, pii=_sees_pii(r)) for r in endpoints
+            if wants(r.store_ids, r.event_types, event, owned=r.api_key_id is not None)
+            and (r.api_key_id is None or key_allows(r, event))]
     if rows:
         insert = dialect_insert(session)
         await session.execute(insert(WebhookDelivery).values(rows).on_conflict_do_nothing())

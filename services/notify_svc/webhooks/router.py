@@ -42,8 +42,9 @@ async def create_endpoint(ctx: CtxDep, body: EndpointCreate, idempotency_key: Id
     Every delivery is a POST of the CloudEvent as JSON, signed per Standard Webhooks (`webhook-id`,
     `webhook-timestamp`, `webhook-signature`). The URL must be https and resolve to public addresses only (422 on
     `body.url`); `store_ids` must be stores of your dealer group (of your key, for an integration; empty: all of
-    the key's). Honours `Idempotency-Key` (a repeat answers the first response, secret included, to the same
-    caller only)."""
+    the key's, as notify_svc last heard of it). A key revoked or without `webhooks:manage` since its token was issued
+    is refused (403) even while the token is valid. Honours `Idempotency-Key` (a repeat answers the first response,
+    secret included, to the same caller only)."""
 
     async def created() -> tuple[dict[str, Any], dict[str, str]]:
         endpoint = await service.create_endpoint(ctx, body)
@@ -76,7 +77,9 @@ async def update_endpoint(ctx: CtxDep, endpoint_id: EndpointId, body: EndpointUp
     """Change the URL (checked like at creation), event types, store filter, partner name or `active`. A key's
     endpoint stays within the key's stores: staff may narrow its store filter, not widen it. Pausing
     (`active` false) fails its pending deliveries as `endpoint disabled` (replay them after re-activating). An
-    endpoint the partner answered 410 Gone is disabled the same way. Requires `If-Match`."""
+    endpoint the partner answered 410 Gone is disabled the same way. A key revoked or without `webhooks:manage`
+    changes nothing with a token still valid (403), and its endpoints cannot be re-activated by staff either (422
+    on `active`). Requires `If-Match`."""
     return _tagged(response, await service.update_endpoint(ctx, endpoint_id, body, if_match))
 
 

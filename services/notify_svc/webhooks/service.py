@@ -9,6 +9,11 @@ them when the endpoint is saved); admins may narrow that filter, never widen it.
 SSRF-checked before the transaction opens (DNS can be slow). Secrets leave only in the create and rotate answers
 and never enter the audit log.
 
+A token outlives a change of its key by up to 15 minutes, so a partner's create and change also check the key's
+latest state notify_svc heard of (:mod:`notify_svc.webhooks.keys`): revoked, or without ``webhooks:manage``, is
+403; its stores are the token's that the key still has. An endpoint whose key is revoked, lacks the scope or has
+none of the endpoint's stores left cannot be re-activated by staff either.
+
 ``WebhookEndpoint`` has no version column: its ETag is the microsecond of its last change (``updated_at``),
 read and compared under a row lock, so a stale ``If-Match`` still answers 412.
 """
@@ -22,14 +27,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
 from notify_svc.deps import Ctx
-from notify_svc.models import StoreView, WebhookDelivery, WebhookEndpoint
+from notify_svc.models import ApiKeyView, StoreView, WebhookDelivery, WebhookEndpoint
 from notify_svc.webhooks.fanout import PING_EVENT_TYPE, delivery_row
+from notify_svc.webhooks.keys import SCOPE, known_key, remember_token, usable
 from notify_svc.webhooks.schemas import EndpointCreate, EndpointUpdate
 from notify_svc.webhooks.signing import new_secret
 from notify_svc.webhooks.ssrf import check_target
 from shared.audit import snapshot
 from shared.db.base import utcnow
-from shared.errors import BusinessRuleViolation, InvalidField, NotFound, reject_nulls
+from shared.errors import BusinessRuleViolation, Forbidden, InvalidField, NotFound, reject_nulls
 from shared.events.envelope import CloudEvent
 from shared.http.etag import check_if_match, etag_for
 from shared.http.pagination import PageParams, paginate
@@ -65,16 +71,41 @@ def _allow_private(ctx: Ctx) -> bool:
     return bool(ctx.runtime.settings.webhook_allow_private)
 
 
-async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID],
-                        endpoint: WebhookEndpoint | None = None) -> list[str]:
+async def _calling_key(ctx: Ctx) -> ApiKeyView | None:
+    """A partner's key as notify_svc knows it now (written from the token when it never changed), 403 when it was
+    revoked or lost ``webhooks:manage`` since the token was issued; None for staff."""
+    if _owner(ctx) is None:
+        return None
+    key = await remember_token(ctx.session, ctx.principal)
+    if key.revoked:
+        raise Forbidden("Your integration key was revoked: its tokens no longer manage webhooks.")
+    if SCOPE not in key.scopes:
+        raise Forbidden(f"Your integration key no longer holds the `{SCOPE}` scope.")
+    return key
+
+
+def _key_stores(ctx: Ctx, key: ApiKeyView | None) -> list[uuid.UUID]:
+    """The stores a partner may filter on: its token's that its key still has (a store taken from the key after
+    the token was issued is gone; one added comes with the next token)."""
+    stores = ctx.principal.store_ids
+    if key is not None:
+        stores = stores & {uuid.UUID(s) for s in key.store_ids}
+    return sorted(stores)
+
+
+async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID], endpoint: WebhookEndpoint | None = None,
+                        key: ApiKeyView | None = None) -> list[str]:
     """The ids as stored, each a store of the caller's dealer group (else 422 naming the entry). A partner's
-    must be stores of its key, none meaning all of the key's; an admin changing a partner's endpoint may only
-    narrow its stores (notify_svc does not know the key's stores, only that the endpoint's are among them)."""
+    must be stores of its key (``key``: its latest known state), none meaning all of the key's; an admin changing
+    a partner's endpoint may only narrow its stores (the endpoint's are the key's, follow_key keeps them so)."""
     if _owner(ctx) is not None:
+        allowed = _key_stores(ctx, key)
         for i, store_id in enumerate(store_ids):
-            if store_id not in ctx.principal.store_ids:
+            if store_id not in allowed:
                 raise InvalidField(f"body.store_ids.{i}", "not a store of your integration key")
-        return [str(s) for s in (store_ids or sorted(ctx.principal.store_ids))]
+        if not store_ids and not allowed:
+            raise InvalidField("body.store_ids", "your integration key has none of your token's stores any more")
+        return [str(s) for s in (store_ids or allowed)]
     if endpoint is not None and endpoint.api_key_id is not None:
         if not store_ids:
             raise InvalidField("body.store_ids", "a partner's endpoint keeps a store filter; name its stores")
@@ -115,11 +146,12 @@ async def create_endpoint(ctx: Ctx, body: EndpointCreate) -> WebhookEndpoint:
     """A new active endpoint with a fresh secret (the caller reads it once, from this answer)."""
     await check_target(body.url, _allow_private(ctx))
     async with ctx.session.begin():
+        key = await _calling_key(ctx)
         endpoint = WebhookEndpoint(tenant_id=ctx.principal.tenant_id, api_key_id=_owner(ctx),
                                    partner=body.partner, url=body.url,
                                    event_types=list(body.event_types),
-                                   store_ids=await _check_stores(ctx, body.store_ids), secret=new_secret(),
-                                   active=True)
+                                   store_ids=await _check_stores(ctx, body.store_ids, key=key),
+                                   secret=new_secret(), active=True)
         ctx.session.add(endpoint)
         await ctx.session.flush()
         _audit(ctx, "create", "webhook_endpoint", endpoint.id, after=snapshot(endpoint, _HIDDEN_ENDPOINT))
@@ -147,10 +179,13 @@ async def update_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, body: EndpointUpdate
     if "url" in changes:
         await check_target(changes["url"], _allow_private(ctx))
     async with ctx.session.begin():
+        key = await _calling_key(ctx)
         endpoint = await _endpoint(ctx, endpoint_id, lock=True)
         check_if_match(if_match, version_of(endpoint))
         if "store_ids" in changes:
-            changes["store_ids"] = await _check_stores(ctx, body.store_ids or [], endpoint)
+            changes["store_ids"] = await _check_stores(ctx, body.store_ids or [], endpoint, key)
+        if changes.get("active"):
+            await _check_activation(ctx, endpoint, changes.get("store_ids", endpoint.store_ids))
         before = snapshot(endpoint, _HIDDEN_ENDPOINT)
         for name, value in changes.items():
             setattr(endpoint, name, value)
@@ -159,6 +194,22 @@ async def update_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, body: EndpointUpdate
             await ctx.session.flush()
             _audit(ctx, "update", "webhook_endpoint", endpoint.id, before, snapshot(endpoint, _HIDDEN_ENDPOINT))
     return endpoint
+
+
+async def _check_activation(ctx: Ctx, endpoint: WebhookEndpoint, store_ids: list[str]) -> None:
+    """A key's endpoint turned on again must still be the key's to have (what follow_key stopped stays stopped:
+    revoked, without ``webhooks:manage``, or no store left), else 422 on ``active``. The partner itself was
+    refused before (403) when its key is revoked or lacks the scope. No lock on the key's row: the endpoint's
+    own lock orders this change with follow_key's, which re-reads the endpoint once this one commits."""
+    if endpoint.api_key_id is None:
+        return
+    key = await known_key(ctx.session, endpoint.tenant_id, endpoint.api_key_id)
+    if key is not None and not usable(key):
+        raise InvalidField("body.active", "the endpoint's integration key was revoked or no longer holds "
+                                          f"`{SCOPE}`; it cannot be re-activated")
+    if not store_ids:
+        raise InvalidField("body.active", "the endpoint has no store of its integration key left; name its stores "
+                                          "in `store_ids`")
 
 
 async def rotate_secret(ctx: Ctx, endpoint_id: uuid.UUID, if_match: str | None) -> WebhookEndpoint:
