@@ -174,6 +174,8 @@ class AmqpConsumerRunner:
         #: Batchable events (see ``Subscription.batch_handler``) wait up to ``BATCH_LINGER`` for company.
         self.batch_size = min(prefetch, BATCH_MAX)
         self._batch: list[tuple[CloudEvent, asyncio.Future[BaseException | None]]] = []
+        #: Messages being handled (each delivery runs as its own task): a stopping worker lets them finish.
+        self._handling: set[asyncio.Task[Any]] = set()
         self._flush: asyncio.TimerHandle | None = None
 
     @property
@@ -209,7 +211,7 @@ class AmqpConsumerRunner:
             queue = await declare_service_queues(channel, exchange, self.consumer.service,
                                                  self.consumer.patterns, self.retry_delays_ms)
             self._channel = channel
-            await queue.consume(self._on_message)
+            tag = await queue.consume(self._on_message)
             self.connected.set()
             log.info("consumer_started", service=self.consumer.service, queue=queue.name)
             waiters = [asyncio.ensure_future(closed.wait()), asyncio.ensure_future(stop.wait())]
@@ -223,11 +225,27 @@ class AmqpConsumerRunner:
             finally:
                 for w in waiters:
                     w.cancel()
+            if stop.is_set() and not closed.is_set():
+                await self._finish_handling(queue, tag)
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    async def _finish_handling(self, queue: AbstractQueue, tag: str) -> None:
+        """Stopping (SIGTERM): no new deliveries, and the messages under way are handled and acked before the
+        connection closes, instead of being cut off, rolled back and delivered again (the worker's drain bounds
+        the wait)."""
+        with contextlib.suppress(Exception):
+            await queue.cancel(tag)
+        self._start_batch()
+        while self._handling:
+            await asyncio.wait(set(self._handling))
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handling.add(task)
+            task.add_done_callback(self._handling.discard)
         attempt = int((message.headers or {}).get("x-attempt", 0)) + 1
         try:
             event = CloudEvent.model_validate_json(message.body)

@@ -156,6 +156,47 @@ class TestPoisonAndReplay:
             await eventually(lambda: asyncio.sleep(0, 0 in handled))
             assert await list_parked(infra_env.amqp_url, service) == []
 
+    async def test_a_stopping_consumer_finishes_the_messages_under_way(
+            self, infra_env: Infra, customer_runtime: CustomerRuntime) -> None:
+        """SIGTERM while a handler runs: it finishes and its message is acked before the connection closes (not
+        cut off, rolled back and delivered again to the next worker)."""
+        service = f"test_stop_{uuid.uuid4().hex[:6]}"
+        started, handled = asyncio.Event(), []
+
+        async def handler(session, event: CloudEvent) -> None:  # type: ignore[no-untyped-def]
+            started.set()
+            await asyncio.sleep(0.5)
+            handled.append(event.data["n"])
+
+        consumer = EventConsumer(service, customer_runtime.sessionmaker, customer_runtime.messaging.inbox,
+                                 [Subscription("probe", (f"test.{service}.#",), handler)])
+        key = f"test.{service}.probe.v1"
+
+        async def consume_until_stopped(stop: asyncio.Event) -> None:
+            runner = AmqpConsumerRunner(consumer, infra_env.amqp_url, infra_env.exchange, prefetch=10,
+                                        retry_delays_ms=[100])
+            task = asyncio.create_task(runner.run(stop))
+            await asyncio.wait_for(runner.connected.wait(), 10)
+            await task
+
+        stop = asyncio.Event()
+        first = asyncio.create_task(consume_until_stopped(stop))
+        event = CloudEvent(id=uuid.uuid4(), source="test", type=key, time="2026-11-23T08:00:00Z", data={"n": 1})
+        await asyncio.sleep(0.5)  # consuming
+        await publish_raw(infra_env, event.model_dump_json().encode(), key, str(event.id))
+        await asyncio.wait_for(started.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(first, 10)
+        assert handled == [1]  # finished before the runner returned
+        # acked: a fresh consumer on the queue gets nothing more
+        started.clear()
+        again = asyncio.Event()
+        second = asyncio.create_task(consume_until_stopped(again))
+        await asyncio.sleep(1.5)
+        again.set()
+        await asyncio.wait_for(second, 10)
+        assert handled == [1] and not started.is_set()
+
     async def test_database_outage_is_retried_without_using_up_attempts(
             self, infra_env: Infra, customer_runtime: CustomerRuntime) -> None:
         from sqlalchemy.exc import OperationalError
