@@ -34,6 +34,8 @@ log = structlog.get_logger("cli")
 #: left: below the pods' 30 s ``terminationGracePeriodSeconds`` (deploy/k8s), so that closing the pools and
 #: connections still fits before the SIGKILL.
 DRAIN_SECONDS = 20.0
+#: An API keeps an idle connection open this long: past nginx's upstream keep-alive (60 s, deploy/gateway).
+UPSTREAM_KEEP_ALIVE_SECONDS = 75
 #: ``wait-migrated``: how long an api or worker pod's init container waits for the migrate Job (it then fails, and
 #: the kubelet starts it again with back-off), and how often it looks.
 WAIT_MIGRATED_SECONDS = 300.0
@@ -186,8 +188,11 @@ def service_main(settings_cls: type[ServiceSettings], build_runtime: Callable[..
     configure_logging(name, settings.log_level, settings.log_json)
     if args.cmd == "api":
         metrics.share_between_processes(args.workers)
+        # Idle connections are kept longer than the gateway keeps its upstream ones (nginx: 60 s): else nginx may
+        # send a request down a connection uvicorn is closing (its default is 5 s), and answer it 502.
         uvicorn.run(f"{app_factory.__module__}:{app_factory.__name__}", factory=True, host=args.host,
-                    port=args.port, workers=args.workers, log_config=None, access_log=False)
+                    port=args.port, workers=args.workers, log_config=None, access_log=False,
+                    timeout_keep_alive=UPSTREAM_KEEP_ALIVE_SECONDS)
     elif args.cmd == "worker":
         # uvloop, as uvicorn uses for the API: the worker is event-loop bound (thousands of small database,
         # broker and provider round trips a second), and uvloop's loop costs a fraction of asyncio's.

@@ -428,6 +428,14 @@ def test_api_is_probed_on_readyz_and_healthz(by: dict, service: str) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICE_MODULES)
+@pytest.mark.parametrize("component", ["api", "worker"])
+def test_rollouts_start_a_new_pod_before_stopping_an_old_one(by: dict, service: str, component: str) -> None:
+    """New pods wait for their migration (init container): no old pod may stop before a new one is ready."""
+    deployment = by[("Deployment", f"{service.replace('_', '-')}-{component}")]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
+@pytest.mark.parametrize("service", SERVICE_MODULES)
 def test_worker_is_probed_on_its_heartbeat_file(by: dict, service: str) -> None:
     """Workers serve no API: the worker touches <PREFIX>_WORKER_HEARTBEAT_FILE while its relay, loops and consumers'
     reconnect loop turn (shared/cli.py; a broker outage is not a dead worker), and every probe checks that file is

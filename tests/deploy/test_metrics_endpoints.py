@@ -1,6 +1,7 @@
 """``/metrics`` from real processes, as a deployment runs them: an API of two uvicorn processes answers every scrape
 with the sum over both (a scrape reaches one of them at random), and a worker, which has no API, serves its own
-metrics on its metrics port: what its relay published and what its import jobs did."""
+metrics on its metrics port: what its relay published and what its import jobs did. The API also keeps idle
+connections open past uvicorn's 5 s default, as the gateway expects."""
 
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ async def test_api_metrics_add_up_its_processes_and_a_worker_serves_its_own(tmp_
         processes.append(start(["api", "--port", str(api_port), "--workers", "2"], env, tmp_path / "api.log"))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api:
             await eventually(lambda: _ok(api.get("/healthz")))
+            # An idle connection outlives uvicorn's default 5 s (the gateway reuses its upstream ones for 60 s).
+            reader, writer = await asyncio.open_connection("127.0.0.1", api_port)
+            for pause in (0, 6):
+                await asyncio.sleep(pause)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n")
+                await writer.drain()
+                assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200"), pause
+                await asyncio.wait_for(reader.readuntil(b'{"status":"ok"}'), 5)
+            writer.close()
             # New connections each (the two processes share the listening socket), answered 401 without a token.
             requests = 40
             for _ in range(requests):
