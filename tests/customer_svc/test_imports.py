@@ -628,3 +628,18 @@ async def test_a_stopping_worker_hands_its_job_back_between_batches(client: http
     done = await finished(client, group.headers(Role.ADMIN), str(claim.job_id))
     assert (done["status"], done["accepted"], done["rejected"], done["rows_done"]) == ("done", 6, 0, 6), done
     assert sorted(r["row"] for r in await rows(client, group.headers(Role.ADMIN), str(claim.job_id))) == list(range(2, 8))
+
+
+async def test_one_id_number_for_two_records_of_a_file_is_refused_the_second_time(client: httpx.AsyncClient,
+                                                                                 group: Group) -> None:
+    header = "客户编号,姓名,手机,门店编码,身份证号"
+    first, second = ext(), ext()
+    body = "\n".join([header, f"{first},张三,{new_phone()},A,11010519491231002X",
+                      f"{second},李四,{new_phone()},A,11010519491231002X",
+                      f"{first},张三丰,{new_phone()},A,11010519491231002X"]).encode()
+    job = await upload(client, group.headers(Role.ADMIN), body)
+    done = await finished(client, group.headers(Role.ADMIN), job["id"])
+    report = {r["row"]: r for r in await rows(client, group.headers(Role.ADMIN), job["id"])}
+    assert (done["accepted"], done["updated"], done["rejected"]) == (1, 1, 1), done
+    assert (report[3]["status"], report[3]["field"]) == ("rejected", "id_number"), report[3]
+    assert report[4]["status"] == "updated"  # the same customer again keeps its number

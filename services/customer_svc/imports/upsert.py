@@ -36,7 +36,8 @@ from shared.pacing import paced
 #: Customer fields a record may set (absent ones are left as they are).
 CUSTOMER_FIELDS = ("name", "kind", "gender", "birthday", "id_number", "address", "wechat_openid", "customer_no")
 VEHICLE_FIELDS = tuple(n for n in VehicleFields.model_fields if n not in ("delivery_date", "mileage_km"))
-#: Phone numbers given to customers in a batch: (store code, number) -> the customer's external id.
+#: Phone and ID numbers given to customers in a batch: (store code, phone number or "id:" + ID number) -> the
+#: customer's external id.
 Claims = dict[tuple[str, str], str]
 #: How far ahead of our clock a DMS settlement time may be (reception PCs drift).
 CLOCK_SKEW = timedelta(minutes=5)
@@ -309,6 +310,8 @@ class Intake:
                              + (f" (external id {owner[1]})" if owner[1] else ""))
             if self._claimed_by(store, number) not in (None, rec.external_id):
                 raise Reject(name, "the same number as an earlier record, for another customer")
+        if rec.id_number and self._claimed_by(store, "id:" + rec.id_number) not in (None, rec.external_id):
+            raise Reject("id_number", "the same ID number as an earlier record, for another customer")
         if rec.customer_no and used_numbers.get(rec.customer_no, cid) != cid:
             raise Reject("customer_no", "already used by another customer")
         if customer is not None:
@@ -342,6 +345,8 @@ class Intake:
                 v_changes["selling_consultant_id"] = sales
         for number in phones:
             self.claims[(store.code, number)] = rec.external_id
+        if rec.id_number:
+            self.claims[(store.code, "id:" + rec.id_number)] = rec.external_id
 
         # --- decided: now change ---
         owner_now = rec.relationship == "owner" or rec.delivery_date is not None
