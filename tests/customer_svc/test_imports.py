@@ -338,16 +338,19 @@ class Stalling(ImportRunner):
                 lease_owner=uuid.uuid4()))
 
 
-async def leased_job(group: Group, lines: list[str], header: str = HEADER_ZH) -> Claim:
-    """A CSV job already claimed by a test's runner (so the service's own import loop leaves it alone)."""
+async def leased_job(group: Group, lines: list[str], header: str = HEADER_ZH, *, by: uuid.UUID | None = None,
+                     stores: list[str] | None = None) -> Claim:
+    """A CSV job already claimed by a test's runner (so the service's own import loop leaves it alone); uploaded
+    by staff, or by the integration key ``by`` for ``stores``."""
     body = "\n".join([header, *lines]).encode()
     claim = Claim(new_id(), uuid.uuid4())
     async with group.runtime.sessionmaker() as session:
         async with session.begin():
             session.add(ImportJob(id=claim.job_id, tenant_id=group.tenant_id, kind="customers", format="csv",
                                   encoding="auto", status="running", lease_until=utcnow() + timedelta(minutes=5),
-                                  lease_owner=claim.owner, created_by=uuid.uuid4(), created_by_kind="staff",
-                                  warnings=[], scope_store_ids=None))
+                                  lease_owner=claim.owner, created_by=by or uuid.uuid4(),
+                                  created_by_kind="integration" if by else "staff", warnings=[],
+                                  scope_store_ids=[str(group.stores[s]) for s in stores] if by and stores else None))
 
         async def chunks():  # type: ignore[no-untyped-def]
             yield body
@@ -643,3 +646,31 @@ async def test_one_id_number_for_two_records_of_a_file_is_refused_the_second_tim
     assert (done["accepted"], done["updated"], done["rejected"]) == (1, 1, 1), done
     assert (report[3]["status"], report[3]["field"]) == ("rejected", "id_number"), report[3]
     assert report[4]["status"] == "updated"  # the same customer again keeps its number
+
+
+async def test_a_key_revoked_or_narrowed_after_its_upload_stops_or_narrows_the_job(client: httpx.AsyncClient,
+                                                                                  group: Group) -> None:
+    """The worker acts for the key as it is when the job runs, not as it was at the upload."""
+    admin = group.headers(Role.ADMIN)
+    key = await client.post("/api/v1/api-keys", headers=admin, json={
+        "name": "DMS feed", "scopes": ["imports:write"], "store_ids": [str(group.stores["A"]), str(group.stores["B"])]})
+    assert key.status_code == 201, key.text
+    key_id = uuid.UUID(key.json()["id"])
+    a, b = (ext(), new_phone(), new_vin()), (ext(), new_phone(), new_vin())
+    narrowed = await client.patch(f"/api/v1/api-keys/{key_id}", json={"store_ids": [str(group.stores["A"])]},
+                                  headers={**admin, "If-Match": "*"})
+    assert narrowed.status_code == 200, narrowed.text
+    claim = await leased_job(group, [zh_row(*a), zh_row(*b, store="B")], by=key_id, stores=["A", "B"])
+    await small_batches(group).run(claim)
+    done, report, names = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["accepted"], done["rejected"]) == ("done", 1, 1), done
+    assert report[3]["field"] == "store_code" and set(names) == {a[0]}
+
+    revoked = await client.delete(f"/api/v1/api-keys/{key_id}", headers=admin)
+    assert revoked.status_code in (200, 204), revoked.text
+    c = (ext(), new_phone(), new_vin())
+    claim = await leased_job(group, [zh_row(*c)], by=key_id, stores=["A"])
+    await small_batches(group).run(claim)
+    done, report, names = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["rows_done"]) == ("failed", 0) and "revoked" in done["error"], done
+    assert c[0] not in names

@@ -13,7 +13,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from customer_svc.imports.reader import FileError, FileReader, Raw
 from customer_svc.imports.records import RECORDS, RowResult
 from customer_svc.imports.scope import IntakeScope
 from customer_svc.imports.upsert import Claims, Intake, batch_keys
-from customer_svc.models import (Customer, CustomerPhone, ImportChunk, ImportJob, ImportRow, ServiceVisit,
+from customer_svc.models import (ApiKey, Customer, CustomerPhone, ImportChunk, ImportJob, ImportRow, ServiceVisit,
                                  Vehicle)
 from customer_svc.settings import CustomerSettings
 from shared.auth import Principal, Role
@@ -93,6 +93,21 @@ def job_principal(job: ImportJob) -> Principal:
                      store_ids=frozenset(uuid.UUID(s) for s in stores or []),
                      roles=frozenset({Role.ADMIN} if stores is None else {Role.INTEGRATION}),
                      kind=job.created_by_kind)
+
+
+async def acting_for(session: AsyncSession, job: ImportJob) -> Principal | str:
+    """The uploader as the worker acts for them now, or why it no longer may. An integration key revoked, or without
+    ``imports:write``, since the upload stops its job (failed, at the next claim); one narrowed since writes only the
+    stores it still has. A key not on file (tokens minted without one, as tests do) acts as at upload."""
+    principal = job_principal(job)
+    if job.created_by_kind != "integration":
+        return principal
+    key = await session.get(ApiKey, job.created_by)
+    if key is None:
+        return principal
+    if key.revoked_at is not None or "imports:write" not in key.scopes:
+        return "the integration key that uploaded the file was revoked, or lost imports:write, before it was done"
+    return replace(principal, store_ids=principal.store_ids & {uuid.UUID(s) for s in key.store_ids})
 
 
 def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
@@ -263,7 +278,12 @@ class ImportRunner:
             assert job is not None
             kind, skip = job.kind, job.rows_done
             reader = FileReader(kind, job.format, job.encoding, slice_lines=self.batch)
-            scope = await IntakeScope.load(session, job_principal(job))
+            acting = await acting_for(session, job)
+            if isinstance(acting, str):
+                await session.commit()
+                await self._finish(session, claim, reader, acting)
+                return
+            scope = await IntakeScope.load(session, acting)
             await session.commit()
             # Batches in flight (see :meth:`_batch`): one in Python while the others wait on Postgres.
             inflight: list[_Turn] = []
