@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -81,3 +82,27 @@ async def test_broker_outage_does_not_make_the_api_unready(infra_env: Infra) -> 
     resp = await readiness_with(infra_env, amqp_url="amqp://guest:guest@127.0.0.1:1/")
     assert resp.status_code == 200  # the outbox keeps the events; the API goes on serving
     assert resp.json()["checks"]["database"] == "ok" and resp.json()["checks"]["broker"].startswith("down")
+
+
+async def test_a_hanging_broker_check_answers_readiness_within_the_probe_timeout() -> None:
+    """A black-holed broker (informational) and a slow database check run at once, each cut at its limit: the
+    answer comes within the probe's 4 s, and says ready."""
+    import time
+
+    from fastapi import FastAPI
+
+    from shared.observability.health import CHECK_SECONDS, health_router
+
+    async def database() -> None:
+        await asyncio.sleep(CHECK_SECONDS - 0.5)
+
+    async def broker() -> None:
+        await asyncio.sleep(60)
+
+    app = FastAPI()
+    app.include_router(health_router({"database": database}, {"broker": broker}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        started = time.monotonic()
+        resp = await client.get("/readyz")
+    assert time.monotonic() - started < CHECK_SECONDS + 1 < 4
+    assert resp.status_code == 200 and resp.json()["checks"] == {"database": "ok", "broker": "down: TimeoutError"}
