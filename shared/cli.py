@@ -25,6 +25,7 @@ from shared.events.envelope import CloudEvent
 from shared.messaging.amqp import list_parked, replay_parked
 from shared.observability import metrics
 from shared.observability.logging import configure_logging
+from shared.periodic import drain
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 
@@ -52,31 +53,6 @@ async def heartbeat(runtime: ServiceRuntime, path: Path, stop: asyncio.Event, ev
             path.touch()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
-
-
-async def drain(tasks: list[asyncio.Task[None]], stop: asyncio.Event, timeout: float,
-                hurry: asyncio.Event | None = None) -> list[asyncio.Task[None]]:
-    """Set ``stop``, let ``tasks`` finish the step under way (every loop checks ``stop`` between steps) for up to
-    ``timeout`` seconds or until ``hurry`` is set, then cancel what is left; returns the tasks it cancelled.
-
-    A rolling deploy or a scale-down must not cut a relay batch or a scheduler step in half: it would be rolled
-    back and done again by another replica, and its provider calls or published events would then repeat."""
-    stop.set()
-    if tasks:
-        finished = asyncio.ensure_future(asyncio.wait(tasks))
-        hurried = asyncio.ensure_future((hurry or asyncio.Event()).wait())
-        try:
-            await asyncio.wait([finished, hurried], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            finished.cancel()  # cancels the waiting, not the tasks
-            hurried.cancel()
-    left = [t for t in tasks if not t.done()]
-    if left:
-        log.warning("worker_drain_cancelled", tasks=[t.get_name() for t in left], timeout=timeout)
-    for t in left:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return left
 
 
 async def run_worker(runtime: ServiceRuntime, drain_seconds: float = DRAIN_SECONDS) -> None:

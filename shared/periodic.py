@@ -62,3 +62,28 @@ class Periodic:
                 continue  # more work is waiting: no pause
             self.wakeup.clear()
             await pause(self.poll_seconds, self.wakeup, stop)
+
+
+async def drain(tasks: list[asyncio.Task[None]], stop: asyncio.Event, timeout: float,
+                hurry: asyncio.Event | None = None) -> list[asyncio.Task[None]]:
+    """Set ``stop``, let ``tasks`` finish the step under way (every loop checks ``stop`` between steps) for up to
+    ``timeout`` seconds or until ``hurry`` is set, then cancel what is left; returns the tasks it cancelled.
+
+    A rolling deploy or a scale-down must not cut a relay batch or a scheduler step in half: it would be rolled
+    back and done again by another replica, and its provider calls or published events would then repeat."""
+    stop.set()
+    if tasks:
+        finished = asyncio.ensure_future(asyncio.wait(tasks))
+        hurried = asyncio.ensure_future((hurry or asyncio.Event()).wait())
+        try:
+            await asyncio.wait([finished, hurried], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()  # cancels the waiting, not the tasks
+            hurried.cancel()
+    left = [t for t in tasks if not t.done()]
+    if left:
+        log.warning("worker_drain_cancelled", tasks=[t.get_name() for t in left], timeout=timeout)
+    for t in left:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return left

@@ -18,6 +18,7 @@ from shared.http.call_audit import CallAuditMiddleware, audits_of
 from shared.http.nul_guard import NulGuardMiddleware
 from shared.observability.health import health_router
 from shared.observability.middleware import RequestContextMiddleware
+from shared.periodic import drain
 
 if TYPE_CHECKING:
     from shared.runtime import ServiceRuntime
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 #: Young-generation collections every 20k allocations instead of 700: request handling allocates many
 #: short-lived objects, and the default runs a collection every few requests.
 GC_THRESHOLDS = (20_000, 20, 20)
+#: At shutdown, how long the process's loops may take to finish their step (after uvicorn's own request drain, within
+#: the pod's 30 s grace period).
+LIFESPAN_DRAIN_SECONDS = 10.0
 
 
 def runtime_dependency(service: str):  # type: ignore[no-untyped-def]
@@ -64,10 +68,9 @@ def create_app(*, title: str, description: str, runtimes: Sequence[ServiceRuntim
         try:
             yield
         finally:
-            stop.set()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # The loops finish the step under way (a relay batch, a scheduler turn in embedded mode) before the rest
+            # is cancelled; uvicorn has already let the requests under way finish.
+            await drain(tasks, stop, LIFESPAN_DRAIN_SECONDS)
             for audit in audits.values():
                 await audit.final_flush()
             for rt in runtimes:
