@@ -14,6 +14,7 @@ from alembic import command, context
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.db.base import UTCDateTime
@@ -57,6 +58,15 @@ def is_migrated(current: set[str], settings: ServiceSettings, migrations_dir: Pa
     return bool(current) and (set(script.get_heads()) <= current or not current <= known)
 
 
+def migration_engine(url: str) -> AsyncEngine:
+    """The engine a migration runs on. Without the services' statement and lock timeouts, which
+    ``deploy/postgres/roles.sql`` also sets on their roles: an index build or a backfill on a big table takes as
+    long as it takes, rather than failing at 30 s on every retry of the migrate Job."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return create_async_engine(url)
+    return create_async_engine(url, connect_args={"server_settings": {"statement_timeout": "0", "lock_timeout": "0"}})
+
+
 def run_env(metadata: sa.MetaData) -> None:
     """Body of every service's ``migrations/env.py``."""
     cfg = context.config
@@ -90,7 +100,7 @@ def run_env(metadata: sa.MetaData) -> None:
             context.run_migrations()
 
     async def main() -> None:
-        engine = create_async_engine(url)
+        engine = migration_engine(url)
         async with engine.connect() as conn:
             await conn.run_sync(do_run)
             await conn.commit()

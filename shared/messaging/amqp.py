@@ -28,16 +28,17 @@ log = structlog.get_logger("amqp")
 CONTENT_TYPE = "application/cloudevents+json"
 
 
-#: deadlock_detected, serialization_failure, lock_not_available (lock_timeout), query_canceled (statement_timeout),
-#: too_many_connections, admin_shutdown, crash_shutdown, cannot_connect_now
-RETRY_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57014", "53300", "57P01", "57P02", "57P03"})
+#: deadlock_detected, serialization_failure, lock_not_available (lock_timeout), too_many_connections,
+#: admin_shutdown, crash_shutdown, cannot_connect_now. Not query_canceled (statement_timeout): a query that always
+#: takes too long would be retried for ever without using up attempts; it is parked like any failure instead.
+RETRY_SQLSTATES = frozenset({"40P01", "40001", "55P03", "53300", "57P01", "57P02", "57P03"})
 
 
 def is_transient(exc: BaseException) -> bool:
     """Failures of the infrastructure rather than of the event: a lost or refused connection, a timeout (the
-    network's, a statement's, a lock wait's, or the wait for a pooled connection), Postgres restarting or out of
-    connections, or a deadlock / serialization failure (another transaction won; the same event succeeds when tried
-    again). Under contention (an import holding rows a consumer locks) these must not use up an event's attempts."""
+    network's, a lock wait's, or the wait for a pooled connection), Postgres restarting or out of connections, or a
+    deadlock / serialization failure (another transaction won; the same event succeeds when tried again). Under
+    contention (an import holding rows a consumer locks) these must not use up an event's attempts."""
     if isinstance(exc, DBAPIError) and (exc.connection_invalidated
                                         or getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES):
         return True

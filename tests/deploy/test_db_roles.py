@@ -167,3 +167,18 @@ async def test_roles_carry_the_services_timeouts(roles_db: RolesDb) -> None:
             assert await own.fetchval("SHOW idle_in_transaction_session_timeout") == "2min"
         finally:
             await own.close()
+
+
+async def test_migrations_run_without_the_roles_timeouts(roles_db: RolesDb) -> None:
+    """An index build or backfill on a big table must not fail at the services' 30 s on every retry."""
+    import sqlalchemy as sa
+
+    from shared.db.migrations import migration_engine
+
+    engine = migration_engine(roles_db.role_url("customer_svc"))
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.scalar(sa.text("SHOW statement_timeout"))) == "0"
+            assert (await conn.scalar(sa.text("SHOW lock_timeout"))) == "0"
+    finally:
+        await engine.dispose()

@@ -172,17 +172,17 @@ class TestPoisonAndReplay:
                                  [Subscription("probe", (f"test.{service}.#",), handler)])
         key = f"test.{service}.probe.v1"
 
-        async def consume_until_stopped(stop: asyncio.Event) -> None:
+        async def consuming(stop: asyncio.Event) -> asyncio.Task[None]:
+            """A runner's task, once it is subscribed (the queue and its bindings exist)."""
             runner = AmqpConsumerRunner(consumer, infra_env.amqp_url, infra_env.exchange, prefetch=10,
                                         retry_delays_ms=[100])
             task = asyncio.create_task(runner.run(stop))
             await asyncio.wait_for(runner.connected.wait(), 10)
-            await task
+            return task
 
         stop = asyncio.Event()
-        first = asyncio.create_task(consume_until_stopped(stop))
+        first = await consuming(stop)
         event = CloudEvent(id=uuid.uuid4(), source="test", type=key, time="2026-11-23T08:00:00Z", data={"n": 1})
-        await asyncio.sleep(0.5)  # consuming
         await publish_raw(infra_env, event.model_dump_json().encode(), key, str(event.id))
         await asyncio.wait_for(started.wait(), 10)
         stop.set()
@@ -191,8 +191,8 @@ class TestPoisonAndReplay:
         # acked: a fresh consumer on the queue gets nothing more
         started.clear()
         again = asyncio.Event()
-        second = asyncio.create_task(consume_until_stopped(again))
-        await asyncio.sleep(1.5)
+        second = await consuming(again)
+        await asyncio.sleep(1)  # a redelivery would arrive at once
         again.set()
         await asyncio.wait_for(second, 10)
         assert handled == [1] and not started.is_set()

@@ -27,6 +27,7 @@ from shared.messaging.outbox import Outbox
 from shared.messaging.relay import OutboxRelay
 from shared.periodic import Periodic, pause
 from shared.testing import infra
+from shared.testing.waiting import eventually
 
 
 class SlowStep:
@@ -111,8 +112,7 @@ class TestPeriodicStops:
         await asyncio.wait_for(step.started.wait(), 5)
         await asyncio.sleep(0.05)
         loop.nudge()
-        await asyncio.sleep(0.1)
-        assert len(step.done) == 2
+        await eventually(lambda: asyncio.sleep(0, len(step.done) == 2), timeout=5)
         await cli.drain([task], stop, timeout=5)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,6 +86,12 @@ def set_consent_on(session: Any, outbox: Any, customer: Customer, data: ConsentI
     return True
 
 
+def identity_keys(store_id: uuid.UUID, numbers: Iterable[str | None]) -> list[str]:
+    """The advisory-lock keys of a store's phone and ID numbers. Every writer takes them before it locks a customer
+    row (staff creates and updates, integration upserts), so two writers never wait on each other in a cycle."""
+    return sorted({f"customer:{store_id}:{n}" for n in numbers if n})
+
+
 async def _check_unique(ctx: Ctx, store_id: uuid.UUID, phones: list[str], id_number: str | None,
                         exclude: uuid.UUID | None = None) -> None:
     """Within one store a phone or ID number identifies one customer (409 with the existing id).
@@ -94,7 +101,7 @@ async def _check_unique(ctx: Ctx, store_id: uuid.UUID, phones: list[str], id_num
     """
     # Serialise concurrent creates of the same person in one store (no unique index can say "per store, among
     # records not merged away"): the check below then sees the other transaction's row.
-    await advisory_locks(ctx.session, [f"customer:{store_id}:{key}" for key in sorted({*phones, id_number or ""}) if key])
+    await advisory_locks(ctx.session, identity_keys(store_id, [*phones, id_number]))
     same = await repo.find_by_phones(ctx.session, ctx.principal.tenant_id, phones, store_id=store_id, exclude=exclude)
     if same:
         raise Duplicate("A customer with this phone number already exists in this store.", existing_id=same[0].id)
@@ -102,6 +109,19 @@ async def _check_unique(ctx: Ctx, store_id: uuid.UUID, phones: list[str], id_num
         same = await repo.find_by_id_number(ctx.session, ctx.principal.tenant_id, id_number, store_id, exclude)
         if same:
             raise Duplicate("A customer with this ID number already exists in this store.", existing_id=same[0].id)
+
+
+async def _lock_identities(ctx: Ctx, customer_id: uuid.UUID, data: CustomerUpdate) -> None:
+    """The identity locks an update's uniqueness check needs, taken before the row lock (see :func:`identity_keys`):
+    the numbers it will hold, read without locking (the check after the row lock takes any that changed since)."""
+    row = (await ctx.session.execute(repo.visible(ctx.principal).with_only_columns(
+        Customer.store_id, Customer.id_number).where(Customer.id == customer_id))).first()
+    if row is None:
+        return
+    phones = [p.number for p in data.phones] if data.phones is not None else list(await ctx.session.scalars(
+        sa.select(CustomerPhone.e164).where(CustomerPhone.customer_id == customer_id)))
+    id_number = data.id_number if "id_number" in data.model_fields_set else row.id_number
+    await advisory_locks(ctx.session, identity_keys(row.store_id, [*phones, id_number]))
 
 
 async def _check_staff(ctx: Ctx, fields: dict[str, Any]) -> None:
@@ -178,6 +198,8 @@ async def create_customer(ctx: Ctx, data: CustomerCreate) -> Customer:
 
 async def update_customer(ctx: Ctx, customer_id: uuid.UUID, data: CustomerUpdate, if_match: str | None) -> Customer:
     async with ctx.session.begin():
+        if data.phones is not None or "id_number" in data.model_fields_set:
+            await _lock_identities(ctx, customer_id, data)
         customer = await repo.get_visible(ctx.session, ctx.principal, customer_id, for_update=True)
         if customer is None:
             raise NotFound("Customer not found.")

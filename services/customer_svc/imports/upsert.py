@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from customer_svc.customers.service import generated_customer_no, snapshot_event
+from customer_svc.customers.service import generated_customer_no, identity_keys, snapshot_event
 from customer_svc.imports.records import CustomerRecord, DeliveryRecord, RowResult, VehicleFields, VisitRecord
 from customer_svc.imports.scope import IntakeScope, Reject, StoreRef
 from customer_svc.models import (AuditEntry, Customer, CustomerPhone, MileageReading, ServiceVisit, Vehicle,
@@ -227,8 +227,8 @@ class Intake:
         if not located:
             return results
         if self.lock_identities:
-            await advisory_locks(self.session, sorted({f"customer:{s.id}:{n}" for _, r, s in located
-                                                       for n in (r.phone, r.phone2, r.id_number) if n}))
+            await advisory_locks(self.session, sorted({key for _, r, s in located for key in identity_keys(
+                s.id, (r.phone, r.phone2, r.id_number))}))
         await self.scope.resolve_staff(self.session, {r.sales_consultant_no for _, r, _ in located
                                                       if r.sales_consultant_no})
         t = self.tenant_id
@@ -266,7 +266,10 @@ class Intake:
         async for row, rec, store in paced(located):
             customer = existing.get(rec.external_id) or adopted.get(adopt.get(rec.external_id))  # type: ignore
             try:
-                if rec.id_number and id_owner.get((store.id, rec.id_number), customer) not in (customer, None):
+                # Only a new or changed number is checked (as staff edits are): one a customer already holds
+                # stays theirs, even where older data gave it to two.
+                if rec.id_number and (customer is None or customer.id_number != rec.id_number) and any(
+                        owner is not customer for owner in id_owner.get((store.id, rec.id_number), ())):
                     raise Reject("id_number", "belongs to another customer of this store")
                 results.append(self._customer_row(w, row, rec, store, customer, rec.external_id in adopt,
                                                   phone_owner, used_numbers, vehicles))
@@ -274,13 +277,16 @@ class Intake:
                 results.append(_rejected(row, rec.external_id, r))
         return results
 
-    async def _id_number_owners(self, id_numbers: set[str]) -> dict[tuple[uuid.UUID, str], Any]:
-        """(store, ID number) -> the customer on file with it (not merged away); within a store it is one person's."""
-        if not id_numbers:
-            return {}
-        return {(c.store_id, c.id_number): c for c in await self.session.scalars(sa.select(Customer).where(
-            Customer.tenant_id == self.tenant_id, in_values(self.session, Customer.id_number, id_numbers),
-            Customer.merged_into_id.is_(None)))}
+    async def _id_number_owners(self, id_numbers: set[str]) -> dict[tuple[uuid.UUID, str], list[Customer]]:
+        """(store, ID number) -> the customers on file with it (not merged away): within a store it is one person's,
+        but records from before the rule may hold it twice."""
+        owners: dict[tuple[uuid.UUID, str], list[Customer]] = {}
+        if id_numbers:
+            for c in await self.session.scalars(sa.select(Customer).where(
+                    Customer.tenant_id == self.tenant_id, in_values(self.session, Customer.id_number, id_numbers),
+                    Customer.merged_into_id.is_(None))):
+                owners.setdefault((c.store_id, c.id_number), []).append(c)  # type: ignore[arg-type]
+        return owners
 
     async def _phone_owners(self, numbers: set[str]) -> dict[tuple[uuid.UUID, str], tuple[uuid.UUID, str | None]]:
         """(store, number) -> (customer, external id) for the numbers on file. Two index lookups rather than a join,
