@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.observability.context import request_id_var
@@ -190,6 +190,15 @@ def install_error_handlers(app: FastAPI) -> None:
         # database's constraint here. That is a conflict to retry, never a 500.
         return problem_response(409, "conflict", "Conflict", request,
                                 "The request conflicts with a record written at the same moment; read it and retry.")
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # A deadlock or serialization failure: Postgres chose this transaction to roll back so that another could go
+        # on. Nothing was written, and the same request succeeds when sent again: a conflict to retry, not a 500.
+        if getattr(exc.orig, "sqlstate", None) in ("40P01", "40001"):
+            return problem_response(409, "conflict", "Conflict", request,
+                                    "The request met another one changing the same records; send it again.")
+        raise exc
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -106,3 +106,25 @@ async def test_a_hanging_broker_check_answers_readiness_within_the_probe_timeout
         resp = await client.get("/readyz")
     assert time.monotonic() - started < CHECK_SECONDS + 1 < 4
     assert resp.status_code == 200 and resp.json()["checks"] == {"database": "ok", "broker": "down: TimeoutError"}
+
+
+@pytest.mark.parametrize("sqlstate, status", [("40P01", 409), ("40001", 409), ("22012", 500)])
+async def test_a_deadlock_or_serialization_failure_is_a_conflict_to_retry(customer_runtime: CustomerRuntime,
+                                                                          sqlstate: str, status: int) -> None:
+    """Raised by Postgres itself (with that SQLSTATE): the transaction was rolled back for another to go on, and the
+    same request succeeds when sent again; any other database error stays a bare 500."""
+    import sqlalchemy as sa
+
+    failing = APIRouter()
+
+    @failing.get("/fails")
+    async def fails() -> None:
+        async with customer_runtime.sessionmaker() as session:
+            await session.execute(sa.text(f"DO $$ BEGIN RAISE EXCEPTION 'boom' USING ERRCODE = '{sqlstate}'; END $$"))
+
+    app = create_app(title="t", description="t", runtimes=[customer_runtime], routers=[failing], run_workers=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url="http://t") as client:
+        resp = await client.get("/fails")
+    assert resp.status_code == status and resp.headers["content-type"] == "application/problem+json", resp.text
+    assert "boom" not in resp.text
