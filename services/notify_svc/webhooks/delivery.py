@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from notify_svc.deps import audit_log
 from notify_svc.models import ApiKeyView, WebhookDelivery, WebhookEndpoint
 from notify_svc.settings import NotifySettings
-from notify_svc.webhooks.keys import SCOPE
+from notify_svc.webhooks.keys import refusal
 from notify_svc.webhooks.signing import signed_headers
 from notify_svc.webhooks.ssrf import UnsafeTarget, check_target, guarded_transport
 from shared.db.base import utcnow
@@ -91,14 +91,7 @@ def _refused(row: Any) -> str | None:
     """Why a due delivery must not go out any more (its endpoint, or its key as last heard of), None if it may."""
     if not row.active:
         return "endpoint disabled"
-    if row.revoked is None:  # staff's endpoint, or a key that never changed
-        return None
-    if row.revoked or SCOPE not in row.scopes:
-        return "integration key revoked or without webhooks:manage"
-    store = row.payload.get("storeid")
-    if store is not None and store not in row.key_store_ids:
-        return "the event's store is no longer one of the integration key's"
-    return None
+    return refusal(row, row.key_store_ids, row.payload.get("storeid"))
 
 
 @dataclass(frozen=True)

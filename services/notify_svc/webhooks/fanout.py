@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notify_svc.models import ApiKeyView, WebhookDelivery, WebhookEndpoint
-from notify_svc.webhooks.keys import PII_SCOPE, SCOPE
+from notify_svc.webhooks.keys import PII_SCOPE, refusal
 from shared.db.base import dialect_insert, utcnow
 from shared.events.envelope import CloudEvent
 from shared.ids import new_id
@@ -61,15 +61,6 @@ def wants(store_ids: list[str], event_types: list[str], event: CloudEvent, *, ow
     if not store_ids:
         return not owned
     return event.storeid in store_ids
-
-
-def key_allows(key: Any, event: CloudEvent) -> bool:
-    """Whether the key's latest known state (``revoked``, ``scopes``, ``key_store_ids`` of a fan-out row) lets its
-    endpoint have ``event``; no state (``revoked`` null): the key is as its token said when the endpoint was saved,
-    and the endpoint's own store filter is the key's."""
-    if key.revoked is None:
-        return True
-    return not key.revoked and SCOPE in key.scopes and event.storeid in key.key_store_ids
 
 
 def _mask_at(data: dict[str, Any], path: tuple[str, ...]) -> None:
@@ -122,7 +113,7 @@ async def fan_out(session: AsyncSession, event: CloudEvent) -> None:
         .where(e.tenant_id == tenant_id, e.active.is_(True)))).all()
     rows = [delivery_row(tenant_id, r.id, event, pii=_sees_pii(r)) for r in endpoints
             if wants(r.store_ids, r.event_types, event, owned=r.api_key_id is not None)
-            and (r.api_key_id is None or key_allows(r, event))]
+            and (r.api_key_id is None or refusal(r, r.key_store_ids, event.storeid) is None)]
     if rows:
         insert = dialect_insert(session)
         await session.execute(insert(WebhookDelivery).values(rows).on_conflict_do_nothing())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,9 +28,23 @@ SCOPE = "webhooks:manage"
 PII_SCOPE = "pii:read"
 
 
-def usable(key: ApiKeyView) -> bool:
-    """Whether the key may still have webhooks: not revoked, and still holding ``webhooks:manage``."""
+def usable(key: Any) -> bool:
+    """Whether the key (an :class:`ApiKeyView`, or a row with its ``revoked`` and ``scopes``) may still have
+    webhooks: not revoked, and still holding ``webhooks:manage``."""
     return not key.revoked and SCOPE in key.scopes
+
+
+def refusal(key: Any, key_store_ids: list[str], store_id: str | None) -> str | None:
+    """Why the key's latest known state keeps an event of ``store_id`` from its endpoint, None if it may have it:
+    at fan-out, and again when a delivery queued before the change is due. No state (``revoked`` null): the key is
+    as its token said when the endpoint was saved, and the endpoint's own store filter is the key's."""
+    if key.revoked is None:
+        return None
+    if not usable(key):
+        return "integration key revoked or without webhooks:manage"
+    if store_id is not None and store_id not in key_store_ids:
+        return "the event's store is no longer one of the integration key's"
+    return None
 
 
 def _key(tenant_id: uuid.UUID, key_id: uuid.UUID) -> sa.Select[tuple[ApiKeyView]]:
