@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 
 from notify_svc.app import NotifyRuntime
 from notify_svc.models import AuditEntry, WebhookDelivery, WebhookEndpoint
@@ -147,10 +148,20 @@ async def receiving(notify_runtime: NotifyRuntime, tenant_id: uuid.UUID) -> Asyn
     try:
         yield started
     finally:
-        async with notify_runtime.sessionmaker() as session, session.begin():
-            await session.execute(sa.update(WebhookDelivery).where(
-                WebhookDelivery.tenant_id == tenant_id, WebhookDelivery.status == "pending")
-                .values(status="failed", last_error="test over"))
+        # The background deliverer may be recording outcomes of these rows meanwhile (several per transaction): the
+        # rows are locked in id order, and a deadlock Postgres still picks this side for is tried again.
+        for attempt in range(5):
+            try:
+                async with notify_runtime.sessionmaker() as session, session.begin():
+                    pending = sa.select(WebhookDelivery.id).where(
+                        WebhookDelivery.tenant_id == tenant_id, WebhookDelivery.status == "pending")
+                    ids = list(await session.scalars(pending.order_by(WebhookDelivery.id).with_for_update()))
+                    await session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
+                                          .values(status="failed", last_error="test over"))
+                break
+            except DBAPIError:
+                if attempt == 4:
+                    raise
         await started.close()
 
 
