@@ -23,7 +23,7 @@ from shared.auth.roles import Role
 from shared.testing.events import EventTap
 from shared.testing.waiting import eventually
 from tests.conftest import Group, make_group, new_phone
-from tests.customer_svc.factories import integration_headers, new_customer, new_vin
+from tests.customer_svc.factories import integration_headers, new_customer, new_vin, staff_id
 
 _ids = itertools.count(1)
 HEADER_ZH = "客户编号,姓名,手机,性别,生日,门店编码,车架号,车牌号,品牌,车型,购车日期,交车日期,销售顾问工号"
@@ -736,3 +736,88 @@ async def test_an_id_number_two_customers_already_hold_does_not_refuse_their_rec
     third = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key, json={
         "name": "陈三", "phone": new_phone(), "store_code": "A", "id_number": number})
     assert third.status_code == 422 and third.json()["errors"][0]["field"] == "body.id_number"
+
+
+async def test_a_file_sent_again_after_its_sales_consultant_left_changes_nothing(client: httpx.AsyncClient,
+                                                                               group: Group) -> None:
+    """A departed consultant is refused where a record would put them somewhere new, and accepted where every place
+    the record puts them already holds them (the re-import of an unchanged file is all "unchanged")."""
+    admin = group.headers(Role.ADMIN)
+    consultant = f"{Role.SALES_CONSULTANT.value}-A"
+    delivered, pending, other = ((ext(), new_phone(), new_vin()) for _ in range(3))
+    lines = [zh_row(*delivered, consultant=consultant), zh_row(*pending, delivered=None, consultant=consultant),
+             zh_row(*other, delivered=None)]
+    first = await finished(client, admin, (await upload(client, admin, "\n".join([HEADER_ZH, *lines]).encode()))["id"])
+    assert (first["accepted"], first["rejected"]) == (3, 0), first
+    left = await client.patch(f"/api/v1/staff/{await staff_id(client, group, Role.SALES_CONSULTANT)}",
+                              json={"active": False}, headers=group.headers(**{"If-Match": "*"}))
+    assert left.status_code == 200, left.text
+
+    again = await finished(client, admin, (await upload(client, admin, "\n".join([
+        HEADER_ZH, *lines,
+        zh_row(ext(), new_phone(), new_vin(), consultant=consultant),  # 5: a new customer for them
+        zh_row(*other, delivered=None, consultant=consultant),  # 6: a customer on file someone else serves
+    ]).encode()))["id"])
+    report = {r["row"]: (r["status"], r["field"]) for r in await rows(client, admin, again["id"])}
+    assert report == {2: ("unchanged", None), 3: ("unchanged", None), 4: ("unchanged", None),
+                      5: ("rejected", "sales_consultant_no"), 6: ("rejected", "sales_consultant_no")}, report
+
+    today = date.today().isoformat()
+    deliveries = (f"车架号,交车日期,销售顾问工号\n{delivered[2]},{TWO_YEARS_AGO.isoformat()},{consultant}\n"
+                  f"{pending[2]},{today},{consultant}\n{other[2]},{today},{consultant}\n")
+    job = await finished(client, admin, (await upload(client, admin, deliveries.encode(), kind="deliveries"))["id"])
+    report = {r["row"]: (r["status"], r["field"]) for r in await rows(client, admin, job["id"])}
+    # The pending vehicle already names them as its seller (a delivery without the column would too).
+    assert report == {2: ("unchanged", None), 3: ("updated", None), 4: ("rejected", "sales_consultant_no")}, report
+
+
+async def test_a_key_revoked_or_narrowed_mid_file_stops_or_narrows_the_job_at_the_next_batch(
+        client: httpx.AsyncClient, group: Group) -> None:
+    """Checked in every batch's transaction: the batch under way rolls back, the job is handed back, and the next
+    claim (the service's own import loop here) acts for the key as it is then."""
+    from customer_svc.imports.jobs import KeyChanged
+
+    admin = group.headers(Role.ADMIN)
+    key = await client.post("/api/v1/api-keys", headers=admin, json={
+        "name": "DMS feed", "scopes": ["imports:write"], "store_ids": [str(group.stores["A"]), str(group.stores["B"])]})
+    assert key.status_code == 201, key.text
+    key_id = uuid.UUID(key.json()["id"])
+
+    def changing_key_before_batch(runner: ImportRunner, number: int, change: Any) -> None:
+        original, calls = runner._report, itertools.count(1)
+
+        async def report(session: Any, claim: Claim, batch: Any) -> None:
+            if next(calls) == number:
+                resp = await change()
+                assert resp.status_code in (200, 204), resp.text
+            await original(session, claim, batch)
+
+        runner._report = report  # type: ignore[method-assign]
+
+    # Narrowed to store A while the second batch is written: store B's records from there on are refused.
+    people = [(ext(), new_phone(), new_vin()) for _ in range(6)]
+    stores = ["A", "A", "B", "A", "A", "B"]
+    claim = await leased_job(group, [zh_row(*p, store=s) for p, s in zip(people, stores)], by=key_id,
+                             stores=["A", "B"])
+    runner = small_batches(group, in_flight=1)
+    changing_key_before_batch(runner, 2, lambda: client.patch(
+        f"/api/v1/api-keys/{key_id}", json={"store_ids": [str(group.stores["A"])]}, headers={**admin, "If-Match": "*"}))
+    with pytest.raises(KeyChanged):
+        await runner.run(claim)
+    done = await finished(client, admin, str(claim.job_id))
+    _, report, names = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["accepted"], done["rejected"], done["rows_done"]) == ("done", 4, 2, 6), done
+    assert (report[4]["field"], report[7]["field"]) == ("store_code", "store_code"), report
+    assert {p[0] for p in people} & set(names) == {p[0] for p, s in zip(people, stores) if s == "A"}
+
+    # Revoked while the second batch is written: the first batch stands, the job fails, nothing more is written.
+    people = [(ext(), new_phone(), new_vin()) for _ in range(4)]
+    claim = await leased_job(group, [zh_row(*p) for p in people], by=key_id, stores=["A"])
+    runner = small_batches(group, in_flight=1)
+    changing_key_before_batch(runner, 2, lambda: client.delete(f"/api/v1/api-keys/{key_id}", headers=admin))
+    with pytest.raises(KeyChanged):
+        await runner.run(claim)
+    done = await finished(client, admin, str(claim.job_id))
+    _, report, names = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["rows_done"], done["accepted"]) == ("failed", 2, 2) and "revoked" in done["error"]
+    assert {p[0] for p in people} & set(names) == {people[0][0], people[1][0]}

@@ -102,12 +102,28 @@ async def acting_for(session: AsyncSession, job: ImportJob) -> Principal | str:
     principal = job_principal(job)
     if job.created_by_kind != "integration":
         return principal
-    key = await session.get(ApiKey, job.created_by)
+    key = await _key_state(session, job.created_by)
     if key is None:
         return principal
-    if key.revoked_at is not None or "imports:write" not in key.scopes:
+    if not key.usable:
         return "the integration key that uploaded the file was revoked, or lost imports:write, before it was done"
-    return replace(principal, store_ids=principal.store_ids & {uuid.UUID(s) for s in key.store_ids})
+    return replace(principal, store_ids=principal.store_ids & key.store_ids)
+
+
+@dataclass(frozen=True)
+class _KeyState:
+    usable: bool
+    store_ids: frozenset[uuid.UUID]
+
+
+async def _key_state(session: AsyncSession, key_id: uuid.UUID) -> _KeyState | None:
+    """An integration key's state as an import job needs it (None: not on file)."""
+    row = (await session.execute(sa.select(ApiKey.revoked_at, ApiKey.scopes, ApiKey.store_ids).where(
+        ApiKey.id == key_id))).first()
+    if row is None:
+        return None
+    return _KeyState(row.revoked_at is None and "imports:write" in row.scopes,
+                     frozenset(uuid.UUID(s) for s in row.store_ids))
 
 
 def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
@@ -176,14 +192,22 @@ class _Turn:
 
 @dataclass(frozen=True)
 class Claim:
-    """A worker's hold on a job: its batches commit only while the job's ``lease_owner`` is still ``owner``."""
+    """A worker's hold on a job: its batches commit only while the job's ``lease_owner`` is still ``owner``, and,
+    for an integration key's job (``key_id``), while the key still lets it write the ``stores`` the run began with."""
 
     job_id: uuid.UUID
     owner: uuid.UUID
+    key_id: uuid.UUID | None = None
+    stores: frozenset[uuid.UUID] = frozenset()
 
 
 class HandedBack(Exception):
     """The worker is stopping: the job's batches so far are committed and its lease released for another worker."""
+
+
+class KeyChanged(Exception):
+    """The integration key the job acts for was revoked or narrowed mid-file: the batch under way rolls back, the job
+    is handed back, and the next claim acts for the key as it is then (failing the job, or writing fewer stores)."""
 
 
 class LeaseLost(Exception):
@@ -234,6 +258,8 @@ class ImportRunner:
             await self.run(claim)
         except HandedBack:
             log.info("import_handed_back", job_id=str(claim.job_id))
+        except KeyChanged:
+            log.info("import_key_changed", job_id=str(claim.job_id))
         except LeaseLost:
             LEASES_LOST.inc()
             log.warning("import_lease_lost", job_id=str(claim.job_id))
@@ -271,7 +297,8 @@ class ImportRunner:
             seq += 1
 
     async def run(self, claim: Claim) -> None:
-        """Work the claimed job to its end; raises :class:`LeaseLost` once another worker took it over."""
+        """Work the claimed job to its end; raises :class:`LeaseLost` once another worker took it over, and
+        :class:`KeyChanged` (the job handed back) once the key it acts for no longer allows what the run began with."""
         job_id = claim.job_id
         async with self.sessionmaker() as session:
             job = await session.get(ImportJob, job_id)
@@ -285,6 +312,8 @@ class ImportRunner:
                 return
             scope = await IntakeScope.load(session, acting)
             await session.commit()
+            if job.created_by_kind == "integration":
+                claim = replace(claim, key_id=job.created_by, stores=acting.store_ids)
             # Batches in flight (see :meth:`_batch`): one in Python while the others wait on Postgres.
             inflight: list[_Turn] = []
             done, analyzed = 0, 2_500
@@ -322,10 +351,12 @@ class ImportRunner:
             except FileError as exc:
                 await asyncio.gather(*(t.task for t in inflight), return_exceptions=True)
                 await self._finish(session, claim, reader, str(exc))
-            except BaseException:
+            except BaseException as exc:
                 for turn in inflight:
                     turn.task.cancel()
                 await asyncio.gather(*(t.task for t in inflight), return_exceptions=True)
+                if isinstance(exc, KeyChanged):
+                    await self._release(claim)
                 raise
 
     async def _hand_back(self, claim: Claim, inflight: list[_Turn]) -> None:
@@ -333,11 +364,15 @@ class ImportRunner:
         from there at once (its rolling deploy or scale-down does not leave the job waiting out the lease)."""
         for turn in inflight:
             await turn.task
+        await self._release(claim)
+        raise HandedBack(claim.job_id)
+
+    async def _release(self, claim: Claim) -> None:
+        """Give the job up, lease released, for the next claim to go on from its last committed batch."""
         async with self.sessionmaker() as session, session.begin():
             await session.execute(sa.update(ImportJob).where(
                 ImportJob.id == claim.job_id, ImportJob.lease_owner == claim.owner).values(
                 lease_owner=None, lease_until=None, updated_at=utcnow()))
-        raise HandedBack(claim.job_id)
 
     async def _analyze(self, kind: str) -> None:
         """Fresh planner statistics for the tables a big import is growing: with the counts of an emptier table,
@@ -463,12 +498,17 @@ class ImportRunner:
 
     async def _hold(self, session: AsyncSession, claim: Claim, **counters: Any) -> None:
         """Renew the lease in the caller's transaction (with ``counters``: the job's progress), which may commit
-        only while this worker still holds the job: else :class:`LeaseLost` rolls it back."""
+        only while this worker still holds the job (else :class:`LeaseLost` rolls it back) and the key it acts for
+        still allows what the run began with (else :class:`KeyChanged`)."""
         renewed = await session.execute(sa.update(ImportJob).where(
             ImportJob.id == claim.job_id, ImportJob.lease_owner == claim.owner).values(
             lease_until=utcnow() + self.lease, updated_at=utcnow(), **counters))
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(claim.job_id)
+        if claim.key_id is not None:
+            key = await _key_state(session, claim.key_id)
+            if key is not None and not (key.usable and claim.stores <= key.store_ids):
+                raise KeyChanged(claim.job_id)
         self.progress()
 
     def _report_of(self, session: AsyncSession, job_id: uuid.UUID, results: list[RowResult], rows: int,

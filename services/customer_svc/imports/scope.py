@@ -37,7 +37,8 @@ class IntakeScope:
     tenant_code: str
     by_code: dict[str, StoreRef]
     by_id: dict[uuid.UUID, StoreRef]
-    _staff: dict[str, uuid.UUID | None] = field(default_factory=dict)
+    #: employee number -> (staff id, active), or None where the group has no such number
+    _staff: dict[str, tuple[uuid.UUID, bool] | None] = field(default_factory=dict)
 
     @classmethod
     async def load(cls, session: AsyncSession, principal: Principal) -> IntakeScope:
@@ -80,20 +81,23 @@ class IntakeScope:
         return store_id in self.by_id and self.principal.can_access_store(store_id)
 
     async def resolve_staff(self, session: AsyncSession, numbers: set[str]) -> None:
-        """Look up employee numbers (of active staff of the group) not seen before, in one query."""
+        """Look up employee numbers of the group's staff (those who left too) not seen before, in one query."""
         wanted = [n for n in numbers if n not in self._staff]
         if not wanted:
             return
-        found = dict((await session.execute(sa.select(Staff.employee_no, Staff.id).where(
-            Staff.tenant_id == self.principal.tenant_id, in_values(session, Staff.employee_no, wanted),
-            Staff.active.is_(True)))).all())
+        found = {row.employee_no: (row.id, row.active) for row in (await session.execute(
+            sa.select(Staff.employee_no, Staff.id, Staff.active).where(
+                Staff.tenant_id == self.principal.tenant_id, in_values(session, Staff.employee_no, wanted)))).all()}
         for number in wanted:
             self._staff[number] = found.get(number)
 
-    def staff(self, number: str | None, field: str) -> uuid.UUID | None:
+    def staff(self, number: str | None, field: str, already: tuple[uuid.UUID | None, ...] = ()) -> uuid.UUID | None:
+        """The staff member an employee number names, who must be active: work is not given to someone who left.
+        One who left is accepted where every place the record puts them already holds them (``already``): a record
+        sent again after its sales consultant left changes nothing, instead of being refused."""
         if number is None:
             return None
-        staff_id = self._staff.get(number)
-        if staff_id is None:
+        staff = self._staff.get(number)
+        if staff is None or not (staff[1] or (already and all(held == staff[0] for held in already))):
             raise Reject(field, "no active staff member with this employee number")
-        return staff_id
+        return staff[0]

@@ -305,7 +305,6 @@ class Intake:
                       adopting: bool, phone_owner: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, str | None]],
                       used_numbers: dict[str, uuid.UUID], vehicles: dict[str, Vehicle]) -> RowResult:
         """Decide everything about one record (raising :class:`Reject` before any change), then change it."""
-        sales = self.scope.staff(rec.sales_consultant_no, "sales_consultant_no")
         phones = list(dict.fromkeys(n for n in (rec.phone, rec.phone2) if n))  # the same number twice is once
         cid = customer.id if customer is not None else None
         for i, number in enumerate(phones):
@@ -328,6 +327,11 @@ class Intake:
             if customer.store_id != store.id:
                 raise Reject("store_code", "the customer is on file in another store")
         vehicle = vehicles.get(rec.vin) if rec.vin else None
+        # Where the record puts its sales consultant: the customer, and the vehicle it registers or delivers.
+        sales = self.scope.staff(rec.sales_consultant_no, "sales_consultant_no", already=(
+            customer.assigned_sales_id if customer is not None else None,
+            *((vehicle.selling_consultant_id if vehicle is not None else None,)
+              if rec.vin and (vehicle is None or rec.delivery_date) else ())))
         v_changes: dict[str, Any] = {}
         deliver = False
         if vehicle is not None:
@@ -458,7 +462,8 @@ class Intake:
         if vehicle is None or not self.scope.writable(vehicle.store_id):
             raise Reject("vin", "no vehicle with this VIN in your stores")
         self.scope.check_place(rec, vehicle.store_id)
-        sales = self.scope.staff(rec.sales_consultant_no, "sales_consultant_no")
+        sales = self.scope.staff(rec.sales_consultant_no, "sales_consultant_no",
+                                 already=(vehicle.selling_consultant_id,))
         done = RowResult(row=row, status="unchanged", key=rec.vin, customer_id=vehicle.customer_id,
                          vehicle_id=vehicle.id)
         if vehicle.delivery_date == rec.delivery_date:
