@@ -104,3 +104,50 @@ async def test_a_quoted_cell_never_closed_fails_the_file_instead_of_filling_memo
     for size in (64, 4096, 1 << 20):
         with pytest.raises(FileError, match="line 2 is never closed"):
             await read(FileReader("customers", "csv"), data, size)
+
+
+async def test_a_record_too_long_for_the_parser_fails_the_file_with_its_line_never_the_parser() -> None:
+    """A quote left open a few hundred long lines before the end, or one cell past the CSV parser's limit: the
+    job fails naming the line (a parser error escaping would leave it to be taken over and crash again)."""
+    long_rows = "".join(f"E{i},{'李' * 200},13900139000\n" for i in range(700))
+    open_quote = ("客户编号,姓名,手机\nE1,\"张三,13800138000\n" + long_rows).encode()
+    one_cell = ("客户编号,姓名,手机\nE1,张三,13800138000\n" + f"E2,\"{'x' * 140_000}\",13800138000\n").encode()
+    for size in (4096, 1 << 20):
+        with pytest.raises(FileError, match="line 2 is never closed"):
+            await read(FileReader("customers", "csv"), open_quote, size)
+        with pytest.raises(FileError, match="line 3 is longer than"):
+            await read(FileReader("customers", "csv"), one_cell, size)
+
+
+async def test_a_json_array_uploaded_as_json_lines_fails_at_once_instead_of_filling_memory() -> None:
+    one_line = ("[" + ",".join('{"vin": "LSVAU218XN2183294", "delivery_date": "2025-12-03"}'
+                               for _ in range(20_000)) + "]").encode()
+    reader = FileReader("deliveries", "jsonl")
+    with pytest.raises(FileError, match="line 1 is longer than .*JSON array is not JSON Lines"):
+        await read(reader, one_line, 64 * 1024)
+    assert reader.bytes_read < 512 * 1024  # it stopped within the first few chunks
+
+
+@pytest.mark.parametrize("size", [256, 1 << 20])
+async def test_an_ascii_start_leaves_the_encoding_open_until_the_first_other_bytes(size: int) -> None:
+    """English headers and codes can fill the first chunks of a GBK file: they decide nothing."""
+    lines = ["external_id,name,phone"] + [f"E{i},Zhang San,1380013{i:04d}" for i in range(30)] + \
+            ["E30,王五,13700137000"]
+    reader = FileReader("customers", "csv")
+    got = await read(reader, "\r\n".join(lines).encode("gbk"), size)
+    assert len(got) == 31 and got[-1].values is not None and got[-1].values["name"] == "王五"
+    assert reader.found_encoding == "gbk"
+    ascii_only = FileReader("customers", "csv")
+    assert len(await read(ascii_only, "\n".join(lines[:-1]).encode(), size)) == 30
+    assert ascii_only.found_encoding == "utf-8"
+
+
+async def test_headers_as_templates_and_input_methods_write_them() -> None:
+    """Full-width letters and brackets, a bracketed note after the name, the "*" of a required column; Excel's
+    empty trailing columns are no warning."""
+    data = "客户编号*,姓名,手机号码（必填）,车架号(VIN),ＣＯＬＯＲ,,\nE1,张三,13800138000,LSVAU218XN2183294,白,,\n"
+    reader = FileReader("customers", "csv")
+    [raw] = await read(reader, data.encode(), 1 << 20)
+    assert raw.values == {"external_id": "E1", "name": "张三", "phone": "13800138000", "vin": "LSVAU218XN2183294",
+                          "colour": "白"}
+    assert reader.warnings == []

@@ -821,3 +821,62 @@ async def test_a_key_revoked_or_narrowed_mid_file_stops_or_narrows_the_job_at_th
     _, report, names = await outcome(client, group, claim.job_id)
     assert (done["status"], done["rows_done"], done["accepted"]) == ("failed", 2, 2) and "revoked" in done["error"]
     assert {p[0] for p in people} & set(names) == {people[0][0], people[1][0]}
+
+
+async def test_values_as_dms_exports_and_spreadsheets_write_them(client: httpx.AsyncClient, group: Group) -> None:
+    """Numeric ids in JSON Lines, phones a spreadsheet wrote as numbers, date columns exported as date-times, a
+    settlement date without its time, full-width VINs and plates: read as meant. A phone whose digits Excel
+    rounded away is refused, saying so."""
+    admin = group.headers(Role.ADMIN)
+    external, vin, plate_digits = 9_000_000 + next(_ids), new_vin(), f"{next(_ids) % 100000:05d}"
+    phone = new_phone()
+    full_width = str.maketrans("0123456789ABCDEFGHJKLMNPRSTUVWXYZ", "０１２３４５６７８９ＡＢＣＤＥＦＧＨＪＫＬＭＮＰＲＳＴＵＶＷＸＹＺ")
+    lines = [{"external_id": external, "name": "钱七", "phone": float(phone[3:]), "store_code": "A",
+              "vin": vin.translate(full_width), "plate": "粤Ｂ" + plate_digits.translate(full_width),
+              "purchase_date": "2024-05-01 00:00:00", "delivery_date": "2024/5/3 0:00", "since": "2024年5月1日"},
+             {"external_id": ext(), "name": "孙八", "phone": "1.39E+10", "store_code": "A"}]
+    body = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
+    job = await finished(client, admin, (await upload(client, admin, body, content_type="application/x-ndjson"))["id"])
+    report = {r["row"]: r for r in await rows(client, admin, job["id"])}
+    assert report[1]["status"] == "accepted" and report[1]["key"] == str(external), report[1]
+    assert (report[2]["status"], report[2]["field"]) == ("rejected", "phone") and "scientific" in report[2]["reason"]
+    async with group.runtime.sessionmaker() as session:
+        vehicle = await session.scalar(sa.select(Vehicle).where(Vehicle.vin == vin))
+        customer = await session.scalar(sa.select(Customer).where(Customer.tenant_id == group.tenant_id,
+                                                                  Customer.external_id == str(external)))
+    assert vehicle is not None and (vehicle.plate, vehicle.delivery_date) == ("粤B" + plate_digits, date(2024, 5, 3))
+    assert customer is not None and customer.primary_phone == phone
+
+    visits = f"工单号,车架号,维修类型,结算日期,进厂里程\nRO-{vin},{vin},保养,2026/3/1,5000\n"
+    job = await finished(client, admin, (await upload(client, admin, visits.encode(), kind="visits"))["id"])
+    assert (job["accepted"], job["rejected"]) == (1, 0), job
+    async with group.runtime.sessionmaker() as session:
+        visit = await session.scalar(sa.select(ServiceVisit).where(ServiceVisit.external_id == f"RO-{vin}"))
+    # A date alone is the store's midnight (Asia/Shanghai, UTC+8).
+    assert visit is not None and visit.completed_at.isoformat() == "2026-02-28T16:00:00+00:00"
+
+
+async def test_an_unexpected_error_fails_the_job_instead_of_its_being_taken_over_for_ever(
+        client: httpx.AsyncClient, group: Group, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error a worker taking the job over would meet again (not the database's or the network's): the job
+    fails naming it, and the batches committed before it stand."""
+    import customer_svc.imports.jobs as jobs
+
+    people = [(ext(), new_phone(), new_vin()) for _ in range(4)]
+    poison, keys = people[2][0], jobs.batch_keys
+
+    def batch_keys(kind: str, record: Any) -> set[str]:
+        if record.external_id == poison:
+            raise KeyError("a bug")
+        return keys(kind, record)
+
+    monkeypatch.setattr(jobs, "batch_keys", batch_keys)
+    claim = await leased_job(group, [zh_row(*p) for p in people])
+    await small_batches(group, in_flight=1).run(claim)
+    done, _, names = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["rows_done"], done["accepted"]) == ("failed", 2, 2), done
+    assert "unexpected error (KeyError)" in done["error"]
+    assert {p[0] for p in people} & set(names) == {people[0][0], people[1][0]}
+    async with group.runtime.sessionmaker() as session:
+        job = await session.get(ImportJob, claim.job_id)
+        assert job is not None and job.lease_owner is None

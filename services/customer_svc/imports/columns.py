@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,7 +19,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "store_id": ("门店id",),
     "external_id": ("客户编号", "客户id", "外部编号", "customer_id", "工单id", "维修工单id", "repair_order_id"),
     "name": ("姓名", "客户姓名", "客户名称", "customer_name"),
-    "phone": ("手机", "手机号", "手机号码", "联系电话", "电话", "mobile"),
+    "phone": ("手机", "手机号", "手机号码", "联系电话", "电话", "mobile", "mobile_phone", "phone_number"),
     "phone2": ("备用电话", "其他电话", "phone_2"),
     "kind": ("客户类型", "customer_type"),
     "gender": ("性别", "sex"),
@@ -49,7 +51,18 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def _norm(header: str) -> str:
-    return re.sub(r"[\s_\-()（）:：]+", "", header.strip().lstrip("\ufeff")).lower()
+    """A header as looked up: full-width letters and brackets as ASCII (NFKC), the "*" templates put on required
+    columns, spaces, underscores, dashes, brackets and colons dropped, lower case."""
+    return re.sub(r"[\s_\-():*]+", "", unicodedata.normalize("NFKC", header).lstrip("\ufeff")).lower()
+
+
+_BRACKETED = re.compile(r"[(（][^()（）]*[)）]")
+
+
+@lru_cache(maxsize=1024)  # JSON Lines repeat their keys on every line
+def field_of_header(header: str) -> str | None:
+    """The field a header names: by its whole text, else without what it adds in brackets (车架号(VIN))."""
+    return _LOOKUP.get(_norm(header)) or _LOOKUP.get(_norm(_BRACKETED.sub("", header)))
 
 
 _LOOKUP: dict[str, str] = {}
@@ -70,9 +83,10 @@ def map_headers(kind: str, headers: list[str]) -> tuple[list[str | None], list[s
     warnings: list[str] = []
     seen: set[str] = set()
     for header in headers:
-        field = _LOOKUP.get(_norm(header))
+        field = field_of_header(header)
         if field is None or field not in known:
-            warnings.append(f"column {header.strip()!r} is not used for {kind}")
+            if header.strip():  # Excel's empty trailing columns are not worth a warning each
+                warnings.append(f"column {header.strip()!r} is not used for {kind}")
             field = None
         elif field in seen:
             warnings.append(f"column {header.strip()!r} repeats {field}; the first one is used")
@@ -101,7 +115,7 @@ def fields_of(kind: str, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     out: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in obj.items():
-        field = _LOOKUP.get(_norm(str(key)))
+        field = field_of_header(str(key))
         if field is None or field not in known:
             unknown.append(str(key))
         else:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from customer_svc.imports.columns import first_error
@@ -210,6 +211,13 @@ class KeyChanged(Exception):
     is handed back, and the next claim acts for the key as it is then (failing the job, or writing fewer stores)."""
 
 
+def _poison(exc: BaseException) -> bool:
+    """An error a worker taking the job over would meet again (not the database's or the network's, nor the run's
+    own signals): the job fails, naming it, instead of being taken over and failing again for ever."""
+    return isinstance(exc, Exception) and not isinstance(exc, (
+        SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, LeaseLost, HandedBack, KeyChanged))
+
+
 class LeaseLost(Exception):
     """Another worker took the job over (this one stalled past its lease): stop, committing nothing more."""
 
@@ -357,6 +365,12 @@ class ImportRunner:
                 await asyncio.gather(*(t.task for t in inflight), return_exceptions=True)
                 if isinstance(exc, KeyChanged):
                     await self._release(claim)
+                elif _poison(exc):
+                    log.exception("import_failed_unexpectedly", job_id=str(job_id))
+                    await self._finish(session, claim, reader, f"stopped at an unexpected error "
+                                       f"({type(exc).__name__}), logged with the job's id; the rows reported "
+                                       "before it stand")
+                    return
                 raise
 
     async def _hand_back(self, claim: Claim, inflight: list[_Turn]) -> None:

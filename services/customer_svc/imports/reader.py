@@ -23,6 +23,10 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+")
 
 #: A record may span this many lines (line breaks inside quoted cells); past it, a quote was left open.
 MAX_RECORD_LINES = 1000
+#: Nor hold more characters than this (no field takes more than 5,000): ``csv``'s own limit for one cell, so that
+#: a longer record (a quote left open, or a JSON array uploaded as JSON Lines) fails the file with a reason instead
+#: of being held whole in memory or failing inside the parser.
+MAX_RECORD_CHARS = csv.field_size_limit()
 _QUOTE_OR_COMMA = re.compile(r'[",]')
 
 
@@ -54,6 +58,14 @@ class FileError(ValueError):
     """The file as a whole cannot be read (encoding, header): the job fails with this message."""
 
 
+def _parsed(reader: Any, start: int) -> Any:
+    """``reader``'s rows; its errors (the records given to it are bounded, so none is expected) as the file's."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise FileError(f"line {start + reader.line_num}: {exc}") from None
+
+
 @dataclass
 class Raw:
     """One record of the file: its line (header = 1), its fields by name, or why it could not be parsed."""
@@ -77,8 +89,8 @@ class FileReader:
     _line: int = 0
 
     def _decoder(self, first: bytes) -> Any:
-        """UTF-8 (a BOM is dropped) unless told otherwise or the first chunk is not UTF-8: then GB18030, which
-        reads GBK and GB2312 too (what Excel on Chinese Windows saves as "CSV")."""
+        """UTF-8 (a BOM is dropped) unless told otherwise or the first chunk that is not all ASCII is not UTF-8:
+        then GB18030, which reads GBK and GB2312 too (what Excel on Chinese Windows saves as "CSV")."""
         choice = self.encoding
         if choice == "auto":
             try:
@@ -90,13 +102,14 @@ class FileReader:
         return codecs.getincrementaldecoder("utf-8-sig" if choice == "utf-8" else "gb18030")()
 
     async def _lines(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
-        """Complete lines (line ends kept), a chunk's worth at a time."""
-        decoder, tail = None, ""
+        """Complete lines (line ends kept), a chunk's worth at a time. While the file is all ASCII (English headers
+        and codes can fill the first chunks), its encoding is left open; the first other chunk decides it."""
+        decoder, tail, lines_read = None, "", 0
         async for chunk in chunks:
-            if decoder is None:
+            if decoder is None and (self.encoding != "auto" or not chunk.isascii()):
                 decoder = self._decoder(chunk)
             try:
-                text = tail + decoder.decode(chunk)
+                text = tail + (decoder.decode(chunk) if decoder is not None else chunk.decode("ascii"))
             except UnicodeDecodeError as exc:
                 raise FileError(f"the file is not valid {self.found_encoding} near byte "
                                 f"{self.bytes_read + exc.start}; upload it again with the right encoding") from None
@@ -104,8 +117,13 @@ class FileReader:
             lines = _LINE.findall(text)
             # An unfinished last line waits for the next chunk; so does a last "\r", whose "\n" may follow.
             tail = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+            if len(tail) > MAX_RECORD_CHARS or max(map(len, lines), default=0) > MAX_RECORD_CHARS:
+                self._too_long([*lines, tail], lines_read)
+            lines_read += len(lines)
             if lines:
                 yield lines
+        if decoder is None and self.bytes_read:
+            self.found_encoding = "utf-8"  # all ASCII: it reads the same either way
         if decoder is not None:
             try:
                 tail += decoder.decode(b"", final=True)
@@ -114,10 +132,17 @@ class FileReader:
         if tail:
             yield [tail + "\n"]
 
+    def _too_long(self, lines: list[str], before: int) -> None:
+        n, line = next((n, line) for n, line in enumerate(lines, before + 1) if len(line) > MAX_RECORD_CHARS)
+        raise FileError(f"line {n} is longer than {MAX_RECORD_CHARS:,} characters"
+                        + (": a JSON array is not JSON Lines (one object per line)"
+                           if self.fmt == "jsonl" and line.lstrip().startswith("[") else ""))
+
     async def records(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Raw]]:
         """Batches of records in file order (a batch per ``slice_lines`` lines or so)."""
         parse = self._csv if self.fmt == "csv" else self._jsonl
         pending: list[str] = []
+        pending_chars = 0
         open_quote = False
         async for lines in self._lines(chunks):
             complete: list[str] = []
@@ -128,13 +153,15 @@ class FileReader:
                 pending.append(line)
                 if not open_quote:
                     complete.extend(pending)
-                    pending = []
+                    pending, pending_chars = [], 0
                     if len(complete) >= self.slice_lines:
                         batch = parse(complete)
                         complete = []
                         if batch:
                             yield batch
-                elif len(pending) > MAX_RECORD_LINES:
+                    continue
+                pending_chars += len(line)
+                if len(pending) > MAX_RECORD_LINES or pending_chars > MAX_RECORD_CHARS:
                     start = self._line + len(complete) + 1  # lines before it: parsed, or waiting in ``complete``
                     raise FileError(f"a quoted field opened on line {start} is never closed")
             if complete:
@@ -153,7 +180,7 @@ class FileReader:
         reader = csv.reader(lines)
         start = self._line
         consumed = 0
-        for cells in reader:
+        for cells in _parsed(reader, start):
             row = start + consumed + 1
             consumed = reader.line_num
             if not cells or not any(c.strip() for c in cells):

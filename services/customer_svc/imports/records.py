@@ -6,6 +6,7 @@ onto them. Absent or empty values never erase what is stored: an upsert changes 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime
@@ -43,8 +44,28 @@ def opt_str(max_length: int, pattern: str | None = None) -> Any:
                      BeforeValidator(blank_to_none)]
 
 
+_EXCEL_FLOAT = re.compile(r"^\d+\.0+$")
+_EXCEL_EXPONENT = re.compile(r"^\d(?:\.\d+)?[eE]\+?\d+$")
+
+
+def _spreadsheet_phone(value: str) -> str:
+    """A phone number as a spreadsheet may have written it: ``13800138000.0`` is the number; ``1.38E+10`` has lost
+    its digits, which the uploader needs told."""
+    if _EXCEL_FLOAT.match(value):
+        value = value[:value.index(".")]
+    elif _EXCEL_EXPONENT.match(value):
+        raise ValueError("the spreadsheet wrote this number in scientific notation, losing digits: format the "
+                         "column as text and export it again")
+    return normalize_phone(value)
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON number that is whole (``13800138000.0``) as its integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 Day = Annotated[date | None, BeforeValidator(flexible_date)]
-Phone = Annotated[str | None, BeforeValidator(_opt(normalize_phone))]
+Phone = Annotated[str | None, BeforeValidator(_opt(_spreadsheet_phone)), BeforeValidator(_whole_number)]
 Vin = Annotated[str, BeforeValidator(normalize_vin)]
 OptVin = Annotated[str | None, BeforeValidator(_opt(normalize_vin))]
 Plate = Annotated[str | None, BeforeValidator(_opt(normalize_plate))]
@@ -65,7 +86,8 @@ class Located(BaseModel):
     """Where a record belongs: a store of the caller's (by code or id), and optionally the dealer group's code,
     which must be the caller's own (a file meant for another group is refused row by row)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    #: Numbers where text is expected (a DMS's numeric ids in JSON Lines) are read as their text.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True)
     dealer_group: Text60 = Field(default=None, description="Dealer group code; must be yours.")
     store_code: Text40 = Field(default=None, description="The store's code (or give `store_id`).")
     store_id: Text36 = None

@@ -6,10 +6,11 @@ import re
 from datetime import date, datetime
 from typing import Any
 
-_DATE = re.compile(r"^\s*(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?\s*$")
+#: A date, then optionally a time of day without a zone (a DMS exports date columns as date-times); the groups:
+#: year, month, day, hours, minutes, seconds.
+_DATETIME = re.compile(r"^\s*(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
+                       r"(?:(?:\s*[ T]\s*|(?<=日)\s*)(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?\s*$")
 _COMPACT = re.compile(r"^\s*(\d{4})(\d{2})(\d{2})\s*$")
-_DATETIME = re.compile(r"^\s*(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?\s*[ T]\s*"
-                       r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
 GENDERS = {"男": "male", "女": "female", "m": "male", "f": "female", "male": "male", "female": "female",
            "其他": "other", "other": "other"}
@@ -28,14 +29,15 @@ def blank_to_none(value: Any) -> Any:
 
 
 def flexible_date(value: Any) -> Any:
-    """``2024-03-05``, ``2024/3/5``, ``2024.3.5``, ``2024年3月5日`` or ``20240305``; other input is left for the
-    field's own validation (and its error message)."""
+    """``2024-03-05``, ``2024/3/5``, ``2024.3.5``, ``2024年3月5日`` or ``20240305``, also with a time of day after
+    it (``2024-03-05 00:00:00``, as a DMS exports date columns), which is dropped; other input is refused."""
     value = blank_to_none(value)
     if isinstance(value, (int, float)):
-        raise ValueError("give a date such as 2024-03-05, not a number")
+        raise ValueError("give a date such as 2024-03-05, not a number (Excel shows dates as numbers in "
+                         "columns formatted as General)")
     if not isinstance(value, str):
         return value
-    m = _DATE.match(value) or _COMPACT.match(value)
+    m = _DATETIME.match(value) or _COMPACT.match(value)
     if m:
         try:
             return date(int(m[1]), int(m[2]), int(m[3]))
@@ -45,8 +47,8 @@ def flexible_date(value: Any) -> Any:
 
 
 def flexible_datetime(value: Any) -> Any:
-    """ISO 8601 with or without a zone, or ``2024/3/5 14:30[:00]``; a time without a zone is the store's local
-    time (resolved once the store is known)."""
+    """ISO 8601 with or without a zone, ``2024/3/5 14:30[:00]`` or ``2024年3月5日14:30``, or a date alone (its
+    midnight); a time without a zone is the store's local time (resolved once the store is known)."""
     value = blank_to_none(value)
     if isinstance(value, (int, float)):
         raise ValueError("give a date-time such as 2024-03-05 14:30, not a number")
@@ -55,7 +57,7 @@ def flexible_datetime(value: Any) -> Any:
     m = _DATETIME.match(value)
     if m:
         try:
-            return datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6] or 0))
+            return datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4] or 0), int(m[5] or 0), int(m[6] or 0))
         except ValueError as exc:
             raise ValueError(f"{value.strip()} is not a date-time") from exc
     try:
