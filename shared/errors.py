@@ -87,6 +87,16 @@ class TooManyRequests(AppError):
         self.headers["Retry-After"] = str(retry_after)
 
 
+class Unavailable(AppError):
+    """503: a dependency (the database) could not serve the request now; the same request may succeed later."""
+
+    status, code, title = 503, "unavailable", "Service unavailable"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 30, **ext: Any) -> None:
+        super().__init__(detail, **ext)
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class PreconditionFailed(AppError):
     status, code, title = 412, "precondition_failed", "The record changed since you read it"
 

@@ -5,15 +5,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_PHONE = re.compile(r"(?<!\d)(\+?86)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+_D = "[0-9０-９]"  # digits as typed, full-width ones too (a Chinese input method's)
+_SEP = r"[ \-.－]?"  # 138 0013 8000, 138-0013-8000
+#: Mainland mobiles, with or without +86 and separators between the 3-4-4 groups.
+_PHONE = re.compile(rf"(?<![0-9０-９])((?:[+＋]?(?:86|８６)){_SEP})?([1１][3-9３-９]{_D}){_SEP}({_D}{{4}}){_SEP}"
+                    rf"({_D}{{4}})(?![0-9０-９])")
+#: Landlines with their area code: 0755-86001234, 010 6512 3456.
+_LANDLINE = re.compile(rf"(?<![0-9０-９])([0０]{_D}{{2,3}}[ \-－]?)({_D}{{3,4}}){_SEP}({_D}{{4}})(?![0-9０-９])")
 NAME_KEYS = frozenset({"name", "customer_name", "contact_person", "full_name"})
 ID_KEYS = frozenset({"id_number"})
 ADDRESS_KEYS = frozenset({"address", "home_address"})
 
 
 def mask_phone(text: str) -> str:
-    """Every mainland mobile number inside ``text``, 138****8000 style (prefix and last four digits kept)."""
-    return _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
+    """Every mainland mobile number inside ``text``, 138****8000 style (prefix and last four digits kept), however
+    it is grouped, and every landline with its area code, 0755-****1234 style."""
+    text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
+    return _LANDLINE.sub(lambda m: f"{m.group(1)}****{m.group(3)}", text)
 
 
 def mask_number(e164: str) -> str:

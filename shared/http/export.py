@@ -9,8 +9,14 @@ and leave in chunks of about ``CHUNK_BYTES``: memory stays flat whatever the siz
 - ``json``: one JSON array, written object by object.
 - ``ndjson``: one JSON object per line (``application/x-ndjson``), for pipelines that read line by line.
 
-An error after the first chunk cannot change the status any more: the connection is cut, so a client sees a
-truncated file (a JSON array without its closing bracket) rather than a complete-looking one.
+The first row is read before the response starts, so a database that is down, or a query that cannot start,
+answers a problem+json (503) instead of a 200 cut short. An error after that cannot change the status any more:
+the connection is cut, so a client sees a truncated file (a JSON array without its closing bracket, a chunked body
+without its last chunk) rather than a complete-looking one.
+
+Each export holds a pooled connection and a transaction until its last row is sent: at most
+``MAX_CONCURRENT_EXPORTS`` run at once per process, and the next one is told to retry (429 with ``Retry-After``)
+rather than taking the pool the process's other requests need.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ import sqlalchemy as sa
 from fastapi import Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.errors import TooManyRequests, Unavailable
 
 ExportFormat = Literal["csv", "json", "ndjson"]
 FormatParam = Annotated[ExportFormat, Query(
@@ -41,6 +50,11 @@ MAX_EXPORT_DAYS = 366
 CHUNK_BYTES = 64 * 1024
 #: Rows fetched per round trip from the server-side cursor.
 FETCH_ROWS = 1000
+#: Exports streaming at once per process (each holds one of its pool's connections: 10, plus 10 overflow).
+MAX_CONCURRENT_EXPORTS = 4
+#: An export's query may run, and its transaction wait on a slow reader, this long (the roles' limits are set for
+#: requests: 30 s per statement); a year of a big dealer group's answers must be sorted before the first row.
+EXPORT_STATEMENT_TIMEOUT = "10min"
 BOM = "\ufeff".encode()
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -102,28 +116,70 @@ def _as_dict(row: Row) -> Mapping[str, Any]:
 # --- the response -------------------------------------------------------------------------------------------
 
 
-def stream_export(name: str, fmt: ExportFormat, rows: AsyncIterator[Row],
-                  columns: Sequence[str] | None = None) -> StreamingResponse:
+class _Slots:
+    """Exports under way in this process (one event loop: a counter is enough)."""
+
+    active = 0
+
+
+async def stream_export(name: str, fmt: ExportFormat, rows: AsyncIterator[Row], columns: Sequence[str] | None = None,
+                        *, holds_connection: bool = True) -> StreamingResponse:
     """The rows as a streamed download ``<name>.<fmt>``. CSV columns: ``columns``, else the first row's keys
-    (JSON objects keep every key of each row)."""
+    (JSON objects keep every key of each row). Reads the first row before answering (see the module's notes).
+    ``holds_connection=False``: rows already in memory, which take no export slot."""
+    slot = 1 if holds_connection else 0
+    if slot and _Slots.active >= MAX_CONCURRENT_EXPORTS:
+        await _close(rows)
+        raise TooManyRequests(f"{MAX_CONCURRENT_EXPORTS} exports are already streaming from this server; "
+                              "retry shortly", retry_after=10)
+    _Slots.active += slot
+    try:
+        first = await anext(rows, None)
+    except BaseException as exc:
+        _Slots.active -= slot
+        await _close(rows)
+        if isinstance(exc, (DBAPIError, sa.exc.TimeoutError, OSError)) and not isinstance(exc, IntegrityError):
+            raise Unavailable("The database could not start this export now; retry shortly, or ask for a "
+                              "shorter period.") from exc
+        raise
     body = {"csv": _csv_body, "json": _json_body, "ndjson": _ndjson_body}[fmt]
-    return StreamingResponse(
-        _closing(body(rows, columns), rows), media_type=MEDIA_TYPES[fmt],
+    return _ExportResponse(
+        body(_from(first, rows), columns), rows, slot, media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{_safe_name(name)}.{fmt}"',
                  "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
-async def _closing(body: AsyncIterator[bytes], rows: AsyncIterator[Row]) -> AsyncIterator[bytes]:
-    """The body, and the row source closed at once when it ends early (client gone, error): its cursor, session
-    and transaction go back to the pool now, not whenever the abandoned generator is collected."""
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        for gen in (body, rows):
-            close = getattr(gen, "aclose", None)
-            if close is not None:
-                await close()
+async def _from(first: Row | None, rows: AsyncIterator[Row]) -> AsyncIterator[Row]:
+    if first is None:
+        return
+    yield first
+    async for row in rows:
+        yield row
+
+
+async def _close(gen: Any) -> None:
+    close = getattr(gen, "aclose", None)
+    if close is not None:
+        await close()
+
+
+class _ExportResponse(StreamingResponse):
+    """A streamed export that gives its slot back and closes its row source as soon as the response ends, however
+    it ends (done, error, client gone): the cursor, session and transaction go back to the pool then, not whenever
+    an abandoned generator is collected."""
+
+    def __init__(self, body: AsyncIterator[bytes], rows: AsyncIterator[Row], slot: int, **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self._rows = rows
+        self._slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _Slots.active -= self._slot
+            for gen in (self.body_iterator, self._rows):
+                await _close(gen)
 
 
 def _safe_name(name: str) -> str:
@@ -187,6 +243,9 @@ async def stream_rows(sessionmaker: async_sessionmaker[AsyncSession], stmt: sa.S
     async with sessionmaker() as session, session.begin():
         if session.bind.dialect.name == "postgresql":
             await session.execute(sa.text("SET TRANSACTION READ ONLY"))
+            await session.execute(sa.text("SELECT set_config('statement_timeout', :t, true), "
+                                          "set_config('idle_in_transaction_session_timeout', :t, true)"),
+                                  {"t": EXPORT_STATEMENT_TIMEOUT})
         result = await session.stream(stmt.execution_options(yield_per=batch))
         async for part in result.partitions():
             for row in part:
@@ -198,5 +257,5 @@ def local_iso(at: datetime | None, zone: Any) -> str | None:
     return at.astimezone(zone).isoformat(timespec="seconds") if at is not None else None
 
 
-__all__ = ["BOM", "CHUNK_BYTES", "MAX_EXPORT_DAYS", "MEDIA_TYPES", "ExportFormat", "FormatParam", "csv_cell",
+__all__ = ["BOM", "CHUNK_BYTES", "MAX_CONCURRENT_EXPORTS", "MAX_EXPORT_DAYS", "MEDIA_TYPES", "ExportFormat", "FormatParam", "csv_cell",
            "csv_lines", "export_responses", "local_iso", "stream_export", "stream_rows"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -13,7 +14,11 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from shared.http.export import BOM, CHUNK_BYTES, csv_cell, stream_export
+from sqlalchemy.exc import DBAPIError
+from starlette.requests import ClientDisconnect
+
+from shared.errors import TooManyRequests, Unavailable
+from shared.http.export import BOM, CHUNK_BYTES, MAX_CONCURRENT_EXPORTS, csv_cell, stream_export
 
 
 class Item(BaseModel):
@@ -21,8 +26,22 @@ class Item(BaseModel):
     score: float | None
 
 
-async def _body(response) -> list[bytes]:  # type: ignore[no-untyped-def]
-    return [chunk async for chunk in response.body_iterator]
+async def _body(response, on_chunk=None) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """The response's body as an ASGI server receives it, chunk by chunk (``on_chunk`` sees each one)."""
+    chunks: list[bytes] = []
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()  # the client never leaves by itself
+        return {}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            chunks.append(message["body"])
+            if on_chunk is not None:
+                on_chunk(chunks)
+
+    await response({"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET", "path": "/"}, receive, send)
+    return chunks
 
 
 async def _rows(n: int, seen: list[int] | None = None) -> AsyncIterator[dict]:
@@ -49,7 +68,7 @@ async def test_the_three_formats_hold_the_same_rows() -> None:
         for row in rows:
             yield row
 
-    csv_resp = stream_export("t", "csv", source(), ["id", "name", "money", "n", "flags", "score"])
+    csv_resp = await stream_export("t", "csv", source(), ["id", "name", "money", "n", "flags", "score"])
     assert csv_resp.media_type == "text/csv; charset=utf-8"
     assert csv_resp.headers["content-disposition"] == 'attachment; filename="t.csv"'
     body = b"".join(await _body(csv_resp))
@@ -59,16 +78,16 @@ async def test_the_three_formats_hold_the_same_rows() -> None:
                       "flags": "a;b", "score": ""},
                      {"id": "", "name": "张三", "money": "", "n": "", "flags": "", "score": "9.5"}]
 
-    json_resp = stream_export("t", "json", source())
+    json_resp = await stream_export("t", "json", source())
     assert json_resp.media_type == "application/json"
     assert orjson.loads(b"".join(await _body(json_resp))) == [
         {"id": str(uuid.UUID(int=1)), "name": "=cmd|' /C calc'!A0", "money": "1.50", "n": None, "flags": ["a", "b"]},
         {"name": "张三", "score": 9.5}]
-    nd_resp = stream_export("t", "ndjson", source())
+    nd_resp = await stream_export("t", "ndjson", source())
     assert nd_resp.media_type == "application/x-ndjson"
     lines = b"".join(await _body(nd_resp)).splitlines()
     assert [orjson.loads(line) for line in lines] == orjson.loads(b"".join(await _body(
-        stream_export("t", "json", source()))))
+        await stream_export("t", "json", source()))))
 
 
 async def test_empty_exports_are_valid() -> None:
@@ -76,21 +95,21 @@ async def test_empty_exports_are_valid() -> None:
         return
         yield
 
-    assert b"".join(await _body(stream_export("t", "json", nothing()))) == b"[]"
-    assert b"".join(await _body(stream_export("t", "ndjson", nothing()))) == b""
-    assert b"".join(await _body(stream_export("t", "csv", nothing(), ["a", "b"]))) == BOM + b"a,b\r\n"
+    assert b"".join(await _body(await stream_export("t", "json", nothing()))) == b"[]"
+    assert b"".join(await _body(await stream_export("t", "ndjson", nothing()))) == b""
+    assert b"".join(await _body(await stream_export("t", "csv", nothing(), ["a", "b"]))) == BOM + b"a,b\r\n"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "ndjson"])
 async def test_rows_leave_in_chunks_before_the_source_is_read(fmt) -> None:  # type: ignore[no-untyped-def]
     total, seen = 3000, []
-    body = stream_export("t", fmt, _rows(total, seen)).body_iterator
-    chunks = []
-    async for chunk in body:
-        chunks.append(chunk)
+
+    def on_chunk(chunks: list[bytes]) -> None:
         if len(chunks) == 3:
             # three chunks are out while most rows have not even been produced: nothing holds the whole export
             assert len(seen) < total / 2
+
+    chunks = await _body(await stream_export("t", fmt, _rows(total, seen)), on_chunk)
     sizes = [len(c) for c in chunks]
     assert len(chunks) > 5 and max(sizes) < 2 * CHUNK_BYTES
     data = b"".join(chunks)
@@ -112,7 +131,47 @@ async def test_a_client_leaving_early_closes_the_source_at_once() -> None:
         finally:
             closed.append(True)  # where the cursor, session and transaction are released
 
-    body = stream_export("t", "ndjson", source()).body_iterator
-    assert await body.__anext__()
-    await body.aclose()
+    def gone(chunks: list[bytes]) -> None:
+        raise OSError("the client closed the connection")
+
+    with pytest.raises(ClientDisconnect):
+        await _body(await stream_export("t", "ndjson", source()), gone)
     assert closed == [True]
+
+
+async def test_exports_at_once_are_limited_and_their_slots_come_back() -> None:
+    """Each export holds a database connection while it streams: past the limit, 429 with Retry-After."""
+    gate = asyncio.Event()
+
+    async def slow() -> AsyncIterator[dict]:
+        yield {"a": 1}
+        await gate.wait()
+        yield {"a": 2}
+
+    streaming = [asyncio.ensure_future(_body(await stream_export("t", "ndjson", slow())))
+                 for _ in range(MAX_CONCURRENT_EXPORTS)]
+    with pytest.raises(TooManyRequests) as refused:
+        await stream_export("t", "ndjson", slow())
+    assert refused.value.headers["Retry-After"] == "10"
+    gate.set()
+    for done in streaming:
+        assert len((b"".join(await done)).splitlines()) == 2
+    assert len(b"".join(await _body(await stream_export("t", "ndjson", slow()))).splitlines()) == 2
+
+
+async def test_a_database_that_cannot_start_the_export_is_a_503_before_any_byte() -> None:
+    closed = []
+
+    async def failing() -> AsyncIterator[dict]:
+        try:
+            raise DBAPIError("SELECT", None, ConnectionRefusedError("the database is down"))
+            yield {}
+        finally:
+            closed.append(True)
+
+    with pytest.raises(Unavailable) as refused:
+        await stream_export("t", "csv", failing())
+    assert refused.value.status == 503 and refused.value.headers["Retry-After"] and closed == [True]
+    # Its slot came back: as many exports as the limit still start.
+    for _ in range(MAX_CONCURRENT_EXPORTS + 1):
+        assert await _body(await stream_export("t", "ndjson", _rows(1)))

@@ -205,7 +205,8 @@ async def test_complaint_cases(survey_client, survey_runtime, sgroup, sclock):  
         # kept both deadlines, closed with the customer's feedback
         case(g, 1, jan10, owner_id=owner, status="closed", first_responded_at=jan10 + timedelta(hours=1),
              resolved_at=jan10 + timedelta(hours=20), closed_at=jan10 + timedelta(hours=30),
-             chosen_remedy="免费返修", goodwill_amount=200, root_cause="工位不足", feedback_result="satisfied",
+             chosen_remedy="免费返修", goodwill_amount=200, root_cause="工位不足",
+             action_taken="已回访客户 138 1234 5678, 座机 0755-8600 1234", feedback_result="satisfied",
              feedback_speed="basically_satisfied", complainant_name="张三丰", complainant_phone=PHONE,
              description=FORMULA, problems=["waiting", "attitude"]),
         # first response late, still open past its resolution deadline
@@ -216,11 +217,21 @@ async def test_complaint_cases(survey_client, survey_runtime, sgroup, sclock):  
              resolution_due=datetime(2025, 3, 5, tzinfo=UTC)),
         case(g, 4, jan10, store="B"),
         case(g, 5, datetime(2025, 1, 31, 16, 30, tzinfo=UTC)),  # 1 February 00:30 local: not January
+        # on hold since before its first-response deadline: the clock stopped, nothing is missed yet
+        case(g, 6, jan10 + timedelta(days=10), status="hold", held_from="ongoing",
+             held_at=jan10 + timedelta(days=10, hours=1)),
+        # on hold since after its first-response deadline: that one was missed, the resolution's still runs
+        case(g, 7, jan10 + timedelta(days=11), status="hold", held_from="ongoing",
+             held_at=jan10 + timedelta(days=11, hours=5)),
     ])
     rows = await all_formats(survey_client, CASES, g.headers(Role.CS_MANAGER), **PERIOD,
                              store_id=str(g.store_a))
-    assert [r["number"] for r in rows] == ["C202501-00001", "C202501-00002", "C202501-00003"]
-    kept, late, running = rows
+    assert [r["number"] for r in rows] == ["C202501-00001", "C202501-00002", "C202501-00006", "C202501-00007",
+                                           "C202501-00003"]
+    kept, late, held, held_late, running = rows
+    assert (held["first_response_met"], held["resolution_met"], held["sla_met"], held["overdue"]) == \
+        (None, None, None, False)
+    assert (held_late["first_response_met"], held_late["resolution_met"], held_late["sla_met"]) == (False, None, False)
     assert {k: kept[k] for k in ("store_code", "opened_at", "status", "category", "severity", "owner_name",
                                  "first_response_met", "resolution_met", "sla_met", "overdue", "resolution",
                                  "goodwill_amount", "feedback_result", "feedback_speed", "closed_at", "problems",
@@ -240,7 +251,7 @@ async def test_complaint_cases(survey_client, survey_runtime, sgroup, sclock):  
     _, table = await export(survey_client, CASES, "csv", g.headers(Role.CS_MANAGER), **PERIOD,
                             store_id=str(g.store_a))
     assert table[0]["description"] == "'" + FORMULA and table[0]["complainant_phone"] == "'" + PHONE
-    assert table[0]["sla_met"] == "true" and table[2]["sla_met"] == ""
+    assert table[0]["sla_met"] == "true" and table[4]["sla_met"] == ""
 
     # status filter (repeatable); an integration key without pii:read reads masked personal data
     _, closed = await export(survey_client, CASES, "json", g.headers(Role.ADMIN), **PERIOD, status="closed")
@@ -249,9 +260,11 @@ async def test_complaint_cases(survey_client, survey_runtime, sgroup, sclock):  
                                                ("status", "in_process")], headers=g.headers(Role.ADMIN))
     assert [row["number"] for row in r.json()] == ["C202501-00001", "C202501-00002"]
     _, masked = await export(survey_client, CASES, "json", integration_headers(g, ["complaints:read"]), **PERIOD)
-    assert [r["number"] for r in masked] == ["C202501-00001", "C202501-00002", "C202501-00003"]
+    assert [r["number"] for r in masked][:2] == ["C202501-00001", "C202501-00002"]
     assert (masked[0]["complainant_name"], masked[0]["complainant_phone"]) == ("张**", "138****5678")
     assert "13812345678" not in masked[0]["description"] and "138****5678" in masked[0]["description"]
+    # phone numbers staff wrote down in any free text, however grouped
+    assert masked[0]["action_taken"] == "已回访客户 138****5678, 座机 0755-****1234", masked[0]["action_taken"]
     _, unmasked = await export(survey_client, CASES, "json", integration_headers(g, ["complaints:read", "pii:read"]),
                                **PERIOD)
     assert unmasked[0]["complainant_phone"] == PHONE
@@ -307,3 +320,18 @@ async def test_a_large_export_streams_in_chunks(  # type: ignore[no-untyped-def]
         assert len(rows) == total and {r["store_code"] for r in rows} == {"A"}
         assert [r["number"] for r in rows[:2]] == ["C202406-00000", "C202406-00001"]
         assert rows[-1]["number"] == f"C202406-{total - 1:05d}"
+
+
+def test_an_item_named_like_a_response_column_never_overwrites_it() -> None:
+    """Surveys saved before such ids were refused: their item gets a column of its own."""
+    from survey_svc.exports.queries import RESPONSE_COLUMNS, item_column
+
+    assert [item_column(i) for i in ("q1", "overall_score")] == ["q1", "item_overall_score"]
+    assert "overall_score" in RESPONSE_COLUMNS and "item_overall_score" not in RESPONSE_COLUMNS
+
+
+async def test_a_from_alone_too_early_names_from(survey_client, sgroup):  # type: ignore[no-untyped-def]
+    """`to` defaults to today: the field to change is the one sent."""
+    r = await survey_client.get(CASES, params={"from": "2000-01-01"}, headers=sgroup.headers(Role.CS_MANAGER))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.from", r.text
+    assert "at the earliest" in r.json()["errors"][0]["message"]

@@ -348,6 +348,12 @@ async def test_blank_text_and_multiple_choice_follow_ups(client, survey_client, 
             {"id": "q", "type": "multiple", "text": "x", "min_choices": 3,
              "options": [{"value": "a", "label": "A"}, {"value": "b", "label": "B"}]}]}})
     assert bad.status_code == 422 and "min_choices" in bad.text
+    # A question id that is a column of the response export would overwrite it there.
+    taken = await survey_client.post("/api/v1/surveys/templates", headers=manager, json={
+        "key": "clash", "name": "x", "definition": {"title": "x", "questions": [
+            {"id": "overall_score", "type": "text", "text": "x"}]}})
+    assert taken.status_code == 422 and taken.json()["errors"][0]["field"] == "body.definition.questions", taken.text
+    assert "overall_score" in taken.json()["errors"][0]["message"]
     customer = await new_customer(client, sgroup)
     key = await publish_survey_request(survey_runtime, sgroup, customer["id"], survey="lounge")
     inv = await invitation_by_key(survey_runtime, sgroup, key)

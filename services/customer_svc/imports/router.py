@@ -98,7 +98,7 @@ async def import_report(ctx: CtxDep, job_id: JobId, fmt: FormatParam = "csv",
                         ) -> StreamingResponse:
     """The whole per-row report as one download (CSV opens in Excel), streamed whatever the file's size."""
     job = await service.get_job(ctx, job_id)
-    return stream_export(f"import-{job.id}-report", fmt, service.report_rows(ctx, job.id, status),
+    return await stream_export(f"import-{job.id}-report", fmt, service.report_rows(ctx, job.id, status),
                          columns=list(ImportRowRead.model_fields))
 
 

@@ -52,4 +52,4 @@ async def export_completion(
     await ctx.session.close()  # the stream reads on its own session
     rows = stream_rows(ctx.runtime.sessionmaker, queries.completion(scope, first, last, rule),
                        queries.completion_row(scope, ctx.principal))
-    return stream_export(f"followup-completion-{first.isoformat()}_{last.isoformat()}", fmt, rows, queries.COLUMNS)
+    return await stream_export(f"followup-completion-{first.isoformat()}_{last.isoformat()}", fmt, rows, queries.COLUMNS)

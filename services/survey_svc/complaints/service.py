@@ -29,6 +29,7 @@ from survey_svc.complaints import schemas as s
 from survey_svc.complaints.escalation import TOP_LEVEL, escalate, staff_of
 from survey_svc.complaints.events import publish
 from survey_svc.complaints.numbering import next_number
+from survey_svc.complaints.privacy import masked_text
 from survey_svc.complaints.sla import (CHANNEL_NATURE, Facts, closing_due, computed_severity, due_times, higher,
                                        is_major, next_due, overdue, pending_due)
 from survey_svc.deps import Ctx
@@ -512,8 +513,8 @@ def view(c: Complaint, principal: Principal, now: datetime) -> s.ComplaintRead:
     if not principal.sees_pii:
         body.complainant_name = mask_name(body.complainant_name) if body.complainant_name else None
         body.complainant_phone = mask_number(body.complainant_phone) if body.complainant_phone else None
-        body.description = mask_phone(body.description)
-        body.demands = mask_phone(body.demands) if body.demands else None
+        for field, value in masked_text(body, False).items():
+            setattr(body, field, value)
     return body
 
 

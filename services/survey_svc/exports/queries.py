@@ -15,13 +15,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from survey_svc.complaints.privacy import masked_text
 from survey_svc.complaints.sla import overdue
 from survey_svc.models import Complaint, Response, StaffView
 from survey_svc.reports.scope import Scope
+from survey_svc.surveys.schemas import RESPONSE_FIELDS
 from shared.auth.principal import Principal
 from shared.calendar import zone
 from shared.http.export import local_iso
-from shared.pii import mask_name, mask_number, mask_phone
+from shared.pii import mask_name, mask_number
 
 
 def _zones(scope: Scope) -> Callable[[uuid.UUID], Any]:
@@ -38,10 +40,7 @@ def _codes(scope: Scope) -> dict[uuid.UUID, str | None]:
 # --- survey responses ---------------------------------------------------------------------------------------
 
 #: Columns of the response export, before the per-item scores. No names, phones or free text (personal data).
-RESPONSE_COLUMNS = ["response_id", "invitation_id", "store_code", "store_id", "survey", "survey_version",
-                    "answered_at_local", "channel", "about_type", "about_id", "customer_id", "vehicle_id",
-                    "staff_id", "satisfaction_index", "overall_score", "nps_score", "nps_class", "low_score",
-                    "flags", "review_status"]
+RESPONSE_COLUMNS = list(RESPONSE_FIELDS)
 
 
 def responses(scope: Scope, survey: str | None) -> sa.Select[Any]:
@@ -57,9 +56,16 @@ def responses(scope: Scope, survey: str | None) -> sa.Select[Any]:
     return stmt.order_by(Response.answered_at, Response.id)
 
 
+def item_column(item: str) -> str:
+    """An item's column: its id, unless that is one of the response's own columns (surveys saved before such ids
+    were refused); then ``item_<id>``, so it never overwrites them."""
+    return f"item_{item}" if item in RESPONSE_COLUMNS else item
+
+
 def response_row(scope: Scope, items: list[str]) -> Callable[[Any], dict[str, Any]]:
     """Row -> export row: the columns above, then one score (0–100) per item (empty: not asked or not answered)."""
     codes, zone_of = _codes(scope), _zones(scope)
+    columns = [(item, item_column(item)) for item in items]
 
     def convert(r: Any) -> dict[str, Any]:
         scores = r.item_scores or {}
@@ -70,7 +76,7 @@ def response_row(scope: Scope, items: list[str]) -> Callable[[Any], dict[str, An
                 "vehicle_id": r.vehicle_id, "staff_id": r.staff_id, "satisfaction_index": r.satisfaction_index,
                 "overall_score": r.overall_score, "nps_score": r.nps_score, "nps_class": r.nps_class,
                 "low_score": r.low_score, "flags": list(r.flags or []), "review_status": r.review_status,
-                **{item: scores.get(item) for item in items}}
+                **{column: scores.get(item) for item, column in columns}}
 
     return convert
 
@@ -96,7 +102,7 @@ def complaints(scope: Scope, statuses: list[str] | None) -> sa.Select[Any]:
         c.owner_id, StaffView.name.label("owner_name"), c.escalation_level, c.first_response_due,
         c.first_responded_at, c.resolution_due, c.resolved_at, c.closing_due, c.closed_at, c.chosen_remedy,
         c.goodwill_amount, c.goodwill_status, c.root_cause, c.action_taken, c.feedback_result, c.feedback_speed,
-        c.oem_case_no, c.response_id, c.about_type, c.about_id, c.description, c.demands,
+        c.oem_case_no, c.response_id, c.about_type, c.about_id, c.description, c.demands, c.held_at,
     ).outerjoin(StaffView, sa.and_(StaffView.id == c.owner_id, StaffView.tenant_id == c.tenant_id)) \
         .where(scope.within(c, c.opened_at))
     if statuses:
@@ -126,14 +132,13 @@ def complaint_row(scope: Scope, principal: Principal, now: datetime) -> Callable
 
     def convert(r: Any) -> dict[str, Any]:
         tz = zone_of(r.store_id)
-        first = _met(r.first_responded_at, r.first_response_due, now)
-        resolution = _met(r.resolved_at or r.closed_at, r.resolution_due, now)
-        name, phone, description, demands = r.complainant_name, r.complainant_phone, r.description, r.demands
+        clock = r.held_at or now  # on hold, the deadlines' clock stopped when the hold began
+        first = _met(r.first_responded_at, r.first_response_due, clock)
+        resolution = _met(r.resolved_at or r.closed_at, r.resolution_due, clock)
+        name, phone, text = r.complainant_name, r.complainant_phone, masked_text(r, pii)
         if not pii:
             name = mask_name(name) if name else name
             phone = mask_number(phone) if phone else phone
-            description = mask_phone(description) if description else description
-            demands = mask_phone(demands) if demands else demands
         return {
             "number": r.number, "complaint_id": r.id, "store_code": codes.get(r.store_id), "store_id": r.store_id,
             "opened_at": local_iso(r.opened_at, tz), "status": r.status, "kind": r.kind, "category": r.category,
@@ -145,10 +150,11 @@ def complaint_row(scope: Scope, principal: Principal, now: datetime) -> Callable
             "first_responded_at": local_iso(r.first_responded_at, tz), "first_response_met": first,
             "resolution_due": local_iso(r.resolution_due, tz), "resolved_at": local_iso(r.resolved_at, tz),
             "resolution_met": resolution, "sla_met": _all_met(first, resolution), "overdue": overdue(r, now),
-            "closed_at": local_iso(r.closed_at, tz), "resolution": r.chosen_remedy,
+            "closed_at": local_iso(r.closed_at, tz), "resolution": text["chosen_remedy"],
             "goodwill_amount": r.goodwill_amount, "goodwill_status": r.goodwill_status,
-            "root_cause": r.root_cause, "action_taken": r.action_taken, "feedback_result": r.feedback_result,
-            "feedback_speed": r.feedback_speed, "oem_case_no": r.oem_case_no, "response_id": r.response_id,
-            "about_type": r.about_type, "about_id": r.about_id, "description": description, "demands": demands}
+            "root_cause": text["root_cause"], "action_taken": text["action_taken"],
+            "feedback_result": r.feedback_result, "feedback_speed": r.feedback_speed, "oem_case_no": r.oem_case_no,
+            "response_id": r.response_id, "about_type": r.about_type, "about_id": r.about_id,
+            "description": text["description"], "demands": text["demands"]}
 
     return convert

@@ -53,7 +53,8 @@ async def _responses(ctx: Ctx, fmt: ExportFormat, store_id: uuid.UUID | None, fr
     items = item_columns(await survey_items(ctx.session, scope.tenant_id, survey))
     await ctx.session.close()  # the stream reads on its own session
     rows = stream_rows(ctx.runtime.sessionmaker, queries.responses(scope, survey), queries.response_row(scope, items))
-    return stream_export(f"survey-responses-{_span(scope)}", fmt, rows, [*queries.RESPONSE_COLUMNS, *items])
+    return await stream_export(f"survey-responses-{_span(scope)}", fmt, rows,
+                               [*queries.RESPONSE_COLUMNS, *map(queries.item_column, items)])
 
 
 @router.get("/api/v1/surveys/exports/responses", response_class=StreamingResponse, dependencies=[survey_readers],
@@ -96,4 +97,4 @@ async def export_cases(ctx: CtxDep, fmt: FormatParam = "json", store_id: StorePa
     await ctx.session.close()
     rows = stream_rows(ctx.runtime.sessionmaker, queries.complaints(scope, list(status) if status else None),
                        queries.complaint_row(scope, ctx.principal, scope.now))
-    return stream_export(f"complaints-{_span(scope)}", fmt, rows, queries.COMPLAINT_COLUMNS)
+    return await stream_export(f"complaints-{_span(scope)}", fmt, rows, queries.COMPLAINT_COLUMNS)

@@ -312,6 +312,7 @@ async def complaints(ctx: Ctx, scope: Scope, group_by: str) -> s.ComplaintReport
     key = {"month": lambda: scope.month_of(Complaint, Complaint.opened_at), "store": lambda: Complaint.store_id,
            "category": lambda: Complaint.category, "severity": lambda: Complaint.severity}[group_by]()
     resolved = sa.func.coalesce(Complaint.resolved_at, Complaint.closed_at)
+    clock = sa.func.coalesce(Complaint.held_at, now)  # on hold, the deadlines' clock stopped when the hold began
     inner = sa.select(
         key.label("k"), Complaint.category, Complaint.severity, Complaint.status, Complaint.channel,
         Complaint.kind, Complaint.feedback_result, Complaint.feedback_speed, Complaint.escalation_level,
@@ -319,9 +320,9 @@ async def complaints(ctx: Ctx, scope: Scope, group_by: str) -> s.ComplaintReport
         _hours(session, Complaint.first_responded_at, Complaint.opened_at).label("fr_hours"),
         _hours(session, Complaint.closed_at, Complaint.opened_at).label("close_hours"),
         sa.or_(Complaint.first_responded_at > Complaint.first_response_due,
-               sa.and_(Complaint.first_responded_at.is_(None), Complaint.first_response_due < now))
+               sa.and_(Complaint.first_responded_at.is_(None), Complaint.first_response_due < clock))
         .label("fr_late"),
-        sa.or_(resolved > Complaint.resolution_due, sa.and_(resolved.is_(None), Complaint.resolution_due < now))
+        sa.or_(resolved > Complaint.resolution_due, sa.and_(resolved.is_(None), Complaint.resolution_due < clock))
         .label("res_late"),
     ).where(scope.within(Complaint, Complaint.opened_at)).subquery()
     c = inner.c

@@ -53,7 +53,7 @@ def wants_csv(request: Request, fmt: str | None) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
-def _sections_csv(name: str, sections: list[tuple[str, list[BaseModel]]]) -> StreamingResponse:
+async def _sections_csv(name: str, sections: list[tuple[str, list[BaseModel]]]) -> StreamingResponse:
     """Rows of every section in one table: ``section`` first, then the union of the rows' fields."""
     dumped = [{"section": label, **row.model_dump(mode="json")} for label, items in sections for row in items]
     columns: list[str] = ["section"]
@@ -64,7 +64,7 @@ def _sections_csv(name: str, sections: list[tuple[str, list[BaseModel]]]) -> Str
         for row in dumped:
             yield row
 
-    return stream_export(name, "csv", rows(), columns)
+    return await stream_export(name, "csv", rows(), columns, holds_connection=False)
 
 
 def _span(report: SatisfactionReport | ComplaintReport) -> str:
@@ -87,7 +87,7 @@ async def satisfaction_report(
     report = await queries.satisfaction(ctx, scope, group_by, survey)
     if wants_csv(request, fmt):
         items = [item for group in report.items for item in group.items]
-        return _sections_csv(f"satisfaction-{group_by}-{_span(report)}",
+        return await _sections_csv(f"satisfaction-{group_by}-{_span(report)}",
                              [("total", [report.totals]), (group_by, list(report.rows)), ("item", items)])
     return report
 
@@ -107,7 +107,7 @@ async def complaint_report(
         breakdowns: list[tuple[str, list[BaseModel]]] = [
             (name, list(getattr(report, name))) for name in
             ("by_category", "by_severity", "by_status", "by_channel", "feedback_result", "feedback_speed")]
-        return _sections_csv(f"complaints-{group_by}-{_span(report)}",
+        return await _sections_csv(f"complaints-{group_by}-{_span(report)}",
                              [("total", [report.totals]), (group_by, list(report.rows)), *breakdowns,
                               ("repeat_complainer", list(report.top_repeat_complainers))])
     return report

@@ -126,8 +126,12 @@ def check_period(first: date | None, last: date | None, today: date, max_days: i
         raise InvalidField("query.from", "must not be after `to`" if last is not None
                            else "must not be after `to` (today by default)")
     if (end - start).days + 1 > max_days:
-        raise InvalidField("query.to", f"a report covers at most {max_days} days"
-                           + (" (two years)" if max_days == MAX_DAYS else ""))
+        # Name what was sent: a ``from`` alone is too early for today's ``to``.
+        raise InvalidField("query.to" if last is not None else "query.from",
+                           f"a report covers at most {max_days} days"
+                           + (" (two years)" if max_days == MAX_DAYS else "")
+                           + ("" if last is not None else f", so from {today - timedelta(days=max_days - 1)} "
+                              "at the earliest with today's `to`"))
     return start, end
 
 

@@ -8,10 +8,15 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KEY = re.compile(r"^[a-z][a-z0-9_]{1,59}$")
 QID = r"^[a-z][a-z0-9_]{0,29}$"
+#: A response's own columns in exports, beside one per question: a new survey's question may not take their names.
+RESPONSE_FIELDS = ("response_id", "invitation_id", "store_code", "store_id", "survey", "survey_version",
+                   "answered_at_local", "channel", "about_type", "about_id", "customer_id", "vehicle_id", "staff_id",
+                   "satisfaction_index", "overall_score", "nps_score", "nps_class", "low_score", "flags",
+                   "review_status")
 QuestionType = Literal["rating", "nps", "single", "multiple", "text"]
 
 
@@ -117,6 +122,15 @@ class TemplateWrite(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     definition: SurveyDefinition
     change_note: str | None = Field(default=None, max_length=500)
+
+    @field_validator("definition")
+    @classmethod
+    def _ids_free(cls, definition: SurveyDefinition) -> SurveyDefinition:
+        """Checked on writes only: versions saved before the rule still read."""
+        taken = [q.id for q in definition.questions if q.id in RESPONSE_FIELDS]
+        if taken:
+            raise ValueError(f"questions: id {taken[0]!r} names a column of the response export; choose another")
+        return definition
 
 
 class TemplateCreate(TemplateWrite):
