@@ -222,7 +222,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting problem+json errors."""
     names = {400: "Bad request", 401: "Not authenticated", 403: "Not allowed", 404: "Not found",
              409: "Conflict", 412: "Stale If-Match", 422: "Validation failed", 428: "If-Match required",
-             413: "Payload too large", 429: "Too many requests"}
+             413: "Payload too large", 429: "Too many requests", 503: "Unavailable now; retry after Retry-After"}
     return {
         s: {"model": Problem, "description": names.get(s, "Error"), "content": {PROBLEM_JSON: {}}}
         for s in statuses

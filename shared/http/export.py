@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.errors import TooManyRequests, Unavailable
+from shared.errors import TooManyRequests, Unavailable, problem_responses
 
 ExportFormat = Literal["csv", "json", "ndjson"]
 FormatParam = Annotated[ExportFormat, Query(
@@ -64,7 +64,7 @@ Row = Mapping[str, Any] | BaseModel
 def export_responses(description: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for an export route: the three media types of its 200."""
     text = {"schema": {"type": "string"}}
-    return {200: {"description": description,
+    return {**problem_responses(429, 503), 200: {"description": description,
                   "content": {"text/csv": text, "application/json": {"schema": {"type": "array", "items": {
                       "type": "object"}}}, "application/x-ndjson": text}}}
 

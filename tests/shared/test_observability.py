@@ -27,6 +27,12 @@ def test_logs_are_json_with_phones_and_names_masked(capsys: pytest.CaptureFixtur
     assert "13800138000" not in json.dumps(line, ensure_ascii=False)
     assert line["service"] == "test_svc" and line["level"] == "info"
     assert mask_phone("tel 13912345678.") == "tel 139****5678."
+    for written, masked in [("请回电 138 0013 8000", "请回电 138****8000"), ("138-0013-8000", "138****8000"),
+                            ("+86 138 0013 8000", "+86 138****8000"), ("１３８００１３８０００", "１３８****８０００"),
+                            ("座机0755-86001234", "座机0755-****1234"), ("010 6512 3456", "010 ****3456"),
+                            ("订单 20231105123456789", "订单 20231105123456789"), ("2023-11-05 10:30", "2023-11-05 10:30"),
+                            ("VIN LSVAU218XN2183294", "VIN LSVAU218XN2183294")]:
+        assert mask_phone(written) == masked, written
 
 
 @pytest.fixture

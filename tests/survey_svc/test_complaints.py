@@ -173,8 +173,8 @@ async def test_complaint_from_intake_to_closure(client, survey_client, survey_ru
     assert r.json()["closing_due"] == r.json()["resolution_due"] == r.json()["escalate_at"]
 
     # Closing: a manager signs off, with root cause, action and the customer's feedback.
-    close = {"root_cause": "火花塞安装不到位", "action_taken": "返工并对技师再培训", "feedback_result": "satisfied",
-             "feedback_speed": "basically_satisfied", "staff_verdict": "技师通报批评"}
+    close = {"root_cause": "火花塞安装不到位", "action_taken": "返工并对技师再培训, 已回访 139 1234 5678",
+             "feedback_result": "satisfied", "feedback_speed": "basically_satisfied", "staff_verdict": "技师通报批评"}
     assert (await sc.post(f"{URL}/{cid}/close", json=close, headers=h(g, Role.CS_AGENT))).status_code == 403
     missing = await sc.post(f"{URL}/{cid}/close", json={**close, "root_cause": None}, headers=h(g, Role.CS_MANAGER))
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "body.root_cause"
@@ -198,6 +198,8 @@ async def test_complaint_from_intake_to_closure(client, survey_client, survey_ru
     # The CS agent has no personal-data permission: phone numbers in the log are masked.
     masked = (await sc.get(f"{URL}/{cid}", headers=h(g, Role.CS_AGENT))).json()
     assert "139****5678" in masked["entries"][3]["body"] and "13912345678" not in masked["entries"][3]["body"]
+    assert masked["action_taken"] == "返工并对技师再培训, 已回访 139****5678", masked["action_taken"]
+    assert detail["action_taken"] == close["action_taken"]
     audits = await rows(survey_runtime, AuditEntry, g.tenant_id, record_id=uuid.UUID(cid))
     assert {"complaint.create", "complaint.transfer", "complaint.goodwill.approve", "complaint.resolve",
             "complaint.close"} <= {a.action for a in audits}
