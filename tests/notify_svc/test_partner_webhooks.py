@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from notify_svc.app import NotifyRuntime
 from notify_svc.models import WebhookDelivery, WebhookEndpoint, messaging
-from notify_svc.webhooks.fanout import PARTNER_EVENT_TYPES, wants
+from notify_svc.webhooks.fanout import EVENT_SCOPES, PARTNER_EVENT_TYPES, wants
 from shared.auth.roles import Role
 from shared.db.base import utcnow
 from shared.events.catalog.customer import ServiceVisitCompleted
@@ -36,6 +36,8 @@ DELIVERIES = "/api/v1/webhooks/deliveries"
 LOW = "survey.response.low_score.v1"
 OPENED = "survey.complaint.opened.v1"
 SCOPE = "webhooks:manage"
+#: What a partner feed's key holds: webhooks, and reading what its subscribed events carry.
+FEED = (SCOPE, *sorted(set(EVENT_SCOPES.values())))
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Partner:
 
 
 async def real_key(client: httpx.AsyncClient, group: Group, stores: Sequence[str],
-                   scopes: Sequence[str] = (SCOPE,)) -> Partner:
+                   scopes: Sequence[str] = FEED) -> Partner:
     """An integration key made by the group's admin in customer_svc and exchanged for a token, as a partner does."""
     created = await client.post("/api/v1/api-keys", headers=group.headers(Role.ADMIN), json={
         "name": "OEM feedback feed", "scopes": list(scopes), "store_ids": [str(group.stores[s]) for s in stores]})
@@ -55,7 +57,7 @@ async def real_key(client: httpx.AsyncClient, group: Group, stores: Sequence[str
     return Partner(uuid.UUID(created.json()["id"]), {"Authorization": f"Bearer {token.json()['access_token']}"})
 
 
-def minted(group: Group, stores: Sequence[str], scopes: Sequence[str] = (SCOPE,)) -> Partner:
+def minted(group: Group, stores: Sequence[str], scopes: Sequence[str] = FEED) -> Partner:
     """A token as customer_svc issues it for a key (the key itself is not needed by notify_svc)."""
     key_id = uuid.uuid4()
     token, _ = group.runtime.issuer.issue(subject=key_id, tenant_id=group.tenant_id,

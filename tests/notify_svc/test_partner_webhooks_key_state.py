@@ -30,8 +30,8 @@ from shared.events.catalog.survey import SurveyLowScore
 from shared.events.envelope import CloudEvent, build_event
 from shared.testing.waiting import eventually
 from tests.conftest import Group
-from tests.notify_svc.test_partner_webhooks import (ENDPOINTS, LOW, Partner, deliveries, handled, low_score,
-                                                    minted, publish, real_key, subscribe)
+from tests.notify_svc.test_partner_webhooks import (DELIVERIES, ENDPOINTS, FEED, LOW, Partner, deliveries, handled,
+                                                    low_score, minted, publish, real_key, subscribe)
 from tests.notify_svc.test_webhooks import Receiver, receiving
 
 DONE = "followup.task.completed.v1"
@@ -161,11 +161,11 @@ async def test_a_keys_state_is_the_newest_event_and_a_revocation_stays(notify_cl
     created = await subscribe(notify_client, partner, receiver)
     # The token's claims were kept when it saved the endpoint (no event yet: the key is as it was created).
     seeded = await key_state(notify_runtime, group, partner.key_id)
-    assert seeded is not None and seeded.changed_at is None and seeded.scopes == ["webhooks:manage"]
+    assert seeded is not None and seeded.changed_at is None and seeded.scopes == sorted(FEED)
     assert seeded.store_ids == sorted([str(group.store_a), str(group.store_b)])
 
     def change(minutes: int, stores: list[str], revoked: bool = False) -> CloudEvent:
-        data = ApiKeyChanged(api_key_id=partner.key_id, scopes=["webhooks:manage"],
+        data = ApiKeyChanged(api_key_id=partner.key_id, scopes=list(FEED),
                              store_ids=[group.stores[s] for s in stores], revoked=revoked)
         event = build_event(data, source="customer_svc", tenant_id=group.tenant_id, store_id=None)
         return event.model_copy(update={"time": utcnow() + timedelta(minutes=minutes)})
@@ -265,7 +265,7 @@ async def test_free_text_reaches_a_key_masked_unless_it_holds_pii_read(
         client: httpx.AsyncClient, notify_client: httpx.AsyncClient, notify_runtime: NotifyRuntime, group: Group,
         receiver: Receiver) -> None:
     plain = await real_key(client, group, stores=["A"])
-    trusted = await real_key(client, group, stores=["A"], scopes=["webhooks:manage", "pii:read"])
+    trusted = await real_key(client, group, stores=["A"], scopes=[*FEED, "pii:read"])
     async with receiving(notify_runtime, group.tenant_id) as other:
         masked_ep = await subscribe(notify_client, plain, receiver, event_types=[LOW, DONE])
         clear_ep = await subscribe(notify_client, trusted, other, event_types=[LOW, DONE])
@@ -285,18 +285,77 @@ async def test_free_text_reaches_a_key_masked_unless_it_holds_pii_read(
         assert texts(receiver.requests) == {LOW: MASKED_TEXT, DONE: MASKED_TEXT}
         assert texts(other.requests) == {LOW: PHONE_TEXT, DONE: PHONE_TEXT}
         # The delivery log shows the partner what was sent, masked alike.
-        stored = {d.endpoint_id: d.payload for d in await deliveries(notify_runtime, group, event_type=LOW)}
+        low_rows = await deliveries(notify_runtime, group, event_type=LOW)
+        stored = {d.endpoint_id: d.payload for d in low_rows}
+        stored_ids = {d.endpoint_id: d.id for d in low_rows}
         assert stored[uuid.UUID(masked_ep["id"])]["data"]["comment"] == MASKED_TEXT
         assert stored[uuid.UUID(clear_ep["id"])]["data"]["comment"] == PHONE_TEXT
 
         # pii:read taken from the key: from then on its text is masked too.
-        await change_key(client, group, trusted, scopes=["webhooks:manage"])
-        await heard(notify_runtime, group, trusted, scopes=["webhooks:manage"])
+        await change_key(client, group, trusted, scopes=list(FEED))
+        await heard(notify_runtime, group, trusted, scopes=list(FEED))
         later = commented(group)
         await publish(notify_runtime, later)
         await handled(notify_runtime, later)
         (row,) = await deliveries(notify_runtime, group, event_id=later.id, endpoint_id=uuid.UUID(clear_ep["id"]))
         assert row.payload["data"]["comment"] == MASKED_TEXT
+        # What went out before is read back masked now (its token still says pii:read; the key no longer does).
+        earlier = stored_ids[uuid.UUID(clear_ep["id"])]
+        shown = await notify_client.get(f"{DELIVERIES}/{earlier}", headers=trusted.headers)
+        assert shown.status_code == 200 and shown.json()["payload"]["data"]["comment"] == MASKED_TEXT, shown.text
+
+
+async def test_every_free_text_of_a_partner_event_is_masked(notify_runtime: NotifyRuntime, group: Group) -> None:
+    """A complaint's remedy, an escalation's reason, everything under a task's outcome, declined repair items."""
+    from notify_svc.webhooks.fanout import partner_payload
+    from shared.events.catalog.customer import ServiceVisitCompleted
+    from shared.events.catalog.survey import ComplaintResolved
+
+    done = task_completed(group)
+    done = done.model_copy(update={"data": {**done.data, "outcome": {
+        "summary": PHONE_TEXT, "preferred_next_contact": "晚上打 139 0013 9000", "cancel_reason": "客户换号13800138000",
+        "reached": True}}})
+    body = partner_payload(done, pii=False)["data"]["outcome"]
+    assert body == {"summary": MASKED_TEXT, "preferred_next_contact": "晚上打 139****9000",
+                    "cancel_reason": "客户换号138****8000", "reached": True}
+    resolved = build_event(ComplaintResolved.model_validate({
+        "complaint_id": uuid.uuid4(), "number": "C202612-00001", "customer_id": uuid.uuid4(), "channel": "phone",
+        "category": "service", "severity": "medium", "nature": "ordinary", "kind": "complaint", "status": "in_process",
+        "remedy": "退款后回电13800138000", "resolved_at": utcnow()}),
+        source="survey_svc", tenant_id=group.tenant_id, store_id=group.store_a)
+    assert partner_payload(resolved, pii=False)["data"]["remedy"] == "退款后回电138****8000"
+    assert partner_payload(resolved, pii=True)["data"]["remedy"] == "退款后回电13800138000"
+    visit = build_event(ServiceVisitCompleted(visit_id=uuid.uuid4(), vehicle_id=uuid.uuid4(), customer_id=uuid.uuid4(),
+                                              visit_type="maintenance", completed_at=utcnow(),
+                                              declined_items=["刹车片, 客户说打13800138000再约"]),
+                        source="customer_svc", tenant_id=group.tenant_id, store_id=group.store_a)
+    assert partner_payload(visit, pii=False)["data"]["declined_items"] == ["刹车片, 客户说打138****8000再约"]
+
+
+async def test_an_event_type_needs_its_read_scope(
+        client: httpx.AsyncClient, notify_client: httpx.AsyncClient, notify_runtime: NotifyRuntime, group: Group,
+        receiver: Receiver) -> None:
+    """``webhooks:manage`` alone opens no data: survey answers need ``surveys:read``, as the export does; a key
+    that loses it gets none from then on, and a revoked key's token reads no delivery log."""
+    bare = minted(group, ["A"], scopes=["webhooks:manage"])
+    refused = await notify_client.post(ENDPOINTS, headers=bare.headers, json={
+        "partner": "OEM", "url": receiver.url, "event_types": [LOW]})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "body.event_types.0", refused.text
+    assert "surveys:read" in refused.json()["errors"][0]["message"]
+
+    partner = await real_key(client, group, stores=["A"])
+    await subscribe(notify_client, partner, receiver, event_types=[LOW, DONE])
+    narrowed = [s for s in FEED if s != "surveys:read"]
+    await change_key(client, group, partner, scopes=narrowed)
+    await heard(notify_runtime, group, partner, scopes=narrowed)
+    events = [low_score(group), task_completed(group)]
+    await publish(notify_runtime, *events)
+    await handled(notify_runtime, *events)
+    assert [d.event_type for d in await deliveries(notify_runtime, group)] == [DONE]
+
+    await revoke(client, group, partner)
+    await heard(notify_runtime, group, partner, revoked=True, scopes=narrowed)
+    assert (await notify_client.get(DELIVERIES, headers=partner.headers)).status_code == 403
 
 
 async def test_staff_endpoints_get_free_text_as_it_is(notify_client: httpx.AsyncClient,

@@ -491,15 +491,27 @@ async def test_patch_rotate_and_delete(hooks: Harness) -> None:
     row = await hooks.endpoint_row(created["id"])
     assert row is not None and row.secret == new_secret
 
-    # The next delivery is signed with the new secret only.
+    # During the overlap (24 h by default) each request carries both signatures: the partner switches whenever
+    # it deploys the new secret.
+    assert rotated.json()["previous_secret_until"] is not None
     [queued] = await hooks.queue(visit_completed(hooks.group))
     hooks.receiver.secret = created["secret"]
     await hooks.deliverer().run_once()
-    assert [r.verified for r in hooks.receiver.requests] == [False]
+    assert [r.verified for r in hooks.receiver.requests] == [True]
+    assert len(hooks.receiver.requests[0].headers["webhook-signature"].split(" ")) == 2
+    assert (await hooks.delivery(queued.id)).status == "delivered"
+
+    # Rotated again without an overlap (the secret leaked): only the newest signs.
+    again = await hooks.api.post(rotate, json={"overlap_hours": 0}, headers={**admin, "If-Match": rotated.headers["ETag"]})
+    assert again.status_code == 200 and again.json()["previous_secret_until"] is None, again.text
+    [queued] = await hooks.queue(visit_completed(hooks.group))
     hooks.receiver.secret = new_secret
+    await hooks.deliverer().run_once()
+    assert [r.verified for r in hooks.receiver.requests] == [True, False]
+    hooks.receiver.secret = again.json()["secret"]
     hooks.clock.advance(seconds=10)
     await hooks.deliverer().run_once()
-    assert [r.verified for r in hooks.receiver.requests] == [False, True]
+    assert [r.verified for r in hooks.receiver.requests] == [True, False, True]
     assert (await hooks.delivery(queued.id)).status == "delivered"
 
     gone = await hooks.api.delete(url, headers=admin)
@@ -510,7 +522,7 @@ async def test_patch_rotate_and_delete(hooks: Harness) -> None:
     async with hooks.runtime.sessionmaker() as session:
         actions = (await session.scalars(sa.select(AuditEntry.action).where(
             AuditEntry.record_id == uuid.UUID(created["id"])).order_by(AuditEntry.at))).all()
-    assert actions == ["create", "update", "rotate_secret", "delete"]
+    assert actions == ["create", "update", "rotate_secret", "rotate_secret", "delete"]
 
 
 # --- fan-out and delivery ----------------------------------------------------------------------------------
@@ -811,3 +823,55 @@ async def test_a_claim_lost_with_its_worker_is_retried_after_the_lease(hooks: Ha
     done = await hooks.delivery(queued.id)
     assert (done.status, done.attempts) == ("delivered", 2)  # the lost attempt counts towards the cap
     assert hooks.receiver.ids() == [str(queued.id)] * 2
+
+
+async def test_a_failing_endpoint_cools_down_and_is_probed_so_it_never_holds_the_others_up(hooks: Harness) -> None:
+    """Failures in a row cool an endpoint (5 s doubling): its deliveries wait while the others go; then one probe
+    is tried before the rest, and a success ends the cooling."""
+    down = await Receiver().start()
+    try:
+        made = await hooks.api.post(ENDPOINTS, headers=hooks.group.headers(Role.ADMIN), json={
+            "partner": "OEM down", "url": down.url, "event_types": [VISIT]})
+        assert made.status_code == 201, made.text
+        down.secret = made.json()["secret"]
+        await hooks.endpoint(event_types=[DELIVERED])
+        down.will(500, 500)
+        first = [(await hooks.queue(visit_completed(hooks.group)))[0] for _ in range(2)]
+        deliverer = hooks.deliverer()
+        await deliverer.run_once()
+        assert len(down.requests) == 2
+        row = await hooks.endpoint_row(made.json()["id"])
+        assert row is not None and row.failures == 2 and row.cool_until == hooks.clock.at + timedelta(seconds=10)
+
+        # Its retries are due after 5 s, but it cools for 10: only the other endpoint's delivery goes.
+        later = [(await hooks.queue(visit_completed(hooks.group)))[0] for _ in range(2)]
+        [other] = await hooks.queue(vehicle_delivered(hooks.group))
+        hooks.clock.advance(seconds=6)
+        await deliverer.run_once()
+        assert len(down.requests) == 2 and (await hooks.delivery(other.id)).status == "delivered"
+
+        # Cooled: one probe of its four due deliveries; it answers, so the rest go next.
+        hooks.clock.advance(seconds=5)
+        await deliverer.run_once()
+        assert len(down.requests) == 3
+        row = await hooks.endpoint_row(made.json()["id"])
+        assert row is not None and (row.failures, row.cool_until) == (0, None)
+        await deliverer.run_once()
+        assert {(await hooks.delivery(d.id)).status for d in [*first, *later]} == {"delivered"}
+        assert len(down.requests) == 6
+    finally:
+        await down.close()
+
+
+async def test_responses_are_asked_for_uncompressed(hooks: Harness) -> None:
+    """A partner's error page is read as sent, never inflated (a small gzip body can inflate to gigabytes)."""
+    await hooks.endpoint()
+    await hooks.queue(visit_completed(hooks.group))
+    await hooks.deliverer().run_once()
+    assert hooks.receiver.requests[0].headers["accept-encoding"] == "identity"
+
+
+async def test_an_invalid_international_host_is_a_422(hooks: Harness) -> None:
+    resp = await hooks.api.post(ENDPOINTS, headers=hooks.group.headers(Role.ADMIN), json={
+        "partner": "x", "url": "https://xn--zz/hooks", "event_types": [VISIT]})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body.url", resp.text

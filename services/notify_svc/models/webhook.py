@@ -28,7 +28,14 @@ class WebhookEndpoint(TimestampMixin, Base):
     event_types: Mapped[list[str]]
     #: ``whsec_<base64>``: never returned by the API after creation, never logged.
     secret: Mapped[str] = mapped_column(sa.String(200))
+    #: The secret before the last rotation: it signs too (a second signature) until ``previous_secret_until``.
+    previous_secret: Mapped[str | None] = mapped_column(sa.String(200))
+    previous_secret_until: Mapped[datetime | None]
     active: Mapped[bool] = mapped_column(default=True)
+    #: Attempts failed in a row (none delivered since), and until when the endpoint's deliveries wait: a partner
+    #: that is down is tried again after a back-off of its own instead of holding every delivery slot.
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    cool_until: Mapped[datetime | None]
 
 
 class WebhookDelivery(TimestampMixin, Base):

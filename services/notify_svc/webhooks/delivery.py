@@ -4,8 +4,12 @@ One ``run_once`` claims up to a batch of due deliveries with ``FOR UPDATE SKIP L
 pushes their ``next_attempt_at`` a lease ahead (the request timeout + 30 s): a second worker skips them meanwhile,
 and a worker that dies mid-batch leaves them due again once the lease runs out, so nothing is lost. The claim
 counts the attempt, so a delivery that keeps killing its worker still reaches the cap. The POSTs run
-concurrently outside any transaction; a second short transaction records each outcome, guarded by the attempt
-count it claimed, so a late answer never overwrites a newer attempt's.
+concurrently outside any transaction; each outcome is recorded as it comes, in a short transaction of its own,
+guarded by the attempt count it claimed, so a late answer never overwrites a newer attempt's.
+
+An endpoint whose attempts keep failing cools down: after ``n`` failures in a row its deliveries wait
+``min(5 s * 2^(n-1), 30 min)``, and then one of them is tried (a probe) before the others. So a partner that is
+down, however long its backlog, never takes every delivery slot from the others; its first success ends it.
 
 Outcomes (Standard Webhooks' status handling): 2xx delivered; 410 Gone disables the endpoint and fails the
 delivery; anything else (3xx included: redirects are not followed), a timeout, a connection error or an SSRF
@@ -14,8 +18,14 @@ to 10 % jitter, or later when the partner sends ``Retry-After``) until ``webhook
 the last error (dead-lettered; the API can replay it). Pending deliveries of a disabled endpoint fail when
 claimed ("endpoint disabled"), and so do those of an integration key's endpoint once the key is known revoked or
 without ``webhooks:manage``, or their event's store was taken from the key (queued before the change, they must
-not go out after it). Secrets and payloads are never logged, and only the host of the URL (partners put
-tokens in query strings).
+not go out after it), or the key no longer holds the read scope of the event's type. A key without ``pii:read``
+(as last heard of) gets its free text masked again when sent, even if it was queued before the key lost it.
+Secrets and payloads are never logged, and only the host of the URL (partners put tokens in query strings).
+Responses are read uncompressed (``Accept-Encoding: identity``) and only ``SNIPPET`` bytes of them.
+
+Receivers: deliveries are concurrent and retried one by one, so their order is not guaranteed (a
+``complaint.closed`` may arrive before a retried ``complaint.opened``); order by the body's ``time`` and drop
+repeats by ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from notify_svc.deps import audit_log
 from notify_svc.models import ApiKeyView, WebhookDelivery, WebhookEndpoint
 from notify_svc.settings import NotifySettings
+from notify_svc.webhooks.fanout import EVENT_SCOPES, key_allows, masked_payload, sees_pii
 from notify_svc.webhooks.keys import refusal
 from notify_svc.webhooks.signing import signed_headers
 from notify_svc.webhooks.ssrf import UnsafeTarget, check_target, guarded_transport
@@ -87,11 +98,23 @@ def _host(url: str) -> str:
         return "?"
 
 
+#: Cooling of an endpoint after ``n`` failures in a row: 5 s doubling, at most 30 min.
+COOL_BASE, COOL_MAX = 5.0, 1800.0
+
+
+def cooling(failures: int) -> float:
+    return min(COOL_BASE * 2 ** (max(failures, 1) - 1), COOL_MAX)
+
+
 def _refused(row: Any) -> str | None:
     """Why a due delivery must not go out any more (its endpoint, or its key as last heard of), None if it may."""
     if not row.active:
         return "endpoint disabled"
-    return refusal(row, row.key_store_ids, row.payload.get("storeid"))
+    why = refusal(row, row.key_store_ids, row.payload.get("storeid"))
+    if why is None and row.api_key_id is not None and row.revoked is not None \
+            and not key_allows(row.event_type, row.scopes):
+        why = f"the integration key no longer holds `{EVENT_SCOPES[row.event_type]}`"
+    return why
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,8 @@ class Claimed:
     attempts: int
     url: str
     secret: str
+    #: The secret before a rotation whose overlap still runs (it signs as well), else None.
+    previous: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,9 +170,11 @@ class WebhookDeliverer:
         claimed = await self._claim()
         if not claimed:
             return 0
-        outcomes = await asyncio.gather(*(self._attempt(c) for c in claimed))
-        await self._record(list(zip(claimed, outcomes, strict=True)))
+        await asyncio.gather(*(self._deliver(c) for c in claimed))
         return len(claimed)
+
+    async def _deliver(self, c: Claimed) -> None:
+        await self._record(c, await self._attempt(c))
 
     # --- claim --------------------------------------------------------------------------------------------
 
@@ -157,14 +184,23 @@ class WebhookDeliverer:
         async with self.sessionmaker() as session, session.begin():
             rows = (await session.execute(
                 sa.select(d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret,
-                          e.active, k.revoked, k.scopes, k.store_ids.label("key_store_ids"))
+                          e.previous_secret, e.previous_secret_until, e.failures, e.active, e.api_key_id,
+                          k.revoked, k.scopes, k.store_ids.label("key_store_ids"))
                 .join(e, e.id == d.endpoint_id)
                 .outerjoin(k, sa.and_(k.tenant_id == e.tenant_id, k.id == e.api_key_id))
-                .where(d.status == "pending", d.next_attempt_at <= now)
+                .where(d.status == "pending", d.next_attempt_at <= now,
+                       sa.or_(e.cool_until.is_(None), e.cool_until <= now))
                 .order_by(d.next_attempt_at).limit(BATCH_SIZE)
                 .with_for_update(of=d, skip_locked=True))).all()
             refused = {r.id: why for r in rows if (why := _refused(r)) is not None}
-            live = [r for r in rows if r.id not in refused]
+            probing: set[uuid.UUID] = set()  # a failing endpoint gets one attempt (a probe) per batch
+            live = []
+            for r in rows:
+                if r.id in refused or (r.failures and r.endpoint_id in probing):
+                    continue
+                if r.failures:
+                    probing.add(r.endpoint_id)
+                live.append(r)
             for why in set(refused.values()):
                 await session.execute(sa.update(d).where(d.id.in_([i for i, w in refused.items() if w == why]))
                                       .values(status="failed", last_error=why, next_attempt_at=None,
@@ -172,7 +208,10 @@ class WebhookDeliverer:
             if live:
                 await session.execute(sa.update(d).where(d.id.in_([r.id for r in live])).values(
                     attempts=d.attempts + 1, next_attempt_at=now + self.lease, updated_at=utcnow()))
-        return [Claimed(r.id, r.tenant_id, r.endpoint_id, r.event_type, r.payload, r.attempts + 1, r.url, r.secret)
+        wall = utcnow()
+        return [Claimed(r.id, r.tenant_id, r.endpoint_id, r.event_type, masked_payload(r.payload, sees_pii(r)),
+                        r.attempts + 1, r.url, r.secret,
+                        r.previous_secret if r.previous_secret_until and r.previous_secret_until > wall else None)
                 for r in live]
 
     # --- attempt ------------------------------------------------------------------------------------------
@@ -194,8 +233,8 @@ class WebhookDeliverer:
     async def _post(self, c: Claimed) -> Outcome:
         await check_target(c.url, self.settings.webhook_allow_private)
         body = orjson.dumps(c.payload)
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   **signed_headers(c.secret, str(c.id), int(time.time()), body)}
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                   **signed_headers(c.secret, str(c.id), int(time.time()), body, c.previous)}
         async with self.client.stream("POST", c.url, content=body, headers=headers, follow_redirects=False,
                                       timeout=self.timeout) as response:
             code = response.status_code
@@ -204,7 +243,7 @@ class WebhookDeliverer:
             if code == 410:
                 return Outcome(gone=True, status_code=code, label="gone")
             snippet = b""
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():  # as sent: never inflated, whatever it claims to be
                 snippet += chunk
                 if len(snippet) >= SNIPPET:
                     break
@@ -217,40 +256,57 @@ class WebhookDeliverer:
 
     # --- record -------------------------------------------------------------------------------------------
 
-    async def _record(self, results: list[tuple[Claimed, Outcome]]) -> None:
+    async def _record(self, c: Claimed, o: Outcome) -> None:
+        """One attempt's outcome, in its own transaction: the endpoint's row first (its failures in a row, a 410's
+        disabling), then the delivery's, the order every writer of both follows."""
         d = WebhookDelivery
         due_from, now = self.clock(), utcnow()
         max_attempts = self.settings.webhook_max_attempts
         async with self.sessionmaker() as session, session.begin():
-            for c, o in results:
-                # Only the attempt this worker claimed: a lease that ran out let another worker take over.
-                mine = sa.update(d).where(d.id == c.id, d.status == "pending", d.attempts == c.attempts)
-                common = {"last_status_code": o.status_code, "updated_at": now}
-                fields = {"delivery_id": str(c.id), "endpoint_id": str(c.endpoint_id), "event_type": c.event_type,
-                          "host": _host(c.url), "attempt": c.attempts, "status_code": o.status_code}
-                if o.delivered:
-                    await session.execute(mine.values(status="delivered", delivered_at=now, last_error=None,
-                                                      next_attempt_at=None, **common))
-                    log.info("webhook_delivered", **fields)
-                elif o.gone:
-                    await session.execute(mine.values(
-                        status="failed", next_attempt_at=None,
-                        last_error="410 Gone: the partner asked to stop; the endpoint was disabled", **common))
-                    await self._disable(session, c, now)
-                    log.warning("webhook_endpoint_gone", **fields)
-                elif c.attempts >= max_attempts:
-                    error = f"dead after {c.attempts} attempts; last: {o.error}"[:ERROR_LENGTH]
-                    await session.execute(mine.values(status="failed", next_attempt_at=None, last_error=error,
-                                                      **common))
-                    log.error("webhook_dead_lettered", error=o.error, **fields)
-                else:
-                    delay = retry_delay(c.attempts)
-                    if o.retry_after is not None:
-                        delay = max(delay, min(o.retry_after, MAX_RETRY_AFTER))
-                    await session.execute(mine.values(next_attempt_at=due_from + timedelta(seconds=delay),
-                                                      last_error=(o.error or "")[:ERROR_LENGTH], **common))
-                    log.warning("webhook_attempt_failed", error=o.error, retry_in_s=round(delay, 1), **fields)
-                ATTEMPTS.labels(o.label).inc()
+            await self._endpoint_outcome(session, c, o, now)
+            # Only the attempt this worker claimed: a lease that ran out let another worker take over.
+            mine = sa.update(d).where(d.id == c.id, d.status == "pending", d.attempts == c.attempts)
+            common = {"last_status_code": o.status_code, "updated_at": now}
+            fields = {"delivery_id": str(c.id), "endpoint_id": str(c.endpoint_id), "event_type": c.event_type,
+                      "host": _host(c.url), "attempt": c.attempts, "status_code": o.status_code}
+            if o.delivered:
+                await session.execute(mine.values(status="delivered", delivered_at=now, last_error=None,
+                                                  next_attempt_at=None, **common))
+                log.info("webhook_delivered", **fields)
+            elif o.gone:
+                await session.execute(mine.values(
+                    status="failed", next_attempt_at=None,
+                    last_error="410 Gone: the partner asked to stop; the endpoint was disabled", **common))
+                log.warning("webhook_endpoint_gone", **fields)
+            elif c.attempts >= max_attempts:
+                error = f"dead after {c.attempts} attempts; last: {o.error}"[:ERROR_LENGTH]
+                await session.execute(mine.values(status="failed", next_attempt_at=None, last_error=error,
+                                                  **common))
+                log.error("webhook_dead_lettered", error=o.error, **fields)
+            else:
+                delay = retry_delay(c.attempts)
+                if o.retry_after is not None:
+                    delay = max(delay, min(o.retry_after, MAX_RETRY_AFTER))
+                await session.execute(mine.values(next_attempt_at=due_from + timedelta(seconds=delay),
+                                                  last_error=(o.error or "")[:ERROR_LENGTH], **common))
+                log.warning("webhook_attempt_failed", error=o.error, retry_in_s=round(delay, 1), **fields)
+            ATTEMPTS.labels(o.label).inc()
+
+    async def _endpoint_outcome(self, session: AsyncSession, c: Claimed, o: Outcome, now: datetime) -> None:
+        """A delivery ends the endpoint's failures in a row; a failure adds one and cools the endpoint; a 410
+        disables it."""
+        e = WebhookEndpoint
+        if o.gone:
+            await self._disable(session, c, now)
+        elif o.delivered:
+            await session.execute(sa.update(e).where(e.id == c.endpoint_id, e.failures > 0)
+                                  .values(failures=0, cool_until=None))
+        else:
+            failures = (await session.execute(sa.update(e).where(e.id == c.endpoint_id)
+                                              .values(failures=e.failures + 1).returning(e.failures))).scalar()
+            if failures is not None:
+                await session.execute(sa.update(e).where(e.id == c.endpoint_id).values(
+                    cool_until=self.clock() + timedelta(seconds=cooling(failures))))
 
     async def _disable(self, session: AsyncSession, c: Claimed, now: datetime) -> None:
         e = WebhookEndpoint

@@ -6,9 +6,10 @@ holds the consumer. The unique (endpoint, event) pair makes a second fan-out of 
 
 An integration key's endpoint gets nothing once notify_svc knows the key was revoked or lost ``webhooks:manage``,
 and only events of the key's current stores (a race with :func:`~notify_svc.webhooks.keys.follow_key`, or an
-endpoint saved with a token older than the change, must not leak another store's events). Free text that may hold
-a customer's phone number is masked for a key without ``pii:read``, as the exports mask it; a key notify_svc has
-no state of yet (an endpoint older than that state) counts as one without.
+endpoint saved with a token older than the change, must not leak another store's events), and only event types
+its current scopes cover (:data:`EVENT_SCOPES`). Free text that may hold a customer's phone number is masked for a
+key without ``pii:read``, as the exports mask it; a key notify_svc has no state of yet (an endpoint older than that
+state) counts as one without.
 """
 
 from __future__ import annotations
@@ -26,26 +27,34 @@ from shared.events.envelope import CloudEvent
 from shared.ids import new_id
 from shared.pii import mask_phone
 
-#: Event types integration partners may subscribe to (an OEM follows its dealers' survey scores and complaints).
-PARTNER_EVENT_TYPES: tuple[str, ...] = (
-    "customer.vehicle.delivered.v1",
-    "customer.visit.completed.v1",
-    "followup.task.completed.v1",
-    "followup.task.escalated.v1",
-    "notify.message.delivered.v1",
-    "notify.message.failed.v1",
-    "survey.response.answered.v1",
-    "survey.response.low_score.v1",
-    "survey.complaint.opened.v1",
-    "survey.complaint.escalated.v1",
-    "survey.complaint.resolved.v1",
-    "survey.complaint.closed.v1",
-)
-#: Free-text fields (paths into ``data``) a customer or staff member may have typed a phone number into: masked for
-#: a key without ``pii:read`` (followup_svc's completion export masks the same summary).
+#: Event types integration partners may subscribe to (an OEM follows its dealers' survey scores and complaints),
+#: each with the read scope an integration key needs for it: the same data through the export and read APIs
+#: needs that scope, so ``webhooks:manage`` alone must not open it. Messages are follow-up touches.
+EVENT_SCOPES: dict[str, str] = {
+    "customer.vehicle.delivered.v1": "vehicles:read",
+    "customer.visit.completed.v1": "visits:read",
+    "followup.task.completed.v1": "followups:read",
+    "followup.task.escalated.v1": "followups:read",
+    "notify.message.delivered.v1": "followups:read",
+    "notify.message.failed.v1": "followups:read",
+    "survey.response.answered.v1": "surveys:read",
+    "survey.response.low_score.v1": "surveys:read",
+    "survey.complaint.opened.v1": "complaints:read",
+    "survey.complaint.escalated.v1": "complaints:read",
+    "survey.complaint.resolved.v1": "complaints:read",
+    "survey.complaint.closed.v1": "complaints:read",
+}
+PARTNER_EVENT_TYPES: tuple[str, ...] = tuple(EVENT_SCOPES)
+#: Where in ``data`` a customer or staff member may have typed a phone number (free text, and everything under a
+#: task's ``outcome``): masked for a key without ``pii:read``, as the exports and read APIs mask them.
 FREE_TEXT: dict[str, tuple[tuple[str, ...], ...]] = {
     "survey.response.low_score.v1": (("comment",),),
-    "followup.task.completed.v1": (("outcome", "summary"),),
+    "followup.task.completed.v1": (("outcome",),),
+    "followup.task.escalated.v1": (("reason",), ("title",)),
+    "survey.complaint.escalated.v1": (("reason",), ("title",)),
+    "survey.complaint.resolved.v1": (("remedy",),),
+    "notify.message.failed.v1": (("reason",),),
+    "customer.visit.completed.v1": (("declined_items",),),
 }
 #: The type of the test delivery ``POST /webhooks/endpoints/{id}/ping`` queues (never subscribed to).
 PING_EVENT_TYPE = "webhook.ping"
@@ -63,23 +72,48 @@ def wants(store_ids: list[str], event_types: list[str], event: CloudEvent, *, ow
     return event.storeid in store_ids
 
 
+def _masked(value: Any) -> Any:
+    """Phone numbers masked in every text of ``value`` (a text, or lists and objects of them)."""
+    if isinstance(value, str):
+        return mask_phone(value)
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
 def _mask_at(data: dict[str, Any], path: tuple[str, ...]) -> None:
     *parents, leaf = path
     for name in parents:
         data = data.get(name)  # type: ignore[assignment]
         if not isinstance(data, dict):
             return
-    if isinstance(data.get(leaf), str):
-        data[leaf] = mask_phone(data[leaf])
+    if leaf in data:
+        data[leaf] = _masked(data[leaf])
+
+
+def masked_payload(payload: dict[str, Any], pii: bool) -> dict[str, Any]:
+    """A delivery's body (the CloudEvent as JSON) as a reader or receiver with (``pii``) or without personal data
+    sees it: its free text's phone numbers masked unless ``pii``. Masking twice changes nothing, so a body queued
+    for a key that has since lost ``pii:read`` is masked again when sent or read."""
+    if pii or not isinstance(payload.get("data"), dict):
+        return payload
+    out = {**payload, "data": dict(payload["data"])}
+    for path in FREE_TEXT.get(str(payload.get("type")), ()):
+        _mask_at(out["data"], path)
+    return out
 
 
 def partner_payload(event: CloudEvent, pii: bool) -> dict[str, Any]:
     """The request body: the CloudEvent as JSON, its free text's phone numbers masked unless ``pii``."""
-    payload = event.model_dump(mode="json")
-    if not pii:
-        for path in FREE_TEXT.get(event.type, ()):
-            _mask_at(payload["data"], path)
-    return payload
+    return masked_payload(event.model_dump(mode="json"), pii)
+
+
+def key_allows(event_type: str, scopes: Any) -> bool:
+    """Whether an integration key with ``scopes`` may receive ``event_type`` (see :data:`EVENT_SCOPES`)."""
+    needed = EVENT_SCOPES.get(event_type)
+    return needed is None or needed in scopes
 
 
 def delivery_row(tenant_id: uuid.UUID, endpoint_id: uuid.UUID, event: CloudEvent, *,
@@ -92,8 +126,9 @@ def delivery_row(tenant_id: uuid.UUID, endpoint_id: uuid.UUID, event: CloudEvent
             "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
 
 
-def _sees_pii(row: Any) -> bool:
-    """Staff's endpoints get the event as it is; a key's only with ``pii:read`` among its known scopes."""
+def sees_pii(row: Any) -> bool:
+    """Staff's endpoints get the event as it is; a key's only with ``pii:read`` among its known scopes (a row with
+    the endpoint's ``api_key_id`` and its key's ``revoked`` and ``scopes``)."""
     return row.api_key_id is None or (row.revoked is not None and PII_SCOPE in row.scopes)
 
 
@@ -111,9 +146,10 @@ async def fan_out(session: AsyncSession, event: CloudEvent) -> None:
                   k.store_ids.label("key_store_ids"))
         .outerjoin(k, sa.and_(k.tenant_id == e.tenant_id, k.id == e.api_key_id))
         .where(e.tenant_id == tenant_id, e.active.is_(True)))).all()
-    rows = [delivery_row(tenant_id, r.id, event, pii=_sees_pii(r)) for r in endpoints
+    rows = [delivery_row(tenant_id, r.id, event, pii=sees_pii(r)) for r in endpoints
             if wants(r.store_ids, r.event_types, event, owned=r.api_key_id is not None)
-            and (r.api_key_id is None or refusal(r, r.key_store_ids, event.storeid) is None)]
+            and (r.api_key_id is None or (refusal(r, r.key_store_ids, event.storeid) is None
+                                          and (r.revoked is None or key_allows(event.type, r.scopes))))]
     if rows:
         insert = dialect_insert(session)
         await session.execute(insert(WebhookDelivery).values(rows).on_conflict_do_nothing())

@@ -12,7 +12,7 @@ from notify_svc.deps import CtxDep, IdempotencyKey, IfMatch
 from notify_svc.models import WebhookDelivery, WebhookEndpoint
 from notify_svc.webhooks import service
 from notify_svc.webhooks.schemas import (DeliveryDetail, DeliveryRead, DeliveryStatus, EndpointCreate,
-                                         EndpointCreated, EndpointRead, EndpointUpdate, SecretRotated)
+                                         EndpointCreated, EndpointRead, EndpointUpdate, SecretRotate, SecretRotated)
 from shared.auth import require_roles
 from shared.auth.roles import Role
 from shared.errors import problem_responses
@@ -85,14 +85,15 @@ async def update_endpoint(ctx: CtxDep, endpoint_id: EndpointId, body: EndpointUp
 
 @router.post("/endpoints/{endpoint_id}/rotate-secret", response_model=SecretRotated,
              responses=problem_responses(404, 412, 428))
-async def rotate_secret(ctx: CtxDep, endpoint_id: EndpointId, response: Response,
-                        if_match: IfMatch = None) -> dict[str, Any]:
+async def rotate_secret(ctx: CtxDep, endpoint_id: EndpointId, response: Response, if_match: IfMatch = None,
+                        body: SecretRotate | None = None) -> dict[str, Any]:
     """Replace the signing secret; the new one is in this answer only and signs every request from now on
-    (retries of earlier deliveries included). Requires `If-Match`, so a repeated call answers 412 instead of
-    rotating twice."""
-    endpoint = await service.rotate_secret(ctx, endpoint_id, if_match)
+    (retries of earlier deliveries included). During `overlap_hours` (default 24) requests carry a second
+    signature with the previous secret, so the receiver may switch whenever it deploys. Requires `If-Match`, so a
+    repeated call answers 412 instead of rotating twice."""
+    endpoint = await service.rotate_secret(ctx, endpoint_id, if_match, (body or SecretRotate()).overlap_hours)
     response.headers["ETag"] = service.etag_of(endpoint)
-    return {"id": endpoint.id, "secret": endpoint.secret}
+    return {"id": endpoint.id, "secret": endpoint.secret, "previous_secret_until": endpoint.previous_secret_until}
 
 
 @router.delete("/endpoints/{endpoint_id}", status_code=204, responses=problem_responses(404, 412))
@@ -129,9 +130,11 @@ async def list_deliveries(
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryDetail, responses=problem_responses(404))
-async def get_delivery(ctx: CtxDep, delivery_id: DeliveryId) -> WebhookDelivery:
-    """One delivery with its payload (the exact JSON each attempt POSTs)."""
-    return await service.get_delivery(ctx, delivery_id)
+async def get_delivery(ctx: CtxDep, delivery_id: DeliveryId) -> DeliveryDetail:
+    """One delivery with its payload (the JSON each attempt POSTs; free text masked as for the endpoint's key
+    without `pii:read`, and for a reader without it)."""
+    delivery, payload = await service.get_delivery(ctx, delivery_id)
+    return DeliveryDetail(**DeliveryRead.model_validate(delivery).model_dump(), payload=payload)
 
 
 @router.post("/deliveries/{delivery_id}/replay", status_code=202, response_model=DeliveryRead,

@@ -87,11 +87,22 @@ class EndpointCreated(EndpointRead):
                                     "HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` keyed with it.")
 
 
+class SecretRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overlap_hours: int = Field(default=24, ge=0, le=168, examples=[24],
+                               description="How long requests are signed with the old secret as well (two "
+                                           "signatures), so you can deploy the new one without rejecting "
+                                           "deliveries. 0 ends the old secret at once (it leaked).")
+
+
 class SecretRotated(BaseModel):
     id: uuid.UUID = Field(description="The endpoint's id.")
     secret: str = Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
                         description="The new signing secret, shown only in this response. Every request from now "
-                                    "on, retries included, is signed with it; the old one stops working at once.")
+                                    "on, retries included, is signed with it, and with the previous one until "
+                                    "`previous_secret_until`.")
+    previous_secret_until: datetime | None = Field(
+        description="Until when requests also carry a signature with the previous secret; null: not at all.")
 
 
 class DeliveryRead(BaseModel):

@@ -21,6 +21,7 @@ read and compared under a row lock, so a stale ``If-Match`` still answers 412.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,8 +29,8 @@ from sqlalchemy.orm import defer
 
 from notify_svc.deps import Ctx
 from notify_svc.models import ApiKeyView, StoreView, WebhookDelivery, WebhookEndpoint
-from notify_svc.webhooks.fanout import PING_EVENT_TYPE, delivery_row
-from notify_svc.webhooks.keys import SCOPE, known_key, remember_token, usable
+from notify_svc.webhooks.fanout import EVENT_SCOPES, PING_EVENT_TYPE, delivery_row, key_allows, masked_payload
+from notify_svc.webhooks.keys import PII_SCOPE, SCOPE, known_key, remember_token, usable
 from notify_svc.webhooks.schemas import EndpointCreate, EndpointUpdate
 from notify_svc.webhooks.signing import new_secret
 from notify_svc.webhooks.ssrf import check_target
@@ -124,6 +125,28 @@ async def _check_stores(ctx: Ctx, store_ids: list[uuid.UUID], endpoint: WebhookE
     return [str(s) for s in store_ids]
 
 
+def _check_event_types(event_types: list[str], scopes: set[str] | None, whose: str = "your integration key") -> None:
+    """A key's endpoint subscribes only to event types its scopes cover (422 naming the entry); ``scopes`` None:
+    staff's endpoint, or a key notify_svc knows nothing of yet (its token was checked when the endpoint was saved)."""
+    if scopes is None:
+        return
+    for i, event_type in enumerate(event_types):
+        if not key_allows(event_type, scopes):
+            raise InvalidField(f"body.event_types.{i}", f"needs the `{EVENT_SCOPES[event_type]}` scope, which "
+                                                        f"{whose} does not hold")
+
+
+async def _key_scopes(ctx: Ctx, endpoint: WebhookEndpoint | None, key: ApiKeyView | None) -> set[str] | None:
+    """The scopes a key's endpoint may subscribe with: a partner's, those of both its token and its key as last
+    heard of; for staff changing a partner's endpoint, the key's as last heard of (None when unknown or staff's)."""
+    if key is not None:
+        return set(ctx.principal.scopes) & set(key.scopes)
+    if endpoint is not None and endpoint.api_key_id is not None:
+        known = await known_key(ctx.session, endpoint.tenant_id, endpoint.api_key_id)
+        return set(known.scopes) if known is not None and known.revoked is not None else None
+    return None
+
+
 async def _endpoint(ctx: Ctx, endpoint_id: uuid.UUID, *, lock: bool = False) -> WebhookEndpoint:
     """One of the caller's endpoints (see :func:`_mine`), else 404: another key's is as unknown as a foreign one."""
     stmt = _mine(sa.select(WebhookEndpoint), ctx).where(WebhookEndpoint.id == endpoint_id)
@@ -147,6 +170,7 @@ async def create_endpoint(ctx: Ctx, body: EndpointCreate) -> WebhookEndpoint:
     await check_target(body.url, _allow_private(ctx))
     async with ctx.session.begin():
         key = await _calling_key(ctx)
+        _check_event_types(list(body.event_types), await _key_scopes(ctx, None, key))
         endpoint = WebhookEndpoint(tenant_id=ctx.principal.tenant_id, api_key_id=_owner(ctx),
                                    partner=body.partner, url=body.url,
                                    event_types=list(body.event_types),
@@ -184,16 +208,26 @@ async def update_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, body: EndpointUpdate
         check_if_match(if_match, version_of(endpoint))
         if "store_ids" in changes:
             changes["store_ids"] = await _check_stores(ctx, body.store_ids or [], endpoint, key)
+        if "event_types" in changes:
+            _check_event_types(changes["event_types"], await _key_scopes(ctx, endpoint, key),
+                               "your integration key" if key is not None else "the endpoint's integration key")
         if changes.get("active"):
             await _check_activation(ctx, endpoint, changes.get("store_ids", endpoint.store_ids))
         before = snapshot(endpoint, _HIDDEN_ENDPOINT)
         for name, value in changes.items():
             setattr(endpoint, name, value)
+        if "url" in changes or changes.get("active"):
+            _warm(endpoint)  # a new target, or the partner says it is back: try it at once
         if changes:
             endpoint.updated_at = utcnow()
             await ctx.session.flush()
             _audit(ctx, "update", "webhook_endpoint", endpoint.id, before, snapshot(endpoint, _HIDDEN_ENDPOINT))
     return endpoint
+
+
+def _warm(endpoint: WebhookEndpoint) -> None:
+    """End the endpoint's cooling (see :mod:`notify_svc.webhooks.delivery`): someone says it works again."""
+    endpoint.cool_until = None
 
 
 async def _check_activation(ctx: Ctx, endpoint: WebhookEndpoint, store_ids: list[str]) -> None:
@@ -212,21 +246,29 @@ async def _check_activation(ctx: Ctx, endpoint: WebhookEndpoint, store_ids: list
                                           "in `store_ids`")
 
 
-async def rotate_secret(ctx: Ctx, endpoint_id: uuid.UUID, if_match: str | None) -> WebhookEndpoint:
-    """A new secret (If-Match required): every request from now on, retries included, is signed with it."""
+async def rotate_secret(ctx: Ctx, endpoint_id: uuid.UUID, if_match: str | None,
+                        overlap_hours: int = 24) -> WebhookEndpoint:
+    """A new secret (If-Match required): every request from now on, retries included, is signed with it, and
+    with the one it replaces for ``overlap_hours`` (only two secrets at a time: rotating during an overlap ends
+    the oldest)."""
     async with ctx.session.begin():
+        await _calling_key(ctx)
         endpoint = await _endpoint(ctx, endpoint_id, lock=True)
         check_if_match(if_match, version_of(endpoint))
+        now = utcnow()
+        endpoint.previous_secret = endpoint.secret if overlap_hours else None
+        endpoint.previous_secret_until = now + timedelta(hours=overlap_hours) if overlap_hours else None
         endpoint.secret = new_secret()
-        endpoint.updated_at = utcnow()
+        endpoint.updated_at = now
         await ctx.session.flush()
-        _audit(ctx, "rotate_secret", "webhook_endpoint", endpoint.id)
+        _audit(ctx, "rotate_secret", "webhook_endpoint", endpoint.id, after={"overlap_hours": overlap_hours})
     return endpoint
 
 
 async def delete_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, if_match: str | None) -> None:
     """Remove the endpoint and its delivery history (If-Match checked when sent)."""
     async with ctx.session.begin():
+        await _calling_key(ctx)
         endpoint = await _endpoint(ctx, endpoint_id, lock=True)
         if if_match is not None:
             check_if_match(if_match, version_of(endpoint))
@@ -238,7 +280,8 @@ async def delete_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, if_match: str | None
 async def ping(ctx: Ctx, endpoint_id: uuid.UUID) -> WebhookDelivery:
     """Queue a ``webhook.ping`` delivery, signed and retried like any other, so a partner can test their side."""
     async with ctx.session.begin():
-        endpoint = await _endpoint(ctx, endpoint_id)
+        await _calling_key(ctx)
+        endpoint = await _endpoint(ctx, endpoint_id, lock=True)
         if not endpoint.active:
             raise BusinessRuleViolation("The endpoint is disabled: set `active` to true before pinging it.")
         now = utcnow()
@@ -247,6 +290,7 @@ async def ping(ctx: Ctx, endpoint_id: uuid.UUID) -> WebhookDelivery:
                            data={"endpoint_id": str(endpoint.id), "partner": endpoint.partner})
         delivery = WebhookDelivery(**delivery_row(endpoint.tenant_id, endpoint.id, event))
         ctx.session.add(delivery)
+        _warm(endpoint)
         await ctx.session.flush()
         _audit(ctx, "ping", "webhook_endpoint", endpoint.id, after={"delivery_id": delivery.id})
     return delivery
@@ -262,6 +306,7 @@ async def list_deliveries(ctx: Ctx, params: PageParams, endpoint_id: uuid.UUID |
     stmt = (_deliveries(ctx, sa.select(WebhookDelivery))
             .options(defer(WebhookDelivery.payload, raiseload=True)))
     async with ctx.session.begin():
+        await _calling_key(ctx)
         if endpoint_id is not None:
             await _endpoint(ctx, endpoint_id)
             stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
@@ -278,29 +323,47 @@ def _deliveries(ctx: Ctx, stmt: Any) -> Any:
     return stmt.where(WebhookDelivery.endpoint_id.in_(_mine(sa.select(WebhookEndpoint.id), ctx)))
 
 
-async def _delivery(ctx: Ctx, delivery_id: uuid.UUID, *, lock: bool = False) -> WebhookDelivery:
+async def _delivery(ctx: Ctx, delivery_id: uuid.UUID, key: ApiKeyView | None) -> WebhookDelivery:
+    """One of the caller's deliveries, else 404; for a partner (``key``: its latest known state) only of the
+    stores its key still has: an event of a store taken from the key is no longer its to read or replay."""
     stmt = _deliveries(ctx, sa.select(WebhookDelivery)).where(WebhookDelivery.id == delivery_id)
-    found = await ctx.session.scalar(stmt.with_for_update(of=WebhookDelivery) if lock else stmt)
-    if found is None:
+    found = await ctx.session.scalar(stmt)
+    store = found.payload.get("storeid") if found is not None else None
+    if found is None or (key is not None and store is not None and str(store) not in {
+            str(s) for s in _key_stores(ctx, key)}):
         raise NotFound("Webhook delivery not found.")
     return found
 
 
-async def get_delivery(ctx: Ctx, delivery_id: uuid.UUID) -> WebhookDelivery:
+async def get_delivery(ctx: Ctx, delivery_id: uuid.UUID) -> tuple[WebhookDelivery, dict[str, Any]]:
+    """The delivery and its payload as the caller may read it: masked as it was for the endpoint's key without
+    ``pii:read`` (and again if the key lost it since), and for a reader without it."""
     async with ctx.session.begin():
-        return await _delivery(ctx, delivery_id)
+        key = await _calling_key(ctx)
+        delivery = await _delivery(ctx, delivery_id, key)
+        endpoint = await ctx.session.get(WebhookEndpoint, delivery.endpoint_id)
+        known = await known_key(ctx.session, endpoint.tenant_id, endpoint.api_key_id) \
+            if endpoint is not None and endpoint.api_key_id is not None else None
+        pii = ctx.principal.sees_pii and (key is None or PII_SCOPE in key.scopes) and (
+            endpoint is None or endpoint.api_key_id is None or (known is not None and PII_SCOPE in known.scopes))
+        return delivery, masked_payload(delivery.payload, pii)
 
 
 async def replay(ctx: Ctx, delivery_id: uuid.UUID) -> WebhookDelivery:
     """Send a delivered or failed delivery again: back to pending, attempts from zero, same ``webhook-id`` (the
     partner dedupes on it). A pending one is already queued and is answered as it is (a repeat is harmless)."""
     async with ctx.session.begin():
-        delivery = await _delivery(ctx, delivery_id, lock=True)
+        delivery = await _delivery(ctx, delivery_id, await _calling_key(ctx))
         if delivery.status == "pending":
             return delivery
-        endpoint = await _endpoint(ctx, delivery.endpoint_id)
+        # The endpoint's row first, then the delivery's: the order the deliverer records outcomes in.
+        endpoint = await _endpoint(ctx, delivery.endpoint_id, lock=True)
+        await ctx.session.refresh(delivery, with_for_update=True)
+        if delivery.status == "pending":
+            return delivery
         if not endpoint.active:
             raise BusinessRuleViolation("The endpoint is disabled: set `active` to true before replaying to it.")
+        _warm(endpoint)
         before = snapshot(delivery, _HIDDEN_DELIVERY)
         now = utcnow()
         delivery.status, delivery.attempts, delivery.next_attempt_at = "pending", 0, now

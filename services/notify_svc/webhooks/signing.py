@@ -56,10 +56,12 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers of one request."""
-    return {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(int(timestamp)),
-            SIGNATURE_HEADER: sign(secret, msg_id, timestamp, body)}
+def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes,
+                   previous: str | None = None) -> dict[str, str]:
+    """The three Standard Webhooks headers of one request; during a rotation's overlap signed with the ``previous``
+    secret as well (a receiver still holding it accepts the request, one holding the new secret too)."""
+    signatures = [sign(s, msg_id, timestamp, body) for s in (secret, previous) if s]
+    return {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(int(timestamp)), SIGNATURE_HEADER: " ".join(signatures)}
 
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes | str, tolerance: int = TOLERANCE_SECONDS,

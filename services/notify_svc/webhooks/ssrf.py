@@ -69,7 +69,8 @@ def refusal(ip: IPAddress) -> str | None:
 def _parse(url: str, allow_private: bool) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
+        parsed.host  # noqa: B018 - decoded lazily: an invalid IDNA host (xn--zz) raises here
+    except (httpx.InvalidURL, TypeError, ValueError):  # idna.IDNAError is a UnicodeError, a ValueError
         raise UnsafeTarget("not a valid URL") from None
     if parsed.scheme not in ("http", "https"):
         raise UnsafeTarget("must be an http(s) URL")
