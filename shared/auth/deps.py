@@ -34,6 +34,12 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
+def audit_as(request: Request, key: Principal) -> None:
+    """Record this request in ``key``'s call log (the token exchange: the caller has no token yet, but names the
+    key). Only the call audit reads it: routes that authenticate have a token of their own."""
+    request.scope[_SCOPE_KEY] = key
+
+
 async def get_principal(request: Request) -> Principal:
     return authenticate(request)
 

@@ -22,3 +22,29 @@ SCOPES: dict[str, str] = {
     "complaints:read": "Read and export complaint cases.",
     "webhooks:manage": "Subscribe the key's own webhook endpoints, list their deliveries and replay them.",
 }
+
+#: The read scope an event's data needs, by the longest type prefix that matches (first in this order): a key sees
+#: an event (a customer's timeline, a webhook) only with the scope that reads the same data through the API.
+#: Messages and their consent are follow-up touches.
+EVENT_READ_SCOPES: tuple[tuple[str, str], ...] = (
+    ("customer.vehicle.", "vehicles:read"),
+    ("customer.visit.", "visits:read"),
+    ("customer.", "customers:read"),
+    ("followup.appointment.", "appointments:read"),
+    ("followup.", "followups:read"),
+    ("notify.", "followups:read"),
+    ("survey.complaint.", "complaints:read"),
+    ("survey.", "surveys:read"),
+)
+
+
+def read_scope(event_type: str) -> str | None:
+    """The scope reading ``event_type``'s data needs (None: no rule covers it, so no key reads it)."""
+    return next((scope for prefix, scope in EVENT_READ_SCOPES if event_type.startswith(prefix)), None)
+
+
+def readable_prefixes(scopes: frozenset[str] | set[str]) -> list[tuple[str, list[str]]]:
+    """The event types ``scopes`` read, as (prefix, more specific prefixes under it that they do not read)."""
+    return [(prefix, [other for other, needed in EVENT_READ_SCOPES
+                      if other != prefix and other.startswith(prefix) and needed not in scopes])
+            for prefix, scope in EVENT_READ_SCOPES if scope in scopes]

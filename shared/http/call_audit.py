@@ -12,7 +12,8 @@ stays flat. What a hard crash (SIGKILL) loses is at most the last ``poll_seconds
 flushes.
 
 Calls refused before a principal exists (no or bad token: 401) are not recorded; a known key refused for its
-scopes or stores (403) is.
+scopes or stores (403) is, and so is every token exchange naming a known key (``shared.auth.deps.audit_as``),
+refused (401: a wrong, rotated-out or revoked secret) or not.
 """
 
 from __future__ import annotations

@@ -250,10 +250,17 @@ class TestCallAudit:
         assert (await client.get("/api/v1/customers", headers=group.headers("cs_agent"))).status_code == 200
         assert_problem(await client.get("/api/v1/customers", headers=bearer("x.y.z")), 401)
 
+        # A refused exchange naming the key is in its log too (a rotated-out or leaked secret being tried).
+        prefix = created["api_key"].partition(".")[0]
+        assert_problem(await client.post("/api/v1/auth/token", json={"api_key": f"{prefix}.wrong"}), 401)
+
         rows = await calls_of(group.runtime, AuditEntry, key_id)
         assert [(r.after["method"], r.after["route"], r.after["status"]) for r in rows] == [
-            ("GET", "/api/v1/customers", 200), ("GET", "/api/v1/customers/{customer_id}", 404),
-            ("POST", "/api/v1/customers", 403)]
+            ("POST", "/api/v1/auth/token", 200), ("GET", "/api/v1/customers", 200),
+            ("GET", "/api/v1/customers/{customer_id}", 404), ("POST", "/api/v1/customers", 403),
+            ("POST", "/api/v1/auth/token", 401)]
+        assert secret_of(created["api_key"]) not in str([r.after for r in rows])
+        rows = rows[1:4]
         first = rows[0]
         assert first.actor_kind == "integration" and first.action == "call" and first.record_id == key_id
         assert first.tenant_id == group.tenant_id and first.request_id
@@ -267,14 +274,14 @@ class TestCallAudit:
         assert staff_calls == 0
 
         # The admin reads them, newest first, per key and through the audit query; others do not.
-        page = (await client.get(f"{KEYS}/{key_id}/calls?limit=2", headers=group.headers())).json()
-        assert [c["status"] for c in page["items"]] == [403, 404] and page["next_cursor"]
-        assert page["items"][0]["api_key_id"] == str(key_id) and page["items"][0]["route"] == "/api/v1/customers"
-        rest = (await client.get(f"{KEYS}/{key_id}/calls?limit=2&cursor={page['next_cursor']}",
+        page = (await client.get(f"{KEYS}/{key_id}/calls?limit=3", headers=group.headers())).json()
+        assert [c["status"] for c in page["items"]] == [401, 403, 404] and page["next_cursor"]
+        assert page["items"][1]["api_key_id"] == str(key_id) and page["items"][1]["route"] == "/api/v1/customers"
+        rest = (await client.get(f"{KEYS}/{key_id}/calls?limit=3&cursor={page['next_cursor']}",
                                  headers=group.headers())).json()
-        assert [c["status"] for c in rest["items"]] == [200] and rest["next_cursor"] is None
+        assert [c["status"] for c in rest["items"]] == [200, 200] and rest["next_cursor"] is None
         audit = (await client.get(f"/api/v1/audit?actor_id={key_id}", headers=group.headers())).json()
-        assert [(e["action"], e["record_type"]) for e in audit["items"]] == [("call", "api_call")] * 3
+        assert [(e["action"], e["record_type"]) for e in audit["items"]] == [("call", "api_call")] * 5
         manager = (await client.get(f"/api/v1/audit?actor_id={key_id}", headers=group.headers("sales_manager"))).json()
         assert manager["items"] == []
         assert_problem(await client.get(f"{KEYS}/{key_id}/calls", headers=group.headers("cs_director")), 403)
@@ -309,8 +316,9 @@ class TestCallAudit:
                 others = await session.scalar(sa.select(sa.func.count()).select_from(model).where(
                     model.tenant_id == group.tenant_id, model.record_type == "api_call", model.actor_id != key_id))
             assert others == 0, runtime.name
-        # customer_svc saw only the token exchange, which is not an integration call (no token yet).
-        assert await calls_of(group.runtime, AuditEntry, key_id) == []
+        # customer_svc saw only the token exchange: in the key's call log too.
+        assert [(r.after["route"], r.after["status"]) for r in await calls_of(group.runtime, AuditEntry, key_id)] \
+            == [("/api/v1/auth/token", 200)]
 
         # Each service serves its own share to admins.
         for svc_client, prefix, route in ((followup_client, "/api/v1/followups", "/api/v1/appointments"),

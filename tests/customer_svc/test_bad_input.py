@@ -511,6 +511,8 @@ CASES = [
          json={"external_id": "DMS-2", "name": "张三", "phone": "{fresh_phone}", "store_code": "A"}),
     case("upsert-delivery-bad-vin", "PUT", "/api/v1/integration/vehicles/{bad_check_vin}/delivery",
          field_="path.vin", json={"delivery_date": "2026-01-05"}),
+    case("upsert-delivery-unknown-vin", "PUT", "/api/v1/integration/vehicles/{fresh_vin}/delivery",
+         field_="path.vin", json={"delivery_date": "2026-01-05"}),
     case("upsert-delivery-bad-date", "PUT", "/api/v1/integration/vehicles/{vin}/delivery",
          field_="body.delivery_date", json={"delivery_date": "5 Jan"}),
     case("upsert-delivery-before-purchase", "PUT", "/api/v1/integration/vehicles/{vin}/delivery",

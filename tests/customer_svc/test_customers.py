@@ -223,6 +223,51 @@ class TestTimelinePrivacy:
         assert phone not in str(agent) and manager["data"]["primary_phone"] == phone
 
 
+    async def test_an_integration_key_reads_only_what_its_scopes_and_stores_read(self, client: httpx.AsyncClient,
+                                                                                 group: Group) -> None:
+        """``customers:read`` opens the customer's own events, not the visits, calls, answers and complaints that
+        need their own scopes elsewhere; nor another store's events, nor the same person in another store."""
+        from datetime import UTC, datetime
+
+        from customer_svc.models import TimelineEntry
+        from shared.ids import new_id
+        from tests.customer_svc.factories import integration_headers
+
+        c = await create(client, group)
+        twin = await client.post("/api/v1/customers", headers=group.headers(), json=customer_body(
+            group.store_b, phones=[{"number": c["phones"][0]["number"]}]))
+        assert twin.status_code == 201, twin.text
+        kinds = ["customer.customer.updated.v1", "customer.visit.completed.v1", "followup.task.completed.v1",
+                 "survey.response.answered.v1", "survey.complaint.opened.v1", "notify.message.delivered.v1"]
+        async with group.runtime.sessionmaker() as session, session.begin():
+            session.add_all([TimelineEntry(id=new_id(), tenant_id=group.tenant_id, store_id=group.store_a,
+                                           customer_id=uuid.UUID(c["id"]), event_type=kind, source="test",
+                                           occurred_at=datetime.now(UTC), data={"customer_id": c["id"]})
+                             for kind in kinds])
+            session.add(TimelineEntry(id=new_id(), tenant_id=group.tenant_id, store_id=group.store_b,
+                                      customer_id=uuid.UUID(c["id"]), event_type="customer.customer.lost.v1",
+                                      source="test", occurred_at=datetime.now(UTC), data={}))
+
+        async def types(headers: dict[str, str]) -> set[str]:
+            page = await client.get(f"/api/v1/customers/{c['id']}/timeline", params={"limit": 100}, headers=headers)
+            assert page.status_code == 200, page.text
+            return {e["event_type"] for e in page.json()["items"] if e["source"] == "test"}
+
+        assert await types(group.headers()) == {*kinds, "customer.customer.lost.v1"}  # store B's too
+        assert await types(integration_headers(group, ["customers:read"])) == {"customer.customer.updated.v1"}
+        assert await types(integration_headers(group, ["customers:read", "surveys:read", "visits:read"])) == {
+            "customer.customer.updated.v1", "survey.response.answered.v1", "customer.visit.completed.v1"}
+        assert await types(integration_headers(group, ["customers:read", "complaints:read", "followups:read"])) == {
+            "customer.customer.updated.v1", "survey.complaint.opened.v1", "followup.task.completed.v1",
+            "notify.message.delivered.v1"}
+
+        staff = await client.get(f"/api/v1/customers/{c['id']}/duplicates", headers=group.headers())
+        assert [d["id"] for d in staff.json()] == [twin.json()["id"]]
+        key = await client.get(f"/api/v1/customers/{c['id']}/duplicates",
+                               headers=integration_headers(group, ["customers:read"]))
+        assert key.status_code == 200 and key.json() == []
+
+
 class TestAuditIsAppendOnly:
     async def test_database_refuses_to_change_or_delete_audit_entries(self, client: httpx.AsyncClient, group: Group,
                                                                       customer_runtime) -> None:  # type: ignore[no-untyped-def]

@@ -880,3 +880,22 @@ async def test_an_unexpected_error_fails_the_job_instead_of_its_being_taken_over
     async with group.runtime.sessionmaker() as session:
         job = await session.get(ImportJob, claim.job_id)
         assert job is not None and job.lease_owner is None
+
+
+async def test_a_database_error_that_is_no_conflict_is_not_answered_send_it_again(
+        client: httpx.AsyncClient, group: Group, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a concurrent writer's error (unique key, deadlock, serialization, lock wait) is a 409 to retry; a
+    statement cut off by its timeout is the server's error, a 500 the operator is alerted to."""
+    import asyncpg
+    from sqlalchemy.exc import DBAPIError
+
+    import customer_svc.imports.service as intake_service
+
+    async def times_out(self: Any, kind: str, items: Any) -> Any:
+        raise DBAPIError("SELECT", None, asyncpg.QueryCanceledError("canceling statement due to statement timeout"))
+
+    monkeypatch.setattr(intake_service.Intake, "apply", times_out)
+    key = integration_headers(group, ["customers:write"])
+    resp = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
+                            json={"name": "王一", "phone": new_phone(), "store_code": "A"})
+    assert resp.status_code == 500, resp.text

@@ -3,13 +3,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from customer_svc.auth import service
 from customer_svc.auth.schemas import (ApiKeyCreate, ApiKeyCreated, ApiKeyRead, ApiKeyRotate, ApiKeyUpdate,
                                        ClientCredentials, LoginRequest, Me, RefreshRequest, TokenPair)
 from customer_svc.deps import CtxDep, IfMatch, RuntimeDep, SessionDep
 from shared.auth import CurrentPrincipal, Role, require_roles
+from shared.auth.deps import audit_as
 from shared.errors import problem_responses
 from shared.http.etag import tagged
 from shared.http.integration_calls import IntegrationCall
@@ -46,12 +47,13 @@ async def logout(body: RefreshRequest, auth: AuthDep) -> Response:
 
 
 @router.post("/token", response_model=TokenPair)
-async def integration_token(body: ClientCredentials, auth: AuthDep) -> TokenPair:
+async def integration_token(body: ClientCredentials, auth: AuthDep, request: Request) -> TokenPair:
     """Client-credentials exchange for integrations: an API key for a short-lived token with the key's scopes.
 
     During a rotation's overlap both the new and the previous secret work. A revoked key is refused at once;
-    tokens it already got stay valid until they expire (`expires_in`, 15 minutes by default)."""
-    return await auth.exchange_api_key(body.api_key)
+    tokens it already got stay valid until they expire (`expires_in`, 15 minutes by default). Every exchange for
+    a known key is in its call log, refused ones too (a rotated-out or leaked secret being tried)."""
+    return await auth.exchange_api_key(body.api_key, seen=lambda key: audit_as(request, key))
 
 
 @router.get("/me", response_model=Me)

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from customer_svc.deps import Ctx
 from customer_svc.models import ApiKey, RefreshToken, Staff, Store, Tenant
 from customer_svc.settings import CustomerSettings
 from shared.auth.principal import Principal
+from shared.auth.roles import Role
 from shared.events.catalog.customer import ApiKeyChanged
 from shared.auth.scopes import SCOPES
 from shared.auth.tokens import TokenIssuer
@@ -110,12 +112,23 @@ class AuthService:
             await self.session.execute(sa.update(RefreshToken).where(
                 RefreshToken.token_hash == _sha(token), RefreshToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
 
-    async def exchange_api_key(self, api_key: str) -> TokenPair:
-        """Either of the key's valid secrets (current, or previous during a rotation's overlap) gets a token."""
+    async def exchange_api_key(self, api_key: str, seen: Callable[[Principal], None] | None = None) -> TokenPair:
+        """Either of the key's valid secrets (current, or previous during a rotation's overlap) gets a token.
+
+        The key's row is share-locked (``FOR KEY SHARE``: exchanges do not wait on each other) until the token is
+        issued, so a rotation or revocation (``FOR UPDATE``) is either wholly before the exchange or after it: a
+        secret's last use is never credited to the secret that replaced it, and no token is issued for a key
+        revoked meanwhile. ``seen`` learns the key once its prefix names one (the exchange is then audited as that
+        key's call, refused or not)."""
         prefix, _, secret = api_key.partition(".")
         digest, now = _sha(secret), utcnow()
         async with self.session.begin():
-            key = await self.session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix))
+            key = await self.session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix)
+                                            .with_for_update(key_share=True))
+            if key is not None and seen is not None:
+                seen(Principal(subject=key.id, tenant_id=key.tenant_id, store_ids=frozenset(),
+                               roles=frozenset({Role.INTEGRATION}),
+                               kind="integration"))
             which = matching_secret(key, digest, now) if key is not None and key.revoked_at is None else None
             if key is None or which is None:
                 raise Unauthorized("The API key is not valid.")

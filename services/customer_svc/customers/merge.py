@@ -34,8 +34,9 @@ FILLED = ("contact_person", "id_number", "gender", "wedding_anniversary", "wecha
 async def find_duplicates(ctx: Ctx, customer_id: uuid.UUID) -> list[tuple[Customer, list[str]]]:
     """Records in the group's other stores sharing a phone or the ID number, oldest first, with the matched keys.
 
-    Deliberately not scoped to the caller's stores: the caller learns that the group knows the person,
-    and the view decides how much of each record it may see.
+    Deliberately not scoped to staff's stores: staff learn that the group knows the person, and the view decides
+    how much of each record they may see. An integration key learns nothing beyond its stores: it is the group's
+    partner for those stores only.
     """
     customer = await get_customer(ctx, customer_id)
     found: dict[uuid.UUID, tuple[Customer, list[str]]] = {}
@@ -46,7 +47,8 @@ async def find_duplicates(ctx: Ctx, customer_id: uuid.UUID) -> list[tuple[Custom
                                                                  exclude=customer.id)))
     for key, rows in by_key:
         for other in rows:
-            if other.store_id != customer.store_id:
+            if other.store_id != customer.store_id and (
+                    ctx.principal.kind != "integration" or ctx.principal.can_access_store(other.store_id)):
                 found.setdefault(other.id, (other, []))[1].append(key)
     return sorted(found.values(), key=lambda m: m[0].created_at)
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from customer_svc.models import Customer, CustomerPhone, CustomerTag, TimelineEntry, Vehicle
 from shared.auth import Principal, scoped
+from shared.auth.scopes import readable_prefixes
 from shared.db.base import contains_pattern, where_given
 from shared.db.reader import Reader
 from shared.http.pagination import PageParams, paginate
@@ -109,9 +110,17 @@ async def search(session: AsyncSession, principal: Principal, params: PageParams
 
 
 async def timeline(session: AsyncSession, tenant_id: uuid.UUID, customer_ids: list[uuid.UUID],
-                   params: PageParams) -> list[TimelineEntry]:
+                   params: PageParams, key: Principal | None = None) -> list[TimelineEntry]:
+    """The customers' timeline entries; for an integration ``key``, only events its scopes read (a visit needs
+    ``visits:read``, a complaint ``complaints:read``...) and of its stores."""
     stmt = sa.select(TimelineEntry).where(TimelineEntry.tenant_id == tenant_id,
                                           TimelineEntry.customer_id.in_(customer_ids))
+    if key is not None:
+        entry = TimelineEntry.event_type
+        stmt = stmt.where(sa.or_(sa.false(), *(sa.and_(entry.startswith(prefix, autoescape=True),
+                                                       *(~entry.startswith(o, autoescape=True) for o in others))
+                                               for prefix, others in readable_prefixes(key.scopes))),
+                          sa.or_(TimelineEntry.store_id.is_(None), TimelineEntry.store_id.in_(key.store_ids)))
     return list((await session.scalars(paginate(stmt, TimelineEntry.id, params))).all())
 
 

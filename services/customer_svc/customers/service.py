@@ -274,8 +274,10 @@ async def mark_lost(ctx: Ctx, customer_id: uuid.UUID, data: LostRequest) -> Cust
 
 
 async def timeline(ctx: Ctx, customer_id: uuid.UUID, params: PageParams) -> list:
-    """The customer's history from every service, including records merged into this one."""
+    """The customer's history from every service, including records merged into this one (an integration key's:
+    what its scopes read, of its stores)."""
     customer = await get_customer(ctx, customer_id)
     merged = list((await ctx.session.scalars(sa.select(Customer.id).where(
         Customer.tenant_id == customer.tenant_id, Customer.merged_into_id == customer.id))).all())
-    return await repo.timeline(ctx.session, customer.tenant_id, [customer.id, *merged], params)
+    key = ctx.principal if ctx.principal.kind == "integration" else None
+    return await repo.timeline(ctx.session, customer.tenant_id, [customer.id, *merged], params, key)

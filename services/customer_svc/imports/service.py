@@ -90,6 +90,17 @@ def report_rows(ctx: Ctx, job_id: uuid.UUID, status: str | None) -> AsyncIterato
                        lambda r: ImportRowRead.model_validate(r[0]))
 
 
+#: The record's key in each upsert's path (a refusal about it names ``path.<field>``; the rest are the body's).
+PATH_FIELDS = {"customers": "external_id", "deliveries": "vin", "visits": "external_id"}
+#: Postgres's answers to a concurrent writer (a deadlock, a serialization failure, a lock not granted in time):
+#: retried once, then a 409 to send again. Any other database error is the server's (500), not the caller's.
+_CONCURRENT = frozenset({"40P01", "40001", "55P03"})
+
+
+def _concurrent(exc: DBAPIError) -> bool:
+    return isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) in _CONCURRENT
+
+
 async def upsert_one(ctx: Ctx, kind: str, record: Any) -> RowResult:
     """One record through the bulk path: a refusal is a 422 naming the field; a concurrent writer of the same
     record makes this one retry once and find what the other did."""
@@ -100,9 +111,12 @@ async def upsert_one(ctx: Ctx, kind: str, record: Any) -> RowResult:
                 intake = Intake(ctx.session, scope, ctx.outbox, lock_identities=True)
                 result = (await intake.apply(kind, [(1, record)]))[0]
                 if result.status == "rejected":
-                    raise InvalidField(f"body.{result.field}", result.reason or "refused")
+                    where = "path" if result.field == PATH_FIELDS[kind] else "body"
+                    raise InvalidField(f"{where}.{result.field}", result.reason or "refused")
             return result
-        except (IntegrityError, DBAPIError):
+        except DBAPIError as exc:
+            if not _concurrent(exc):
+                raise
             if attempt:
                 raise Duplicate("Another request changed this record at the same time; send it again.") from None
     raise AssertionError("unreachable")

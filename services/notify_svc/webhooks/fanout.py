@@ -22,29 +22,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from notify_svc.models import ApiKeyView, WebhookDelivery, WebhookEndpoint
 from notify_svc.webhooks.keys import PII_SCOPE, refusal
+from shared.auth.scopes import read_scope
 from shared.db.base import dialect_insert, utcnow
 from shared.events.envelope import CloudEvent
 from shared.ids import new_id
 from shared.pii import mask_phone
 
-#: Event types integration partners may subscribe to (an OEM follows its dealers' survey scores and complaints),
-#: each with the read scope an integration key needs for it: the same data through the export and read APIs
-#: needs that scope, so ``webhooks:manage`` alone must not open it. Messages are follow-up touches.
-EVENT_SCOPES: dict[str, str] = {
-    "customer.vehicle.delivered.v1": "vehicles:read",
-    "customer.visit.completed.v1": "visits:read",
-    "followup.task.completed.v1": "followups:read",
-    "followup.task.escalated.v1": "followups:read",
-    "notify.message.delivered.v1": "followups:read",
-    "notify.message.failed.v1": "followups:read",
-    "survey.response.answered.v1": "surveys:read",
-    "survey.response.low_score.v1": "surveys:read",
-    "survey.complaint.opened.v1": "complaints:read",
-    "survey.complaint.escalated.v1": "complaints:read",
-    "survey.complaint.resolved.v1": "complaints:read",
-    "survey.complaint.closed.v1": "complaints:read",
-}
-PARTNER_EVENT_TYPES: tuple[str, ...] = tuple(EVENT_SCOPES)
+#: Event types integration partners may subscribe to (an OEM follows its dealers' survey scores and complaints).
+PARTNER_EVENT_TYPES: tuple[str, ...] = (
+    "customer.vehicle.delivered.v1",
+    "customer.visit.completed.v1",
+    "followup.task.completed.v1",
+    "followup.task.escalated.v1",
+    "notify.message.delivered.v1",
+    "notify.message.failed.v1",
+    "survey.response.answered.v1",
+    "survey.response.low_score.v1",
+    "survey.complaint.opened.v1",
+    "survey.complaint.escalated.v1",
+    "survey.complaint.resolved.v1",
+    "survey.complaint.closed.v1",
+)
+#: The read scope an integration key needs for each (``shared.auth.scopes.EVENT_READ_SCOPES``): the same data
+#: through the export and read APIs needs that scope, so ``webhooks:manage`` alone must not open it.
+EVENT_SCOPES: dict[str, str] = {t: read_scope(t) or "" for t in PARTNER_EVENT_TYPES}
 #: Where in ``data`` a customer or staff member may have typed a phone number (free text, and everything under a
 #: task's ``outcome``): masked for a key without ``pii:read``, as the exports and read APIs mask them.
 FREE_TEXT: dict[str, tuple[tuple[str, ...], ...]] = {
