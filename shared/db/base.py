@@ -104,10 +104,12 @@ async def advisory_locks(session: Any, keys: list[str]) -> None:
 
     For uniqueness rules no index can express; a no-op on SQLite, which runs one writer at a time anyway.
     """
-    if session.bind.dialect.name != "postgresql":
+    if session.bind.dialect.name != "postgresql" or not keys:
         return
-    for key in sorted(set(keys)):
-        await session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+    # One round trip: unnest yields the keys in the order given (sorted here), and each is locked in that order.
+    await session.execute(sa.text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                                  "FROM unnest(CAST(:keys AS text[])) AS k"),
+                          {"keys": sorted(set(keys))})
 
 
 def dialect_insert(session: Any) -> Any:

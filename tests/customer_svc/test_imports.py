@@ -899,3 +899,33 @@ async def test_a_database_error_that_is_no_conflict_is_not_answered_send_it_agai
     resp = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
                             json={"name": "王一", "phone": new_phone(), "store_code": "A"})
     assert resp.status_code == 500, resp.text
+
+
+async def test_a_batch_and_a_rest_upsert_racing_for_one_new_phone_give_it_to_one_customer(
+        client: httpx.AsyncClient, group: Group, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch looks up without locks (pipelined); another writer gives the number away before the batch writes.
+    Before writing, the batch takes the numbers' identity locks and checks again: it is redone record by record,
+    and its record with that number is refused."""
+    import customer_svc.imports.upsert as upsert
+    from customer_svc.models import CustomerPhone
+
+    key = integration_headers(group, ["customers:write"])
+    phone, other = new_phone(), (ext(), new_phone(), new_vin())
+    first_secure = upsert.Intake.secure
+
+    async def another_writer_first(self: Any, writes: Any, keys: list[str]) -> None:
+        raced = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
+                                 json={"name": "抢先", "phone": phone, "store_code": "A"})
+        assert raced.status_code == 201, raced.text
+        await first_secure(self, writes, keys)
+
+    monkeypatch.setattr(upsert.Intake, "secure", another_writer_first)
+    claim = await leased_job(group, [zh_row(ext(), phone, new_vin()), zh_row(*other)])
+    await small_batches(group, in_flight=1).run(claim)
+    done, report, _ = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["accepted"], done["rejected"]) == ("done", 1, 1), done
+    assert (report[2]["status"], report[2]["field"]) == ("rejected", "phone"), report[2]
+    async with group.runtime.sessionmaker() as session:
+        holders = await session.scalar(sa.select(sa.func.count()).select_from(CustomerPhone).where(
+            CustomerPhone.tenant_id == group.tenant_id, CustomerPhone.e164 == phone))
+    assert holders == 1

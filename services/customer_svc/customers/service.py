@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -86,10 +87,16 @@ def set_consent_on(session: Any, outbox: Any, customer: Customer, data: ConsentI
     return True
 
 
+#: A store's phone and ID numbers fall into this many lock buckets: a bulk import batch locks the buckets of its
+#: thousand numbers (at most this many locks per store, not a thousand), a staff create the one or two of its own.
+IDENTITY_BUCKETS = 64
+
+
 def identity_keys(store_id: uuid.UUID, numbers: Iterable[str | None]) -> list[str]:
-    """The advisory-lock keys of a store's phone and ID numbers. Every writer takes them before it locks a customer
-    row (staff creates and updates, integration upserts), so two writers never wait on each other in a cycle."""
-    return sorted({f"customer:{store_id}:{n}" for n in numbers if n})
+    """The advisory-lock keys of a store's phone and ID numbers (their buckets). Every writer holds them from its
+    uniqueness check to its commit: staff creates and updates and integration upserts take them before they lock a
+    customer row (so two of them never wait on each other in a cycle), bulk batches before they write."""
+    return sorted({f"customer:{store_id}:{zlib.crc32(n.encode()) % IDENTITY_BUCKETS}" for n in numbers if n})
 
 
 async def _check_unique(ctx: Ctx, store_id: uuid.UUID, phones: list[str], id_number: str | None,

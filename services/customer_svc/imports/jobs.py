@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from customer_svc.imports.columns import first_error
 from customer_svc.imports.reader import FileError, FileReader, Raw
 from customer_svc.imports.records import RECORDS, RowResult
-from customer_svc.imports.scope import IntakeScope
+from customer_svc.customers.service import identity_keys
+from customer_svc.imports.scope import IntakeScope, Reject
 from customer_svc.imports.upsert import Claims, Intake, batch_keys
 from customer_svc.models import (ApiKey, Customer, CustomerPhone, ImportChunk, ImportJob, ImportRow, ServiceVisit,
                                  Vehicle)
@@ -145,6 +146,22 @@ def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
     except ValidationError as exc:
         field, reason = first_error(exc)
         return None, RowResult(row=raw.row, status="rejected", key=key, field=field, reason=reason[:500])
+
+
+def _identity_locks(kind: str, scope: IntakeScope, groups: list[list[tuple[int, Any]]]) -> list[str] | None:
+    """The identity locks a batch of customers takes before it writes (its numbers' buckets per store), None for
+    the kinds that give out no phone or ID number."""
+    if kind != "customers":
+        return None
+    keys: set[str] = set()
+    for group in groups:
+        for _, record in group:
+            try:
+                store = scope.store_of(record)
+            except Reject:
+                continue  # refused at decide, writes nothing
+            keys.update(identity_keys(store.id, (record.phone, record.phone2, record.id_number)))
+    return sorted(keys)
 
 
 class Restart(Exception):
@@ -448,6 +465,7 @@ class ImportRunner:
     async def _batch_in_turn(self, claim: Claim, scope: IntakeScope, kind: str, raws: list[Raw],
                              bytes_read: int, turn: _Turn) -> None:
         results, groups = await self._grouped(kind, raws)
+        locks = _identity_locks(kind, scope, groups)
         async with self.sessionmaker() as session:
             try:
                 async with session.begin():
@@ -458,6 +476,9 @@ class ImportRunner:
                     for group in (g for g in groups if g):
                         if pending is not None:  # a later group must see the earlier group's rows
                             await turn.after_commit()
+                            if locks is not None:
+                                await intake.secure(pending, locks)
+                                locks = None  # held to the commit: later groups look up under them
                             await intake.write(pending)
                         decided, pending = await intake.decide(kind, group)
                         results += decided
@@ -469,6 +490,8 @@ class ImportRunner:
                     report = self._report_of(session, claim.job_id, results, len(raws), bytes_read)
                     await turn.after_commit()
                     if pending is not None:
+                        if locks is not None:
+                            await intake.secure(pending, locks)
                         await intake.write(pending)
                     await self._report(session, claim, report)
                 _count(kind, report)
@@ -497,7 +520,8 @@ class ImportRunner:
             try:
                 async with session.begin():
                     await self._hold(session, claim)
-                    intake = Intake(session, scope, self.outbox, audit_creates=False, claims=turn.claims)
+                    intake = Intake(session, scope, self.outbox, audit_creates=False, claims=turn.claims,
+                                    lock_identities=True)
                     return (await intake.apply(kind, [item]))[0]
             except (IntegrityError, DBAPIError) as exc:
                 key = item[1].vin if kind == "deliveries" else item[1].external_id
