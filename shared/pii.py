@@ -7,11 +7,15 @@ from typing import Any
 
 _D = "[0-9０-９]"  # digits as typed, full-width ones too (a Chinese input method's)
 _SEP = r"[ \-.－]?"  # 138 0013 8000, 138-0013-8000
+#: Not next to another digit or a letter: a run of digits inside an identifier (a UUID's hex groups, a VIN, an
+#: order number) is not a phone number.
+_EDGE_BEFORE, _EDGE_AFTER = r"(?<![0-9０-９A-Za-z])", r"(?![0-9０-９A-Za-z])"
 #: Mainland mobiles, with or without +86 and separators between the 3-4-4 groups.
-_PHONE = re.compile(rf"(?<![0-9０-９])((?:[+＋]?(?:86|８６)){_SEP})?([1１][3-9３-９]{_D}){_SEP}({_D}{{4}}){_SEP}"
-                    rf"({_D}{{4}})(?![0-9０-９])")
-#: Landlines with their area code: 0755-86001234, 010 6512 3456.
-_LANDLINE = re.compile(rf"(?<![0-9０-９])([0０]{_D}{{2,3}}[ \-－]?)({_D}{{3,4}}){_SEP}({_D}{{4}})(?![0-9０-９])")
+_PHONE = re.compile(rf"{_EDGE_BEFORE}((?:[+＋]?(?:86|８６)){_SEP})?([1１][3-9３-９]{_D}){_SEP}({_D}{{4}}){_SEP}"
+                    rf"({_D}{{4}}){_EDGE_AFTER}")
+#: Landlines with their area code: 0755-86001234, 010 6512 3456; not between dashes (a UUID's 0123-4567-8901).
+_LANDLINE = re.compile(rf"(?<![0-9０-９A-Za-z\-])([0０]{_D}{{2,3}}[ \-－]?)({_D}{{3,4}}){_SEP}({_D}{{4}})"
+                       rf"(?![0-9０-９A-Za-z\-])")
 NAME_KEYS = frozenset({"name", "customer_name", "contact_person", "full_name"})
 ID_KEYS = frozenset({"id_number"})
 ADDRESS_KEYS = frozenset({"address", "home_address"})

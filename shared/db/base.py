@@ -112,6 +112,18 @@ async def advisory_locks(session: Any, keys: list[str]) -> None:
                           {"keys": sorted(set(keys))})
 
 
+async def try_advisory_locks(session: Any, keys: list[str]) -> bool:
+    """Take the transaction-scoped advisory locks on ``keys`` that are free now, without waiting; True when all
+    were (the caller may try again later, keeping those it got). For a writer that already holds row locks and so
+    must not wait on a lock that a writer waiting for its rows holds (a cycle)."""
+    if session.bind.dialect.name != "postgresql" or not keys:
+        return True
+    missed = await session.scalar(sa.text(
+        "SELECT count(*) FILTER (WHERE NOT pg_try_advisory_xact_lock(hashtextextended(k, 0))) "
+        "FROM unnest(CAST(:keys AS text[])) AS k"), {"keys": sorted(set(keys))})
+    return not missed
+
+
 def dialect_insert(session: Any) -> Any:
     """``insert`` with ``on_conflict_do_*`` for the session's dialect (Postgres in production, SQLite embedded)."""
     return pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert

@@ -52,9 +52,12 @@ CHUNK_BYTES = 64 * 1024
 FETCH_ROWS = 1000
 #: Exports streaming at once per process (each holds one of its pool's connections: 10, plus 10 overflow).
 MAX_CONCURRENT_EXPORTS = 4
-#: An export's query may run, and its transaction wait on a slow reader, this long (the roles' limits are set for
-#: requests: 30 s per statement); a year of a big dealer group's answers must be sorted before the first row.
-EXPORT_STATEMENT_TIMEOUT = "10min"
+#: An export's statements may run this long (the roles' limit is set for requests: 30 s), just under the driver's
+#: own 60 s command timeout (``shared.db.engine``), which asyncpg applies to each cursor fetch: a year of a big
+#: dealer group's answers is sorted before the first row (300,000 rows sort in well under a second).
+EXPORT_STATEMENT_TIMEOUT = "55s"
+#: And its transaction may wait this long on a reader that is slow to take the rows.
+EXPORT_IDLE_TIMEOUT = "10min"
 BOM = "\ufeff".encode()
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -243,9 +246,9 @@ async def stream_rows(sessionmaker: async_sessionmaker[AsyncSession], stmt: sa.S
     async with sessionmaker() as session, session.begin():
         if session.bind.dialect.name == "postgresql":
             await session.execute(sa.text("SET TRANSACTION READ ONLY"))
-            await session.execute(sa.text("SELECT set_config('statement_timeout', :t, true), "
-                                          "set_config('idle_in_transaction_session_timeout', :t, true)"),
-                                  {"t": EXPORT_STATEMENT_TIMEOUT})
+            await session.execute(sa.text("SELECT set_config('statement_timeout', :run, true), "
+                                          "set_config('idle_in_transaction_session_timeout', :idle, true)"),
+                                  {"run": EXPORT_STATEMENT_TIMEOUT, "idle": EXPORT_IDLE_TIMEOUT})
         result = await session.stream(stmt.execution_options(yield_per=batch))
         async for part in result.partitions():
             for row in part:

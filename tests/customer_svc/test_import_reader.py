@@ -151,3 +151,15 @@ async def test_headers_as_templates_and_input_methods_write_them() -> None:
     assert raw.values == {"external_id": "E1", "name": "张三", "phone": "13800138000", "vin": "LSVAU218XN2183294",
                           "colour": "白"}
     assert reader.warnings == []
+
+
+async def test_a_record_spanning_several_lines_is_reported_among_the_warnings() -> None:
+    """A DMS that does not escape quotes makes several rows one record, silently; the job's warnings say where."""
+    data = ('客户编号,姓名,手机,地址\nE1,张三,13800138000,"XX路1号\n'
+            + "".join(f"E{i},李四,1390013900{i},某地\n" for i in range(2, 6)) + 'E6,王五,13700137000,5"轮毂"\n'
+            + "E7,赵六,13600136000,某地\n").encode()
+    reader = FileReader("customers", "csv")
+    got = await read(reader, data, 1 << 20)
+    assert [r.row for r in got] == [2, 8]
+    assert reader.warnings == ["lines 2-7 are one record (a quoted cell with line breaks): if they should be several, "
+                               "a quote is not closed on its first line"], reader.warnings

@@ -929,3 +929,29 @@ async def test_a_batch_and_a_rest_upsert_racing_for_one_new_phone_give_it_to_one
         holders = await session.scalar(sa.select(sa.func.count()).select_from(CustomerPhone).where(
             CustomerPhone.tenant_id == group.tenant_id, CustomerPhone.e164 == phone))
     assert holders == 1
+
+
+async def test_a_batch_never_waits_for_an_identity_lock_while_holding_rows(client: httpx.AsyncClient,
+                                                                          group: Group) -> None:
+    """Another writer holds the bucket of a number of the batch (a staff edit, which then waits for a row the batch
+    holds: a cycle if the batch waited). The batch tries for a moment, then is redone record by record, each record
+    locking in the common order; once the other writer is done, everything is written."""
+    from customer_svc.customers.service import identity_keys
+    from customer_svc.imports.jobs import REDONE
+    from shared.db.base import advisory_locks
+
+    people = [(ext(), new_phone(), new_vin()) for _ in range(2)]
+    claim = await leased_job(group, [zh_row(*p) for p in people])
+    redone = REDONE.labels("customers")._value.get()
+    async with group.runtime.sessionmaker() as other, other.begin():
+        await advisory_locks(other, identity_keys(group.store_a, [people[0][1]]))
+        job = asyncio.create_task(small_batches(group, in_flight=1).run(claim))
+        async def redoing() -> bool:
+            return REDONE.labels("customers")._value.get() > redone
+
+        await eventually(redoing, timeout=10)
+        assert not job.done()  # record by record now, waiting its turn for the lock
+    await asyncio.wait_for(job, 10)
+    done, report, names = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["accepted"], done["rejected"]) == ("done", 2, 0), done
+    assert {p[0] for p in people} <= set(names)

@@ -23,6 +23,9 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+")
 
 #: A record may span this many lines (line breaks inside quoted cells); past it, a quote was left open.
 MAX_RECORD_LINES = 1000
+#: A record spanning more lines than this is reported among the job's warnings: a DMS that does not escape quotes
+#: turns several rows into one (the first row then holds the others as text, and they get no report row).
+SPAN_WARNING_LINES = 3
 #: Nor hold more characters than this (no field takes more than 5,000): ``csv``'s own limit for one cell, so that
 #: a longer record (a quote left open, or a JSON array uploaded as JSON Lines) fails the file with a reason instead
 #: of being held whole in memory or failing inside the parser.
@@ -152,6 +155,11 @@ class FileReader:
                     open_quote = _quote_open_after(line, open_quote)
                 pending.append(line)
                 if not open_quote:
+                    if len(pending) > SPAN_WARNING_LINES and len(self.warnings) < 50:
+                        start = self._line + len(complete) + 1
+                        self.warnings.append(f"lines {start}-{start + len(pending) - 1} are one record (a quoted "
+                                             "cell with line breaks): if they should be several, a quote is not "
+                                             "closed on its first line")
                     complete.extend(pending)
                     pending, pending_chars = [], 0
                     if len(complete) >= self.slice_lines:

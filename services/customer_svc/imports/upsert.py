@@ -9,6 +9,7 @@ transaction. Sending the same records again finds nothing to change and writes n
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,7 +24,7 @@ from customer_svc.imports.scope import IntakeScope, Reject, StoreRef
 from customer_svc.models import (AuditEntry, Customer, CustomerPhone, MileageReading, ServiceVisit, Vehicle,
                                  VehicleOwnership)
 from customer_svc.vehicles.service import EVENT_FIELDS
-from shared.db.base import advisory_locks, in_values, utcnow
+from shared.db.base import advisory_locks, in_values, try_advisory_locks, utcnow
 from shared.db.bulk import EncodedRows, encode_rows, with_defaults, write_rows
 from shared.events.catalog.customer import (CustomerCreated, CustomerUpdated, ServiceVisitCompleted,
                                             VehicleDelivered, VehicleRegistered, VehicleUpdated)
@@ -39,6 +40,8 @@ VEHICLE_FIELDS = tuple(n for n in VehicleFields.model_fields if n not in ("deliv
 #: Phone and ID numbers given to customers in a batch: (store code, phone number or "id:" + ID number) -> the
 #: customer's external id.
 Claims = dict[tuple[str, str], str]
+#: Tries of a bulk batch for its identity locks (20 ms more apart each time: about 0.9 s in all).
+SECURE_ATTEMPTS = 10
 #: How far ahead of our clock a DMS settlement time may be (reception PCs drift).
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -130,8 +133,19 @@ class Intake:
         buckets, see :func:`identity_keys`), held to its commit as staff creates and REST upserts hold theirs, then
         check that no other writer gave one of the numbers this batch gives out to another customer since the
         batch looked up (it held no lock then). One did: ``IntegrityError``, and the batch is redone record by
-        record, finding it."""
-        await advisory_locks(self.session, keys)
+        record, finding it.
+
+        The batch already holds the rows it decided on, while every other writer takes these locks before its row
+        locks: waiting here could close a cycle. So it only takes locks that are free, and tries again for a
+        moment (another writer holds one for a few milliseconds); still taken, the batch is redone record by
+        record, where each record locks in the common order."""
+        for attempt in range(SECURE_ATTEMPTS):
+            if await try_advisory_locks(self.session, keys):
+                break
+            if attempt == SECURE_ATTEMPTS - 1:
+                raise sa.exc.IntegrityError("identity locks", None, ValueError(
+                    "another writer held an identity lock of the batch"))
+            await asyncio.sleep(0.02 * (attempt + 1))
         added = [o for o in self.session.new if isinstance(o, CustomerPhone)]
         id_changed = [c for c in self.session.dirty if isinstance(c, Customer) and c.id_number
                       and sa.inspect(c).attrs.id_number.history.has_changes()]

@@ -131,6 +131,8 @@ class Claimed:
     secret: str
     #: The secret before a rotation whose overlap still runs (it signs as well), else None.
     previous: str | None = None
+    #: When it was claimed, on the deliverer's clock (its failure counts only if the endpoint was not cooling then).
+    claimed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,8 @@ class WebhookDeliverer:
         wall = utcnow()
         return [Claimed(r.id, r.tenant_id, r.endpoint_id, r.event_type, masked_payload(r.payload, sees_pii(r)),
                         r.attempts + 1, r.url, r.secret,
-                        r.previous_secret if r.previous_secret_until and r.previous_secret_until > wall else None)
+                        r.previous_secret if r.previous_secret_until and r.previous_secret_until > wall else None,
+                        now)
                 for r in live]
 
     # --- attempt ------------------------------------------------------------------------------------------
@@ -302,8 +305,13 @@ class WebhookDeliverer:
             await session.execute(sa.update(e).where(e.id == c.endpoint_id, e.failures > 0)
                                   .values(failures=0, cool_until=None))
         else:
-            failures = (await session.execute(sa.update(e).where(e.id == c.endpoint_id)
-                                              .values(failures=e.failures + 1).returning(e.failures))).scalar()
+            # Attempts claimed together fail together: the first of them counts, the others find the endpoint
+            # cooling since after their claim and leave it as it is (a partner down for two seconds while twelve
+            # were in flight has one failure, not twelve).
+            failures = (await session.execute(
+                sa.update(e).where(e.id == c.endpoint_id,
+                                   sa.or_(e.cool_until.is_(None), e.cool_until <= (c.claimed_at or self.clock())))
+                .values(failures=e.failures + 1).returning(e.failures))).scalar()
             if failures is not None:
                 await session.execute(sa.update(e).where(e.id == c.endpoint_id).values(
                     cool_until=self.clock() + timedelta(seconds=cooling(failures))))
