@@ -99,29 +99,19 @@ def where_given(stmt: Any, *conditions: tuple[Any, Any]) -> Any:
     return stmt
 
 
-async def advisory_locks(session: Any, keys: list[str]) -> None:
-    """Transaction-scoped Postgres advisory locks on ``keys`` (taken in sorted order, so no deadlocks).
+async def advisory_locks(session: Any, keys: list[str], *, shared: bool = False) -> None:
+    """Transaction-scoped Postgres advisory locks on ``keys`` (taken in sorted order, so no deadlocks), exclusive
+    or ``shared`` (holders of a shared lock do not exclude each other, only the exclusive ones).
 
     For uniqueness rules no index can express; a no-op on SQLite, which runs one writer at a time anyway.
     """
     if session.bind.dialect.name != "postgresql" or not keys:
         return
     # One round trip: unnest yields the keys in the order given (sorted here), and each is locked in that order.
-    await session.execute(sa.text("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+    lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await session.execute(sa.text(f"SELECT count({lock}(hashtextextended(k, 0))) "
                                   "FROM unnest(CAST(:keys AS text[])) AS k"),
                           {"keys": sorted(set(keys))})
-
-
-async def try_advisory_locks(session: Any, keys: list[str]) -> bool:
-    """Take the transaction-scoped advisory locks on ``keys`` that are free now, without waiting; True when all
-    were (the caller may try again later, keeping those it got). For a writer that already holds row locks and so
-    must not wait on a lock that a writer waiting for its rows holds (a cycle)."""
-    if session.bind.dialect.name != "postgresql" or not keys:
-        return True
-    missed = await session.scalar(sa.text(
-        "SELECT count(*) FILTER (WHERE NOT pg_try_advisory_xact_lock(hashtextextended(k, 0))) "
-        "FROM unnest(CAST(:keys AS text[])) AS k"), {"keys": sorted(set(keys))})
-    return not missed
 
 
 def dialect_insert(session: Any) -> Any:

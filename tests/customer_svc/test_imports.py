@@ -903,39 +903,42 @@ async def test_a_database_error_that_is_no_conflict_is_not_answered_send_it_agai
 
 async def test_a_batch_and_a_rest_upsert_racing_for_one_new_phone_give_it_to_one_customer(
         client: httpx.AsyncClient, group: Group, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batch looks up without locks (pipelined); another writer gives the number away before the batch writes.
-    Before writing, the batch takes the numbers' identity locks and checks again: it is redone record by record,
-    and its record with that number is refused."""
+    """The batch holds its numbers' identity locks (shared) from its lookups to its commit: a REST upsert of one of
+    them, sent while the batch is about to write, waits for it and then finds the number taken."""
     import customer_svc.imports.upsert as upsert
     from customer_svc.models import CustomerPhone
 
     key = integration_headers(group, ["customers:write"])
     phone, other = new_phone(), (ext(), new_phone(), new_vin())
-    first_secure = upsert.Intake.secure
+    first_write = upsert.Intake.write
+    racing: list[asyncio.Task[httpx.Response]] = []
 
-    async def another_writer_first(self: Any, writes: Any, keys: list[str]) -> None:
-        raced = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key,
-                                 json={"name": "抢先", "phone": phone, "store_code": "A"})
-        assert raced.status_code == 201, raced.text
-        await first_secure(self, writes, keys)
+    async def another_writer_meanwhile(self: Any, writes: Any) -> None:
+        if not racing:
+            racing.append(asyncio.create_task(client.put(
+                f"/api/v1/integration/customers/{ext()}", headers=key,
+                json={"name": "抢先", "phone": phone, "store_code": "A"})))
+            await asyncio.sleep(0.5)
+            assert not racing[0].done()  # it waits for the batch's identity lock
+        await first_write(self, writes)
 
-    monkeypatch.setattr(upsert.Intake, "secure", another_writer_first)
+    monkeypatch.setattr(upsert.Intake, "write", another_writer_meanwhile)
     claim = await leased_job(group, [zh_row(ext(), phone, new_vin()), zh_row(*other)])
     await small_batches(group, in_flight=1).run(claim)
-    done, report, _ = await outcome(client, group, claim.job_id)
-    assert (done["status"], done["accepted"], done["rejected"]) == ("done", 1, 1), done
-    assert (report[2]["status"], report[2]["field"]) == ("rejected", "phone"), report[2]
+    done, _, _ = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["accepted"], done["rejected"]) == ("done", 2, 0), done
+    refused = await racing[0]
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "body.phone", refused.text
     async with group.runtime.sessionmaker() as session:
         holders = await session.scalar(sa.select(sa.func.count()).select_from(CustomerPhone).where(
             CustomerPhone.tenant_id == group.tenant_id, CustomerPhone.e164 == phone))
     assert holders == 1
 
 
-async def test_a_batch_never_waits_for_an_identity_lock_while_holding_rows(client: httpx.AsyncClient,
-                                                                          group: Group) -> None:
-    """Another writer holds the bucket of a number of the batch (a staff edit, which then waits for a row the batch
-    holds: a cycle if the batch waited). The batch tries for a moment, then is redone record by record, each record
-    locking in the common order; once the other writer is done, everything is written."""
+async def test_a_batch_waits_for_another_writers_identity_lock_before_it_locks_any_row(
+        client: httpx.AsyncClient, group: Group) -> None:
+    """A staff create or edit holding the bucket of a number of the batch (exclusive) makes the batch wait before
+    its lookups, holding nothing another writer could wait for; then it goes on as usual."""
     from customer_svc.customers.service import identity_keys
     from customer_svc.imports.jobs import REDONE
     from shared.db.base import advisory_locks
@@ -946,12 +949,9 @@ async def test_a_batch_never_waits_for_an_identity_lock_while_holding_rows(clien
     async with group.runtime.sessionmaker() as other, other.begin():
         await advisory_locks(other, identity_keys(group.store_a, [people[0][1]]))
         job = asyncio.create_task(small_batches(group, in_flight=1).run(claim))
-        async def redoing() -> bool:
-            return REDONE.labels("customers")._value.get() > redone
-
-        await eventually(redoing, timeout=10)
-        assert not job.done()  # record by record now, waiting its turn for the lock
+        await asyncio.sleep(0.5)
+        assert not job.done()
     await asyncio.wait_for(job, 10)
-    done, report, names = await outcome(client, group, claim.job_id)
+    done, _, names = await outcome(client, group, claim.job_id)
     assert (done["status"], done["accepted"], done["rejected"]) == ("done", 2, 0), done
-    assert {p[0] for p in people} <= set(names)
+    assert {p[0] for p in people} <= set(names) and REDONE.labels("customers")._value.get() == redone

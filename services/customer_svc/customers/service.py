@@ -94,9 +94,9 @@ IDENTITY_BUCKETS = 64
 
 def identity_keys(store_id: uuid.UUID, numbers: Iterable[str | None]) -> list[str]:
     """The advisory-lock keys of a store's phone and ID numbers (their buckets). Every writer holds them from its
-    uniqueness check to its commit: staff creates and updates and integration upserts take them before they lock a
-    customer row (so two of them never wait on each other in a cycle); bulk batches, which hold rows already, take
-    them before they write and only while they are free (``Intake.secure``)."""
+    uniqueness check to its commit, taken before it locks a customer row (so no two writers wait on each other in a
+    cycle): staff creates and updates and integration upserts exclusively, bulk batches shared (a job's pipelined
+    batches hold them together, and exclude the others)."""
     return sorted({f"customer:{store_id}:{zlib.crc32(n.encode()) % IDENTITY_BUCKETS}" for n in numbers if n})
 
 

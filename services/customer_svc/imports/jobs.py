@@ -35,7 +35,7 @@ from customer_svc.models import (ApiKey, Customer, CustomerPhone, ImportChunk, I
                                  Vehicle)
 from customer_svc.settings import CustomerSettings
 from shared.auth import Principal, Role
-from shared.db.base import utcnow
+from shared.db.base import advisory_locks, utcnow
 from shared.db.bulk import EncodedRows, encode_rows, write_rows
 from shared.ids import new_id
 from shared.messaging.outbox import Outbox
@@ -148,11 +148,11 @@ def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
         return None, RowResult(row=raw.row, status="rejected", key=key, field=field, reason=reason[:500])
 
 
-def _identity_locks(kind: str, scope: IntakeScope, groups: list[list[tuple[int, Any]]]) -> list[str] | None:
-    """The identity locks a batch of customers takes before it writes (its numbers' buckets per store), None for
-    the kinds that give out no phone or ID number."""
+def _identity_locks(kind: str, scope: IntakeScope, groups: list[list[tuple[int, Any]]]) -> list[str]:
+    """The identity locks a batch of customers holds from its lookups to its commit (its numbers' buckets per
+    store; none for the kinds that give out no phone or ID number)."""
     if kind != "customers":
-        return None
+        return []
     keys: set[str] = set()
     for group in groups:
         for _, record in group:
@@ -470,15 +470,18 @@ class ImportRunner:
             try:
                 async with session.begin():
                     await turn.after_lookups()
+                    # Shared: the job's pipelined batches hold them together; a staff create or a REST upsert of
+                    # one of these numbers waits (exclusive) until the batches holding them now commit, and
+                    # batches after it wait for it. Taken before any row lock, as every writer takes them, and
+                    # after the batch before looked up: should that one fail, its record-by-record pass (which
+                    # locks exclusively) is not kept waiting by a batch that waits for it.
+                    await advisory_locks(session, locks, shared=True)
                     intake = Intake(session, scope, self.outbox, audit_creates=False, claims=turn.claims,
                                     earlier_claims=turn.earlier_claims())
                     pending = None
                     for group in (g for g in groups if g):
                         if pending is not None:  # a later group must see the earlier group's rows
                             await turn.after_commit()
-                            if locks is not None:
-                                await intake.secure(pending, locks)
-                                locks = None  # held to the commit: later groups look up under them
                             await intake.write(pending)
                         decided, pending = await intake.decide(kind, group)
                         results += decided
@@ -490,8 +493,6 @@ class ImportRunner:
                     report = self._report_of(session, claim.job_id, results, len(raws), bytes_read)
                     await turn.after_commit()
                     if pending is not None:
-                        if locks is not None:
-                            await intake.secure(pending, locks)
                         await intake.write(pending)
                     await self._report(session, claim, report)
                 _count(kind, report)

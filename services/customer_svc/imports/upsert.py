@@ -9,7 +9,6 @@ transaction. Sending the same records again finds nothing to change and writes n
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -24,7 +23,7 @@ from customer_svc.imports.scope import IntakeScope, Reject, StoreRef
 from customer_svc.models import (AuditEntry, Customer, CustomerPhone, MileageReading, ServiceVisit, Vehicle,
                                  VehicleOwnership)
 from customer_svc.vehicles.service import EVENT_FIELDS
-from shared.db.base import advisory_locks, in_values, try_advisory_locks, utcnow
+from shared.db.base import advisory_locks, in_values, utcnow
 from shared.db.bulk import EncodedRows, encode_rows, with_defaults, write_rows
 from shared.events.catalog.customer import (CustomerCreated, CustomerUpdated, ServiceVisitCompleted,
                                             VehicleDelivered, VehicleRegistered, VehicleUpdated)
@@ -40,8 +39,6 @@ VEHICLE_FIELDS = tuple(n for n in VehicleFields.model_fields if n not in ("deliv
 #: Phone and ID numbers given to customers in a batch: (store code, phone number or "id:" + ID number) -> the
 #: customer's external id.
 Claims = dict[tuple[str, str], str]
-#: Tries of a bulk batch for its identity locks (20 ms more apart each time: about 0.9 s in all).
-SECURE_ATTEMPTS = 10
 #: How far ahead of our clock a DMS settlement time may be (reception PCs drift).
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -127,54 +124,6 @@ class Intake:
         tables = [*((t, writes.rows.get(t, [])) for t in _ORDER), (AuditEntry.__table__, writes.audit)]
         writes.encoded = [encode_rows(dialect, table, rows) async for table, rows in paced(tables, every=1)]
         writes.encoded.append(encode_rows(dialect, self.outbox.model.__table__, self.outbox.rows(writes.events)))
-
-    async def secure(self, writes: _Writes, keys: list[str]) -> None:
-        """For a bulk batch, before its first write: take the identity locks of all its numbers (``keys``: their
-        buckets, see :func:`identity_keys`), held to its commit as staff creates and REST upserts hold theirs, then
-        check that no other writer gave one of the numbers this batch gives out to another customer since the
-        batch looked up (it held no lock then). One did: ``IntegrityError``, and the batch is redone record by
-        record, finding it.
-
-        The batch already holds the rows it decided on, while every other writer takes these locks before its row
-        locks: waiting here could close a cycle. So it only takes locks that are free, and tries again for a
-        moment (another writer holds one for a few milliseconds); still taken, the batch is redone record by
-        record, where each record locks in the common order."""
-        for attempt in range(SECURE_ATTEMPTS):
-            if await try_advisory_locks(self.session, keys):
-                break
-            if attempt == SECURE_ATTEMPTS - 1:
-                raise sa.exc.IntegrityError("identity locks", None, ValueError(
-                    "another writer held an identity lock of the batch"))
-            await asyncio.sleep(0.02 * (attempt + 1))
-        added = [o for o in self.session.new if isinstance(o, CustomerPhone)]
-        id_changed = [c for c in self.session.dirty if isinstance(c, Customer) and c.id_number
-                      and sa.inspect(c).attrs.id_number.history.has_changes()]
-        await self.session.flush()
-        phones = {(r["store_id"], r["e164"]): r["customer_id"] for r in writes.rows.get(CustomerPhone.__table__, [])}
-        phones.update({(p.store_id, p.e164): p.customer_id for p in added})
-        ids = {(r["store_id"], r["id_number"]): r["id"] for r in writes.rows.get(Customer.__table__, [])
-               if r["id_number"]}
-        ids.update({(c.store_id, c.id_number): c.id for c in id_changed})
-        others: set[uuid.UUID] = set()
-        if phones:
-            for store, number, owner in (await self.session.execute(sa.select(
-                    CustomerPhone.store_id, CustomerPhone.e164, CustomerPhone.customer_id).where(
-                    CustomerPhone.tenant_id == self.tenant_id,
-                    in_values(self.session, CustomerPhone.e164, {n for _, n in phones})))).all():
-                if phones.get((store, number), owner) != owner:
-                    others.add(owner)
-        if ids:
-            for store, number, owner in (await self.session.execute(sa.select(
-                    Customer.store_id, Customer.id_number, Customer.id).where(
-                    Customer.tenant_id == self.tenant_id, Customer.merged_into_id.is_(None),
-                    in_values(self.session, Customer.id_number, {n for _, n in ids})))).all():
-                if ids.get((store, number), owner) != owner:
-                    raise sa.exc.IntegrityError("identity re-check", None, ValueError(
-                        "an ID number of the batch was given to another customer meanwhile"))
-        if others and await self.session.scalar(sa.select(sa.func.count()).select_from(Customer).where(
-                in_values(self.session, Customer.id, others), Customer.merged_into_id.is_(None))):
-            raise sa.exc.IntegrityError("identity re-check", None, ValueError(
-                "a phone number of the batch was given to another customer meanwhile"))
 
     async def write(self, writes: _Writes) -> None:
         await self.session.flush()  # ORM updates first: new rows may point at updated ones
