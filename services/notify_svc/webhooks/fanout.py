@@ -26,7 +26,7 @@ from shared.auth.scopes import read_scope
 from shared.db.base import dialect_insert, utcnow
 from shared.events.envelope import CloudEvent
 from shared.ids import new_id
-from shared.pii import mask_phone
+from shared.pii import mask_value
 
 #: Event types integration partners may subscribe to (an OEM follows its dealers' survey scores and complaints).
 PARTNER_EVENT_TYPES: tuple[str, ...] = (
@@ -73,17 +73,6 @@ def wants(store_ids: list[str], event_types: list[str], event: CloudEvent, *, ow
     return event.storeid in store_ids
 
 
-def _masked(value: Any) -> Any:
-    """Phone numbers masked in every text of ``value`` (a text, or lists and objects of them)."""
-    if isinstance(value, str):
-        return mask_phone(value)
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    return value
-
-
 def _mask_at(data: dict[str, Any], path: tuple[str, ...]) -> None:
     *parents, leaf = path
     for name in parents:
@@ -91,7 +80,7 @@ def _mask_at(data: dict[str, Any], path: tuple[str, ...]) -> None:
         if not isinstance(data, dict):
             return
     if leaf in data:
-        data[leaf] = _masked(data[leaf])
+        data[leaf] = mask_value(leaf, data[leaf])  # texts, and lists and objects of them
 
 
 def masked_payload(payload: dict[str, Any], pii: bool) -> dict[str, Any]:
