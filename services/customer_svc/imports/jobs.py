@@ -28,9 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from customer_svc.imports.columns import first_error
 from customer_svc.imports.reader import FileError, FileReader, Raw
 from customer_svc.imports.records import RECORDS, RowResult
-from customer_svc.customers.service import identity_keys
 from customer_svc.imports.scope import IntakeScope, Reject
-from customer_svc.imports.upsert import Claims, Intake, batch_keys
+from customer_svc.imports.upsert import Claims, Intake, batch_keys, identity_locks
 from customer_svc.models import (ApiKey, Customer, CustomerPhone, ImportChunk, ImportJob, ImportRow, ServiceVisit,
                                  Vehicle)
 from customer_svc.settings import CustomerSettings
@@ -153,15 +152,14 @@ def _identity_locks(kind: str, scope: IntakeScope, groups: list[list[tuple[int, 
     store; none for the kinds that give out no phone or ID number)."""
     if kind != "customers":
         return []
-    keys: set[str] = set()
+    located = []
     for group in groups:
         for _, record in group:
             try:
-                store = scope.store_of(record)
+                located.append((record, scope.store_of(record)))
             except Reject:
                 continue  # refused at decide, writes nothing
-            keys.update(identity_keys(store.id, (record.phone, record.phone2, record.id_number)))
-    return sorted(keys)
+    return identity_locks(located)
 
 
 class Restart(Exception):

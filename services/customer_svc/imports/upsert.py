@@ -10,6 +10,7 @@ transaction. Sending the same records again finds nothing to change and writes n
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -51,6 +52,12 @@ def batch_keys(kind: str, record: Any) -> set[str]:
     if kind == "deliveries":
         return {f"v:{record.vin}"}
     return {f"r:{record.external_id}"}
+
+
+def identity_locks(records: Iterable[tuple[CustomerRecord, StoreRef]]) -> list[str]:
+    """The identity locks (see :func:`identity_keys`) of customer records in their stores: what a REST upsert takes
+    exclusively and a bulk batch shared."""
+    return sorted({key for r, store in records for key in identity_keys(store.id, (r.phone, r.phone2, r.id_number))})
 
 
 @dataclass
@@ -227,8 +234,7 @@ class Intake:
         if not located:
             return results
         if self.lock_identities:
-            await advisory_locks(self.session, sorted({key for _, r, s in located for key in identity_keys(
-                s.id, (r.phone, r.phone2, r.id_number))}))
+            await advisory_locks(self.session, identity_locks((r, s) for _, r, s in located))
         await self.scope.resolve_staff(self.session, {r.sales_consultant_no for _, r, _ in located
                                                       if r.sales_consultant_no})
         t = self.tenant_id
