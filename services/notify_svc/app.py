@@ -45,7 +45,7 @@ class NotifyRuntime(ServiceRuntime):
         self.webhooks = WebhookDeliverer(self.sessionmaker, settings)
         self.dispatch_loops = [Periodic(f"dispatcher{i}", self.dispatcher.run_once, settings.dispatcher_poll_seconds,
                                         settings.dispatcher_batch_size) for i in range(max(settings.dispatcher_loops, 1))]
-        self.webhook_loop = Periodic("webhooks", self.webhooks.run_once, settings.webhook_poll_seconds,
+        self.webhook_loop = Periodic("webhooks", self.webhooks.step, settings.webhook_poll_seconds,
                                      WEBHOOK_BATCH)
         self.loops = [*self.dispatch_loops, self.webhook_loop]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -83,6 +83,8 @@ class NotifySettings(ServiceSettings):
     #: Private and loopback webhook targets are refused in production; dev and test may allow them.
     webhook_allow_private: bool = False
     webhook_poll_seconds: float = 1.0
+    #: Attempts one worker keeps in flight to one endpoint (of its 50): a partner slow to answer holds only these.
+    webhook_endpoint_concurrency: int = Field(default=10, ge=1, le=50)
 
     @model_validator(mode="after")
     def _production_rules(self) -> NotifySettings:

@@ -87,7 +87,11 @@ def run_env(metadata: sa.MetaData) -> None:
         # CREATE on the database, and Postgres checks that privilege even for CREATE SCHEMA IF NOT EXISTS.
         if not sa.inspect(connection).has_schema(schema):
             connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        # Alembic then owns the transactions: one per migration file, so a migration may build an index
+        # CONCURRENTLY in an ``autocommit_block`` (which commits the files before it).
+        connection.commit()
         context.configure(
+            transaction_per_migration=True,
             connection=connection,
             target_metadata=metadata,
             version_table_schema=schema,

@@ -153,6 +153,15 @@ async def test_headers_as_templates_and_input_methods_write_them() -> None:
     assert reader.warnings == []
 
 
+async def test_a_second_numbers_column_named_after_the_first_is_the_second_number() -> None:
+    """手机(备用) is not 手机 with a note: a file with only the backup column does not make it the main number."""
+    data = "客户编号,姓名,手机号码,手机（备用）,联系电话2\nE1,张三,13800138000,13900139000,\n"
+    reader = FileReader("customers", "csv")
+    [raw] = await read(reader, data.encode(), 1 << 20)
+    assert raw.values == {"external_id": "E1", "name": "张三", "phone": "13800138000", "phone2": "13900139000"}
+    assert reader.warnings == ["column '联系电话2' repeats phone2; the first one is used"]
+
+
 async def test_a_record_spanning_several_lines_is_reported_among_the_warnings() -> None:
     """A DMS that does not escape quotes makes several rows one record, silently; the job's warnings say where."""
     data = ('客户编号,姓名,手机,地址\nE1,张三,13800138000,"XX路1号\n'

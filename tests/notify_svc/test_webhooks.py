@@ -792,7 +792,7 @@ async def test_two_deliverers_never_deliver_one_delivery_twice(hooks: Harness) -
     await hooks.endpoint()
     hooks.receiver.delay = 0.3
     queued = [d for _ in range(120) for d in await hooks.queue(vehicle_delivered(hooks.group))]
-    one, two = hooks.deliverer(), hooks.deliverer()
+    one, two = hooks.deliverer(webhook_endpoint_concurrency=50), hooks.deliverer(webhook_endpoint_concurrency=50)
     # The second worker claims while the first one's batch is in flight (claimed, committed, not yet recorded).
     first = asyncio.create_task(one.run_once())
     await eventually(lambda: asyncio.sleep(0, result=bool(hooks.receiver.requests)))
@@ -862,6 +862,37 @@ async def test_a_failing_endpoint_cools_down_and_is_probed_so_it_never_holds_the
         assert len(down.requests) == 6
     finally:
         await down.close()
+
+
+async def test_a_slow_partner_holds_only_its_share_of_the_workers_attempts(hooks: Harness) -> None:
+    """The worker loop keeps attempts in flight and claims more as each ends: a partner answering slowly gets at
+    most its share (``webhook_endpoint_concurrency``) at once, and the other partners' deliveries go meanwhile."""
+    slow = await Receiver(delay=2.0).start()
+    try:
+        made = await hooks.api.post(ENDPOINTS, headers=hooks.group.headers(Role.ADMIN), json={
+            "partner": "OEM slow", "url": slow.url, "event_types": [VISIT]})
+        assert made.status_code == 201, made.text
+        slow.secret = made.json()["secret"]
+        await hooks.endpoint(event_types=[DELIVERED])
+        backlog = [(await hooks.queue(visit_completed(hooks.group)))[0] for _ in range(4)]
+        deliverer = hooks.deliverer(webhook_endpoint_concurrency=3)
+        assert await deliverer.step() == 3  # its share; nothing else was due, so the loop would pause
+        [other] = await hooks.queue(vehicle_delivered(hooks.group))
+        assert await deliverer.step() == 1  # the slow partner's fourth waits for one of its three
+        await eventually(lambda: _status(hooks, other.id, "delivered"), timeout=1.5)
+        assert len(slow.requests) == 3
+        assert [(await hooks.delivery(d.id)).status for d in backlog] == ["pending"] * 4
+
+        assert await deliverer.run_once() == 0  # waits for the three (the fourth is still held back)
+        assert await deliverer.run_once() == 1
+        assert {(await hooks.delivery(d.id)).status for d in backlog} == {"delivered"}
+        assert sorted(slow.ids()) == sorted(str(d.id) for d in backlog)
+    finally:
+        await slow.close()
+
+
+async def _status(hooks: Harness, delivery_id: uuid.UUID, status: str) -> bool:
+    return (await hooks.delivery(delivery_id)).status == status
 
 
 async def test_responses_are_asked_for_uncompressed(hooks: Harness) -> None:

@@ -20,7 +20,12 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "external_id": ("客户编号", "客户id", "外部编号", "customer_id", "工单id", "维修工单id", "repair_order_id"),
     "name": ("姓名", "客户姓名", "客户名称", "customer_name"),
     "phone": ("手机", "手机号", "手机号码", "联系电话", "电话", "mobile", "mobile_phone", "phone_number"),
-    "phone2": ("备用电话", "其他电话", "phone_2"),
+    # A second number's column is often the first one's name with a note (手机(备用), 联系电话2): whole, it names
+    # phone2; only a note naming no field is dropped (see field_of_header).
+    "phone2": ("其他电话", "phone_2", "mobile2", "secondary_phone", "other_phone",
+               *(f"{a}{b}" if first else f"{b}{a}" for a in ("手机", "手机号", "手机号码", "联系电话", "电话")
+                 for first, b in ((True, "备用"), (True, "其他"), (True, "2"), (True, "二"), (False, "备用"),
+                                  (False, "其他")))),
     "kind": ("客户类型", "customer_type"),
     "gender": ("性别", "sex"),
     "birthday": ("生日", "出生日期", "birth_date"),

@@ -25,6 +25,8 @@ class FollowUp(TenantScopedMixin, TimestampMixin, Base):
         sa.Index("ix_followup_due", "due_at", postgresql_where=sa.text("state = 'scheduled'"),
                  sqlite_where=sa.text("state = 'scheduled'")),
         sa.Index("ix_followup_customer", "tenant_id", "customer_id", "due_at"),
+        # Reports and the completion export: a store's occurrences due in a period.
+        sa.Index("ix_followup_store_due", "tenant_id", "store_id", "due_at"),
         sa.Index("ix_followup_subject", "tenant_id", "subject_id"),
         sa.Index("ix_followup_vehicle", "tenant_id", "vehicle_id", "due_at"),
         sa.Index("ix_followup_rule_pending", "rule_id", postgresql_where=sa.text("state = 'scheduled'"),

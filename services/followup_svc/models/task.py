@@ -23,6 +23,9 @@ class Task(TenantScopedMixin, TimestampMixin, Base):
         sa.Index("ix_task_assignee", "tenant_id", "assignee_id", "status", "due_at"),
         sa.Index("ix_task_queue", "tenant_id", "store_id", "role", "status", "due_at"),
         sa.Index("ix_task_customer", "tenant_id", "customer_id"),
+        # Reports and the completion export: a store's tasks due in a period (the queue index puts role and
+        # status before the time).
+        sa.Index("ix_task_store_due", "tenant_id", "store_id", "due_at"),
         sa.Index("ix_task_escalate", "escalate_at", postgresql_where=sa.text("escalate_at IS NOT NULL"),
                  sqlite_where=sa.text("escalate_at IS NOT NULL")),
     )

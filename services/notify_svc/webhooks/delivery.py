@@ -1,14 +1,16 @@
 """Delivering queued webhooks: claim, POST (signed), record; retries with back-off; dead after the cap.
 
-One ``run_once`` claims up to a batch of due deliveries with ``FOR UPDATE SKIP LOCKED`` in a short transaction and
-pushes their ``next_attempt_at`` a lease ahead (the request timeout + 30 s): a second worker skips them meanwhile,
-and a worker that dies mid-batch leaves them due again once the lease runs out, so nothing is lost. The claim
-counts the attempt, so a delivery that keeps killing its worker still reaches the cap. The POSTs run
-concurrently outside any transaction; each outcome is recorded as it comes, in a short transaction of its own,
-guarded by the attempt count it claimed, so a late answer never overwrites a newer attempt's.
+A worker keeps up to ``BATCH_SIZE`` attempts in flight, at most ``webhook_endpoint_concurrency`` of them to one
+endpoint, and claims more as each one ends (:meth:`WebhookDeliverer.step`): a partner slow to answer holds only
+its own share, never the other partners' deliveries. A claim takes due deliveries with ``FOR UPDATE SKIP LOCKED``
+in a short transaction and pushes their ``next_attempt_at`` a lease ahead (the request timeout + 30 s): a second
+worker skips them meanwhile, and a worker that dies mid-attempt leaves them due again once the lease runs out, so
+nothing is lost. The claim counts the attempt, so a delivery that keeps killing its worker still reaches the cap.
+The POSTs run concurrently outside any transaction; each outcome is recorded as it comes, in a short transaction
+of its own, guarded by the attempt count it claimed, so a late answer never overwrites a newer attempt's.
 
 An endpoint whose attempts keep failing cools down: after ``n`` failures in a row its deliveries wait
-``min(5 s * 2^(n-1), 30 min)``, and then one of them is tried (a probe) before the others. So a partner that is
+``min(5 s * 2^(n-1), 30 min)``, and then one of them is tried (a probe, alone in flight) before the others. So a partner that is
 down, however long its backlog, never takes every delivery slot from the others; its first success ends it.
 
 Outcomes (Standard Webhooks' status handling): 2xx delivered; 410 Gone disables the endpoint and fails the
@@ -34,6 +36,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,6 +62,7 @@ from shared.db.base import utcnow
 log = structlog.get_logger("webhooks")
 ATTEMPTS = Counter("webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"])
 
+#: Attempts one worker keeps in flight.
 BATCH_SIZE = 50
 USER_AGENT = "Aftercare-Webhooks/1"
 #: Seconds to wait after the n-th failed attempt (the Standard Webhooks example schedule); the last one repeats.
@@ -159,30 +163,82 @@ class WebhookDeliverer:
         self.clock = clock
         self.timeout = settings.webhook_timeout_seconds
         self.lease = timedelta(seconds=self.timeout + 30)
+        self.per_endpoint = settings.webhook_endpoint_concurrency
         self._owns_client = client is None
         self.client = client or httpx.AsyncClient(transport=guarded_transport(settings.webhook_allow_private),
                                                   follow_redirects=False, timeout=self.timeout)
+        self._inflight: set[asyncio.Task[None]] = set()
+        #: Attempts in flight per endpoint, and the endpoints a claim left out for being at their share (or
+        #: failing, with their probe in flight): the next claims skip them in the query until one of theirs ends.
+        self._busy: Tally[uuid.UUID] = Tally()
+        self._held: set[uuid.UUID] = set()
 
     async def aclose(self) -> None:
+        """Let the attempts in flight finish and be recorded (a stopping worker), then close the client."""
+        if self._inflight:
+            _, late = await asyncio.wait(self._inflight, timeout=self.timeout + 10)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._owns_client:
             await self.client.aclose()
 
+    async def step(self) -> int:
+        """The worker loop's step: wait for a free slot if all are taken, claim as many due deliveries as there are
+        free slots and start them. Answers ``BATCH_SIZE`` when more may be due (the loop goes on at once), else how
+        many it started (the loop then pauses; the attempts go on meanwhile)."""
+        if len(self._inflight) >= BATCH_SIZE:
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        room = BATCH_SIZE - len(self._inflight)
+        claimed, more = await self._claim(room)
+        for c in claimed:
+            self._start(c)
+        return BATCH_SIZE if more else len(claimed)
+
     async def run_once(self) -> int:
-        """Claim, attempt and record one batch; answers how many deliveries were attempted."""
-        claimed = await self._claim()
-        if not claimed:
-            return 0
-        await asyncio.gather(*(self._deliver(c) for c in claimed))
+        """Claim what fits, attempt it and wait until every attempt in flight is recorded; answers how many this
+        claim started. Cancelled, it cancels its attempts too (as a worker dying mid-request would)."""
+        claimed, _ = await self._claim(BATCH_SIZE - len(self._inflight))
+        for c in claimed:
+            self._start(c)
+        try:
+            await asyncio.gather(*self._inflight)
+        except asyncio.CancelledError:
+            for task in self._inflight:
+                task.cancel()
+            raise
         return len(claimed)
 
+    def _start(self, c: Claimed) -> None:
+        task = asyncio.create_task(self._deliver(c))
+        self._busy[c.endpoint_id] += 1
+        self._inflight.add(task)
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self._inflight.discard(task)
+            self._busy[c.endpoint_id] -= 1
+            if self._busy[c.endpoint_id] <= 0:
+                del self._busy[c.endpoint_id]
+            self._held.discard(c.endpoint_id)
+
+        task.add_done_callback(ended)
+
     async def _deliver(self, c: Claimed) -> None:
-        await self._record(c, await self._attempt(c))
+        outcome = await self._attempt(c)
+        try:
+            await self._record(c, outcome)
+        except Exception:  # noqa: BLE001 - the lease runs out and the delivery is tried again
+            log.exception("webhook_record_failed", delivery_id=str(c.id), endpoint_id=str(c.endpoint_id))
 
     # --- claim --------------------------------------------------------------------------------------------
 
-    async def _claim(self) -> list[Claimed]:
+    async def _claim(self, room: int) -> tuple[list[Claimed], bool]:
+        """Up to ``room`` due deliveries for this worker, and whether more may be due."""
         d, e, k = WebhookDelivery, WebhookEndpoint, ApiKeyView
         now = self.clock()
+        if room <= 0:
+            return [], True
+        skipped = self._held | {ep for ep, n in self._busy.items() if n >= self.per_endpoint}
         async with self.sessionmaker() as session, session.begin():
             rows = (await session.execute(
                 sa.select(d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret,
@@ -191,17 +247,21 @@ class WebhookDeliverer:
                 .join(e, e.id == d.endpoint_id)
                 .outerjoin(k, sa.and_(k.tenant_id == e.tenant_id, k.id == e.api_key_id))
                 .where(d.status == "pending", d.next_attempt_at <= now,
-                       sa.or_(e.cool_until.is_(None), e.cool_until <= now))
-                .order_by(d.next_attempt_at).limit(BATCH_SIZE)
+                       sa.or_(e.cool_until.is_(None), e.cool_until <= now),
+                       d.endpoint_id.not_in(skipped) if skipped else sa.true())
+                .order_by(d.next_attempt_at).limit(room)
                 .with_for_update(of=d, skip_locked=True))).all()
             refused = {r.id: why for r in rows if (why := _refused(r)) is not None}
-            probing: set[uuid.UUID] = set()  # a failing endpoint gets one attempt (a probe) per batch
+            busy = Tally(self._busy)
             live = []
             for r in rows:
-                if r.id in refused or (r.failures and r.endpoint_id in probing):
+                if r.id in refused:
                     continue
-                if r.failures:
-                    probing.add(r.endpoint_id)
+                # A failing endpoint gets one attempt in flight (a probe); any other, its share.
+                if busy[r.endpoint_id] >= (1 if r.failures else self.per_endpoint):
+                    self._held.add(r.endpoint_id)
+                    continue
+                busy[r.endpoint_id] += 1
                 live.append(r)
             for why in set(refused.values()):
                 await session.execute(sa.update(d).where(d.id.in_([i for i, w in refused.items() if w == why]))
@@ -211,11 +271,11 @@ class WebhookDeliverer:
                 await session.execute(sa.update(d).where(d.id.in_([r.id for r in live])).values(
                     attempts=d.attempts + 1, next_attempt_at=now + self.lease, updated_at=utcnow()))
         wall = utcnow()
-        return [Claimed(r.id, r.tenant_id, r.endpoint_id, r.event_type, masked_payload(r.payload, sees_pii(r)),
+        return ([Claimed(r.id, r.tenant_id, r.endpoint_id, r.event_type, masked_payload(r.payload, sees_pii(r)),
                         r.attempts + 1, r.url, r.secret,
                         r.previous_secret if r.previous_secret_until and r.previous_secret_until > wall else None,
                         now)
-                for r in live]
+                 for r in live], len(rows) == room)
 
     # --- attempt ------------------------------------------------------------------------------------------
 
