@@ -13,7 +13,7 @@ import httpx
 import sqlalchemy as sa
 
 from followup_svc.app import FollowupRuntime
-from followup_svc.models import Task
+from followup_svc.models import StaffView, Task
 from shared.calendar import StoreCalendar
 from followup_svc.scheduling.timing import sampled
 from shared.auth.roles import Role
@@ -197,6 +197,15 @@ async def test_csv_has_a_bom_a_header_row_and_the_json_rows(
             assert len(table) == 1 + len(json_report["stores"]) + 1
         if path == "daily-activity":
             assert len(table) == 1 + len(json_report["rows"]) + 1
+
+    # A name that a spreadsheet would run as a formula is written as text, as in the exports.
+    formula = '=HYPERLINK("http://example.invalid","点击")'
+    async with followup_runtime.sessionmaker() as session, session.begin():
+        await session.execute(sa.update(StaffView).where(StaffView.id == call.assignee_id).values(name=formula))
+    resp = await followup_client.get(f"{BASE}/callbacks", params={**params, "format": "csv"},
+                                     headers=fgroup.headers(Role.SALES_MANAGER))
+    table = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    assert [dict(zip(table[0], line))["staff_name"] for line in table[1:]] == ["", "'" + formula, ""]
 
 
 async def test_bad_dates_and_parameters_are_422_naming_the_field(followup_client, fgroup: Group) -> None:

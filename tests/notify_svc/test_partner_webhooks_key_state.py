@@ -111,8 +111,12 @@ async def test_a_revoked_keys_valid_token_neither_creates_nor_reactivates_an_end
     await heard(notify_runtime, group, partner, revoked=True)
     assert not (await endpoint_row(notify_runtime, created["id"])).active  # follow_key stopped it
 
-    # The token the partner holds is still valid (it reads its endpoint), but manages nothing any more.
-    shown = await notify_client.get(url, headers=partner.headers)
+    # The token the partner holds is still valid, but reads and manages nothing any more (its endpoints' URLs
+    # may carry its own tokens).
+    for read in (url, ENDPOINTS):
+        denied = await notify_client.get(read, headers=partner.headers)
+        assert denied.status_code == 403 and "revoked" in denied.json()["detail"], denied.text
+    shown = await notify_client.get(url, headers=group.headers(Role.ADMIN))
     assert shown.status_code == 200 and shown.json()["active"] is False
     again = await notify_client.post(ENDPOINTS, headers=partner.headers, json={
         "partner": "OEM", "url": receiver.url, "event_types": [LOW]})
@@ -148,7 +152,8 @@ async def test_a_key_that_lost_the_scope_creates_nothing_with_its_old_token(
         "partner": "OEM", "url": receiver.url, "event_types": [LOW]})
     assert refused.status_code == 403 and "webhooks:manage" in refused.json()["detail"]
     url = f"{ENDPOINTS}/{created['id']}"
-    etag = (await notify_client.get(url, headers=partner.headers)).headers["ETag"]
+    assert (await notify_client.get(url, headers=partner.headers)).status_code == 403
+    etag = (await notify_client.get(url, headers=group.headers(Role.ADMIN))).headers["ETag"]
     assert (await notify_client.patch(url, json={"active": True},
                                       headers={**partner.headers, "If-Match": etag})).status_code == 403
 
@@ -256,6 +261,9 @@ async def test_a_delivery_queued_before_its_store_was_taken_from_the_key_never_g
 
     assert "no longer one of the integration key's" in ((await eventually(failed, timeout=20)).last_error or "")
     assert len(receiver.requests) == 1
+    # Nor is it in the partner's delivery log any more (its token still lists store B).
+    listed = await notify_client.get(DELIVERIES, headers=partner.headers)
+    assert listed.status_code == 200 and listed.json()["items"] == [], listed.text
 
 
 # --- free text and pii:read ------------------------------------------------------------------------------
@@ -345,13 +353,26 @@ async def test_an_event_type_needs_its_read_scope(
 
     partner = await real_key(client, group, stores=["A"])
     await subscribe(notify_client, partner, receiver, event_types=[LOW, DONE])
+    earlier = low_score(group)
+    await publish(notify_runtime, earlier)
+    await handled(notify_runtime, earlier)
+    [sent] = await deliveries(notify_runtime, group)
+    path = f"{DELIVERIES}/{sent.id}"
+    assert (await notify_client.get(path, headers=partner.headers)).status_code == 200
     narrowed = [s for s in FEED if s != "surveys:read"]
     await change_key(client, group, partner, scopes=narrowed)
     await heard(notify_runtime, group, partner, scopes=narrowed)
     events = [low_score(group), task_completed(group)]
     await publish(notify_runtime, *events)
     await handled(notify_runtime, *events)
-    assert [d.event_type for d in await deliveries(notify_runtime, group)] == [DONE]
+    assert [d.event_type for d in await deliveries(notify_runtime, group) if d.id != sent.id] == [DONE]
+    # Nor does its delivery log show survey answers any more, though its token still lists the scope.
+    for denied in (await notify_client.get(path, headers=partner.headers),
+                   await notify_client.post(f"{path}/replay", headers=partner.headers)):
+        assert denied.status_code == 404, denied.text
+    listed = await notify_client.get(DELIVERIES, headers=partner.headers)
+    assert [d["event_type"] for d in listed.json()["items"]] == [DONE]
+    assert (await notify_client.get(path, headers=group.headers(Role.ADMIN))).status_code == 200
 
     await revoke(client, group, partner)
     await heard(notify_runtime, group, partner, revoked=True, scopes=narrowed)

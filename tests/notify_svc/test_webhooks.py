@@ -617,6 +617,26 @@ async def test_failures_are_retried_on_the_schedule_until_delivered(hooks: Harne
     assert ids == [str(queued.id)] * 3 and all(r.verified for r in hooks.receiver.requests)
 
 
+async def test_failed_attempts_leave_the_endpoints_etag_as_it_was(hooks: Harness) -> None:
+    """A partner fixing its failing endpoint keeps its If-Match: failures and cooling are not changes of it."""
+    made = await hooks.endpoint()
+    url = f"{ENDPOINTS}/{made['id']}"
+    etag = (await hooks.api.get(url, headers=hooks.group.headers(Role.ADMIN))).headers["ETag"]
+    hooks.receiver.will(500, 500)
+    for _ in range(2):
+        await hooks.queue(vehicle_delivered(hooks.group))
+        await hooks.deliverer().run_once()
+        hooks.clock.advance(seconds=60)
+    row = await hooks.endpoint_row(made["id"])
+    assert row is not None and row.failures == 2 and row.cool_until is not None
+    ping = await hooks.api.post(f"{url}/ping", headers=hooks.group.headers(Role.ADMIN))  # ends the cooling
+    assert ping.status_code == 202, ping.text
+    fixed = await hooks.api.patch(url, json={"url": hooks.receiver.url + "?v=2"},
+                                  headers=hooks.group.headers(Role.ADMIN, **{"If-Match": etag}))
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.headers["ETag"] != etag
+
+
 async def test_dead_after_max_attempts_then_replayable(hooks: Harness) -> None:
     created = await hooks.endpoint()
     hooks.receiver.will(500, 502, 500)

@@ -357,13 +357,15 @@ class WebhookDeliverer:
 
     async def _endpoint_outcome(self, session: AsyncSession, c: Claimed, o: Outcome, now: datetime) -> None:
         """A delivery ends the endpoint's failures in a row; a failure adds one and cools the endpoint; a 410
-        disables it."""
+        disables it. Only disabling changes ``updated_at`` (the endpoint's ETag): a partner fixing its failing
+        endpoint must not have its ``If-Match`` go stale at each failed attempt."""
         e = WebhookEndpoint
+        kept = {"updated_at": e.updated_at}
         if o.gone:
             await self._disable(session, c, now)
         elif o.delivered:
             await session.execute(sa.update(e).where(e.id == c.endpoint_id, e.failures > 0)
-                                  .values(failures=0, cool_until=None))
+                                  .values(failures=0, cool_until=None, **kept))
         else:
             # Attempts claimed together fail together: the first of them counts, the others find the endpoint
             # cooling since after their claim and leave it as it is (a partner down for two seconds while twelve
@@ -371,10 +373,10 @@ class WebhookDeliverer:
             failures = (await session.execute(
                 sa.update(e).where(e.id == c.endpoint_id,
                                    sa.or_(e.cool_until.is_(None), e.cool_until <= (c.claimed_at or self.clock())))
-                .values(failures=e.failures + 1).returning(e.failures))).scalar()
+                .values(failures=e.failures + 1, **kept).returning(e.failures))).scalar()
             if failures is not None:
                 await session.execute(sa.update(e).where(e.id == c.endpoint_id).values(
-                    cool_until=self.clock() + timedelta(seconds=cooling(failures))))
+                    cool_until=self.clock() + timedelta(seconds=cooling(failures)), **kept))
 
     async def _disable(self, session: AsyncSession, c: Claimed, now: datetime) -> None:
         e = WebhookEndpoint

@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import flag_modified
 
 from notify_svc.deps import Ctx
 from notify_svc.models import ApiKeyView, StoreView, WebhookDelivery, WebhookEndpoint
@@ -187,11 +188,13 @@ async def list_endpoints(ctx: Ctx, params: PageParams, active: bool | None) -> l
     if active is not None:
         stmt = stmt.where(WebhookEndpoint.active.is_(active))
     async with ctx.session.begin():
+        await _calling_key(ctx)  # a revoked key's token no longer reads its endpoints' URLs
         return list((await ctx.session.scalars(paginate(stmt, WebhookEndpoint.id, params))).all())
 
 
 async def get_endpoint(ctx: Ctx, endpoint_id: uuid.UUID) -> WebhookEndpoint:
     async with ctx.session.begin():
+        await _calling_key(ctx)
         return await _endpoint(ctx, endpoint_id)
 
 
@@ -226,8 +229,11 @@ async def update_endpoint(ctx: Ctx, endpoint_id: uuid.UUID, body: EndpointUpdate
 
 
 def _warm(endpoint: WebhookEndpoint) -> None:
-    """End the endpoint's cooling (see :mod:`notify_svc.webhooks.delivery`): someone says it works again."""
-    endpoint.cool_until = None
+    """End the endpoint's cooling (see :mod:`notify_svc.webhooks.delivery`): someone says it works again. Not a
+    change of the endpoint: its ``updated_at`` (ETag) stays unless the caller changes it too."""
+    if endpoint.cool_until is not None:
+        endpoint.cool_until = None
+        flag_modified(endpoint, "updated_at")  # written as it is, so its onupdate does not move it
 
 
 async def _check_activation(ctx: Ctx, endpoint: WebhookEndpoint, store_ids: list[str]) -> None:
@@ -306,7 +312,9 @@ async def list_deliveries(ctx: Ctx, params: PageParams, endpoint_id: uuid.UUID |
     stmt = (_deliveries(ctx, sa.select(WebhookDelivery))
             .options(defer(WebhookDelivery.payload, raiseload=True)))
     async with ctx.session.begin():
-        await _calling_key(ctx)
+        key = await _calling_key(ctx)
+        if key is not None:
+            stmt = _readable(ctx, key, stmt)
         if endpoint_id is not None:
             await _endpoint(ctx, endpoint_id)
             stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
@@ -323,14 +331,25 @@ def _deliveries(ctx: Ctx, stmt: Any) -> Any:
     return stmt.where(WebhookDelivery.endpoint_id.in_(_mine(sa.select(WebhookEndpoint.id), ctx)))
 
 
+def _readable(ctx: Ctx, key: ApiKeyView, stmt: Any) -> Any:
+    """``stmt`` on deliveries narrowed to what a partner may still read (``key``: its latest known state): events
+    of the stores its key still has (or of none, as pings), of the types whose read scope both its token and its
+    key hold. A store or scope taken from the key takes those deliveries' listing, payloads and replays with it."""
+    scopes = ctx.principal.scopes & set(key.scopes)
+    denied = sorted(t for t in EVENT_SCOPES if not key_allows(t, scopes))
+    store = WebhookDelivery.payload["storeid"].as_string()
+    stmt = stmt.where(sa.or_(store.is_(None), store.in_([str(s) for s in _key_stores(ctx, key)])))
+    return stmt.where(WebhookDelivery.event_type.not_in(denied)) if denied else stmt
+
+
 async def _delivery(ctx: Ctx, delivery_id: uuid.UUID, key: ApiKeyView | None) -> WebhookDelivery:
-    """One of the caller's deliveries, else 404; for a partner (``key``: its latest known state) only of the
-    stores its key still has: an event of a store taken from the key is no longer its to read or replay."""
+    """One of the caller's deliveries, else 404; for a partner (``key``: its latest known state) only one it may
+    still read (see :func:`_readable`)."""
     stmt = _deliveries(ctx, sa.select(WebhookDelivery)).where(WebhookDelivery.id == delivery_id)
+    if key is not None:
+        stmt = _readable(ctx, key, stmt)
     found = await ctx.session.scalar(stmt)
-    store = found.payload.get("storeid") if found is not None else None
-    if found is None or (key is not None and store is not None and str(store) not in {
-            str(s) for s in _key_stores(ctx, key)}):
+    if found is None:
         raise NotFound("Webhook delivery not found.")
     return found
 

@@ -5,11 +5,9 @@ in :mod:`survey_svc.exports`."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from survey_svc.deps import CtxDep
@@ -20,7 +18,7 @@ from survey_svc.surveys.schemas import KEY
 from shared.auth import require_roles
 from shared.auth.roles import MANAGERS
 from shared.errors import problem_responses
-from shared.http.export import stream_export
+from shared.http.export import sections_csv, sections_csv_doc
 from shared.validation import IsoDate
 
 #: Managers see their stores' reports; an OEM integration key with ``surveys:read`` pulls its stores' figures.
@@ -40,10 +38,7 @@ FormatParam = Annotated[Literal["json", "csv"] | None, Query(
                                 "`Accept: text/csv`. Default JSON.")]
 
 
-def _csv_doc(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    return {200: {"model": model, "content": {"text/csv": {"schema": {"type": "string"}}},
-                  "description": "The report (JSON), or as CSV: a `section` column (total, the group rows, items "
-                                 "or breakdowns), then the JSON fields."}}
+SECTIONS = " (total, the group rows, items or breakdowns)"
 
 
 def wants_csv(request: Request, fmt: str | None) -> bool:
@@ -53,26 +48,12 @@ def wants_csv(request: Request, fmt: str | None) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
-async def _sections_csv(name: str, sections: list[tuple[str, list[BaseModel]]]) -> StreamingResponse:
-    """Rows of every section in one table: ``section`` first, then the union of the rows' fields."""
-    dumped = [{"section": label, **row.model_dump(mode="json")} for label, items in sections for row in items]
-    columns: list[str] = ["section"]
-    for row in dumped:
-        columns += [k for k in row if k not in columns]
-
-    async def rows() -> AsyncIterator[dict[str, Any]]:
-        for row in dumped:
-            yield row
-
-    return await stream_export(name, "csv", rows(), columns, holds_connection=False)
-
-
 def _span(report: SatisfactionReport | ComplaintReport) -> str:
     return f"{report.from_date.isoformat()}_{report.to_date.isoformat()}"
 
 
 @router.get("/api/v1/surveys/reports/satisfaction", response_model=SatisfactionReport,
-            responses=_csv_doc(SatisfactionReport))
+            responses=sections_csv_doc(SatisfactionReport, SECTIONS))
 async def satisfaction_report(
         ctx: CtxDep, request: Request, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,
         survey: SurveyParam = None,
@@ -87,12 +68,13 @@ async def satisfaction_report(
     report = await queries.satisfaction(ctx, scope, group_by, survey)
     if wants_csv(request, fmt):
         items = [item for group in report.items for item in group.items]
-        return await _sections_csv(f"satisfaction-{group_by}-{_span(report)}",
+        return await sections_csv(f"satisfaction-{group_by}-{_span(report)}",
                              [("total", [report.totals]), (group_by, list(report.rows)), ("item", items)])
     return report
 
 
-@router.get("/api/v1/complaints/reports", response_model=ComplaintReport, responses=_csv_doc(ComplaintReport))
+@router.get("/api/v1/complaints/reports", response_model=ComplaintReport,
+            responses=sections_csv_doc(ComplaintReport, SECTIONS))
 async def complaint_report(
         ctx: CtxDep, request: Request, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,
         group_by: Annotated[ComplaintGroup, Query(description="Rows per category, severity, store or month.")]
@@ -107,7 +89,7 @@ async def complaint_report(
         breakdowns: list[tuple[str, list[BaseModel]]] = [
             (name, list(getattr(report, name))) for name in
             ("by_category", "by_severity", "by_status", "by_channel", "feedback_result", "feedback_speed")]
-        return await _sections_csv(f"complaints-{group_by}-{_span(report)}",
+        return await sections_csv(f"complaints-{group_by}-{_span(report)}",
                              [("total", [report.totals]), (group_by, list(report.rows)), *breakdowns,
                               ("repeat_complainer", list(report.top_repeat_complainers))])
     return report
