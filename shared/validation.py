@@ -63,13 +63,13 @@ def vin_check_digit(vin: str) -> str:
     return "X" if r == 10 else str(r)
 
 
-def _halfwidth(value: str) -> str:
+def halfwidth(value: str) -> str:
     """Full-width letters and digits (as a Chinese input method types them) as ASCII."""
     return value if value.isascii() else unicodedata.normalize("NFKC", value)
 
 
 def normalize_vin(value: str) -> str:
-    vin = _halfwidth(value).strip().upper() if isinstance(value, str) else ""
+    vin = halfwidth(value).strip().upper() if isinstance(value, str) else ""
     if len(vin) != 17:
         raise ValueError("a VIN has 17 characters")
     if any(c not in _VIN_MAP for c in vin):
@@ -80,7 +80,7 @@ def normalize_vin(value: str) -> str:
 
 
 def normalize_plate(value: str) -> str:
-    plate = re.sub(r"[\s·\-]", "", _halfwidth(value)).upper() if isinstance(value, str) else ""
+    plate = re.sub(r"[\s·\-]", "", halfwidth(value)).upper() if isinstance(value, str) else ""
     if not _PLATE.match(plate):
         raise ValueError("not a Chinese licence plate (e.g. 粤B12345, or new-energy 粤BD12345)")
     return plate

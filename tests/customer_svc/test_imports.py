@@ -592,6 +592,102 @@ async def test_records_of_a_customer_staff_merged_away_apply_to_the_survivor(cli
         assert kept is not None and kept.gender == "female"
 
 
+async def test_two_ids_merged_into_one_customer_do_not_take_turns_changing_it(client: httpx.AsyncClient,
+                                                                              group: Group) -> None:
+    """The DMS keeps sending both records staff merged: the survivor's own record has the last word; the other one
+    only fills what is empty and adds its number, and sending both again changes nothing."""
+    admin = group.headers(Role.ADMIN)
+    kept_id, merged_id = ext(), ext()
+    kept_phone, merged_phone = new_phone(), new_phone()
+    body = "\n".join([HEADER_ZH + ",地址", f"{kept_id},周一,{kept_phone},,,A,,,,,,,,",
+                      f"{merged_id},周一一,{merged_phone},男,,A,,,,,,,,某地"]).encode()
+    await finished(client, admin, (await upload(client, admin, body))["id"])
+    async with group.runtime.sessionmaker() as session:
+        found = {c.external_id: c.id for c in await session.scalars(sa.select(Customer).where(
+            Customer.tenant_id == group.tenant_id, Customer.external_id.in_([kept_id, merged_id])))}
+    merged = await client.post(f"/api/v1/customers/{found[kept_id]}/merge", json={"duplicate_id": str(found[merged_id])},
+                               headers=group.headers(Role.ADMIN, **{"If-Match": "*"}))
+    assert merged.status_code == 200, merged.text
+    # The merge filled the survivor's gaps and took the number: nothing left to change, on each resend.
+    for _ in range(2):
+        job = await finished(client, admin, (await upload(client, admin, body))["id"])
+        report = {r["key"]: r["status"] for r in await rows(client, admin, job["id"])}
+        assert report == {kept_id: "unchanged", merged_id: "unchanged"}, report
+    async with group.runtime.sessionmaker() as session:
+        survivor = await session.get(Customer, found[kept_id])
+        assert survivor is not None and (survivor.name, survivor.gender, survivor.address) == ("周一", "male", "某地")
+        assert survivor.primary_phone == kept_phone and {p.e164 for p in survivor.phones} >= {kept_phone,
+                                                                                           merged_phone}
+
+
+async def test_a_staff_customer_two_records_point_to_is_taken_over_once(client: httpx.AsyncClient,
+                                                                       group: Group) -> None:
+    """A customer staff entered with two numbers; one file gives each number its own source id: the first record
+    takes the customer over, the second is refused as its numbers' customer now has that id, and a resend of the
+    file gives the same report."""
+    admin = group.headers(Role.ADMIN)
+    first, second = new_phone(), new_phone()
+    staff_made = await new_customer(client, group, phones=[{"number": first, "primary": True}, {"number": second}])
+    e1, e2 = ext(), ext()
+    body = "\n".join([HEADER_ZH, f"{e1},{staff_made['name']},{first},,,A,,,,,,,",
+                      f"{e2},{staff_made['name']},{second},,,A,,,,,,,"]).encode()
+    for expected in ("updated", "unchanged"):
+        job = await finished(client, admin, (await upload(client, admin, body))["id"])
+        report = {r["key"]: r for r in await rows(client, admin, job["id"])}
+        assert report[e1]["status"] == expected and report[e1]["customer_id"] == staff_made["id"], report
+        assert (report[e2]["status"], report[e2]["field"]) == ("rejected", "phone"), report
+        assert f"external id {e1}" in report[e2]["reason"]
+    async with group.runtime.sessionmaker() as session:
+        customer = await session.get(Customer, uuid.UUID(staff_made["id"]))
+        assert customer is not None and customer.external_id == e1
+
+
+async def test_a_file_ending_inside_a_quoted_cell_fails_instead_of_swallowing_its_last_records(
+        client: httpx.AsyncClient, group: Group) -> None:
+    admin = group.headers(Role.ADMIN)
+    body = "\n".join([HEADER_ZH, zh_row(ext(), new_phone(), new_vin(), name='"老客户'),
+                      zh_row(ext(), new_phone(), new_vin()), zh_row(ext(), new_phone(), new_vin())]).encode()
+    job = await finished(client, admin, (await upload(client, admin, body))["id"])
+    assert job["status"] == "failed" and job["error"] == "a quoted field opened on line 2 is never closed", job
+    assert job["accepted"] == 0
+
+
+async def test_a_nul_in_a_records_key_is_reported_not_retried_for_ever(client: httpx.AsyncClient,
+                                                                        group: Group) -> None:
+    admin = group.headers(Role.ADMIN)
+    lines = [{"external_id": "E\u00001", "name": "钱七", "phone": new_phone(), "store_code": "A", "备\u0000注": 1},
+             {"external_id": ext(), "name": "孙八", "phone": new_phone(), "store_code": "A"}]
+    body = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
+    job = await finished(client, admin, (await upload(client, admin, body, content_type="application/x-ndjson"))["id"])
+    assert (job["status"], job["accepted"], job["rejected"]) == ("done", 1, 1), job
+    report = {r["row"]: r for r in await rows(client, admin, job["id"])}
+    assert (report[1]["key"], report[1]["field"]) == ("E\\x001", "external_id"), report[1]
+    assert job["warnings"] == ["line 1: keys not used for customers: 备\\x00注"]
+
+
+async def test_id_numbers_typed_full_width_and_purchase_after_delivery(client: httpx.AsyncClient,
+                                                                        group: Group) -> None:
+    key = integration_headers(group, ["customers:write", "vehicles:write"])
+    full_width = "１１０１０５１９４９１２３１００２Ｘ"
+    made = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key, json={
+        "name": "冯九", "phone": new_phone(), "store_code": "A", "id_number": full_width})
+    assert made.status_code == 201, made.text
+    async with group.runtime.sessionmaker() as session:
+        customer = await session.get(Customer, uuid.UUID(made.json()["customer_id"]))
+        assert customer is not None and customer.id_number == "11010519491231002X"
+
+    external_id, vin = ext(), new_vin()
+    base = {"name": "陈十", "phone": new_phone(), "store_code": "A", "vin": vin}
+    delivered = await client.put(f"/api/v1/integration/customers/{external_id}", headers=key,
+                                 json={**base, "purchase_date": "2024-03-01", "delivery_date": "2024-03-05"})
+    assert delivered.status_code == 201, delivered.text
+    later = await client.put(f"/api/v1/integration/customers/{external_id}", headers=key,
+                             json={**base, "purchase_date": "2024-04-01"})
+    assert later.status_code == 422 and later.json()["errors"][0]["field"] == "body.purchase_date", later.text
+    nul = await client.put("/api/v1/integration/customers/ab%00c", headers=key, json=base)
+    assert nul.status_code == 422 and nul.json()["errors"][0]["field"] == "path.external_id", nul.text
+
+
 async def test_two_customers_never_get_one_phone_or_id_number_at_once(client: httpx.AsyncClient,
                                                                       group: Group) -> None:
     """Two source records with the same phone, sent at the same time: one is created, the other refused (the

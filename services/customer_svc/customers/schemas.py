@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.validation import IsoDate, Phone, latest_today
+from shared.validation import IsoDate, Phone, halfwidth, latest_today
 
 Channel = Literal["sms", "wechat", "phone", "email"]
 Purpose = Literal["service", "marketing"]
@@ -17,8 +17,8 @@ def check_id_number(value: str | None) -> str | None:
     """Mainland resident ID: 18 characters, ISO 7064 MOD 11-2 check character."""
     if value is None:
         return None
-    v = value.strip().upper()
-    if len(v) != 18 or not v[:17].isdigit() or not (v[17].isdigit() or v[17] == "X"):
+    v = halfwidth(value).strip().upper()  # full-width digits and Ｘ as an input method types them
+    if len(v) != 18 or not v.isascii() or not v[:17].isdigit() or not (v[17].isdigit() or v[17] == "X"):
         raise ValueError("an ID number has 17 digits and a check digit or X")
     check = "10X98765432"[sum(int(c) * w for c, w in zip(v[:17], _ID_WEIGHTS)) % 11]
     if v[17] != check:

@@ -133,7 +133,7 @@ def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
     key = None
     if raw.values is not None:
         key = raw.values.get("external_id") if kind != "deliveries" else raw.values.get("vin")
-        key = str(key)[:64] if key not in (None, "") else None
+        key = str(key).replace("\x00", "\\x00")[:64] if key not in (None, "") else None  # as the report can hold it
     if raw.error is not None:
         return None, RowResult(row=raw.row, status="rejected", key=key, field="row", reason=raw.error)
     nul = next((name for name, value in raw.values.items() if type(value) is str and "\x00" in value), None)

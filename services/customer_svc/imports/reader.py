@@ -176,6 +176,8 @@ class FileReader:
                 batch = parse(complete)
                 if batch:
                     yield batch
+        if open_quote:  # the file ends inside a quoted field: the records after its opening would vanish into it
+            raise FileError(f"a quoted field opened on line {self._line + 1} is never closed")
         if pending:
             batch = parse(pending)
             if batch:
@@ -224,6 +226,7 @@ class FileReader:
                 continue
             values, unknown = fields_of(self.kind, obj)
             if unknown and len(self.warnings) < 20:
-                self.warnings.append(f"line {self._line}: keys not used for {self.kind}: {', '.join(unknown[:10])}")
+                keys = ", ".join(unknown[:10]).replace("\x00", "\\x00")  # Postgres text holds no NUL
+                self.warnings.append(f"line {self._line}: keys not used for {self.kind}: {keys}")
             out.append(Raw(self._line, keyed(self.kind, values)))
         return out

@@ -128,7 +128,7 @@ def _same(path_value: str, body_value: str | None, field: str) -> None:
                     dependencies=[require_roles(Role.ADMIN, scope="customers:write")],
                     responses={201: {"model": UpsertResult, "description": "Created"}})
 async def upsert_customer(ctx: CtxDep, response: Response, body: CustomerUpsert,
-                          external_id: Annotated[str, Path(max_length=64, pattern=r"^[^\s/]+$")]) -> Any:
+                          external_id: Annotated[str, Path(max_length=64, pattern=r"^[^\s/\x00]+$")]) -> Any:
     """Create or update a customer by the source system's id, with the vehicle bought (by VIN) and its delivery
     when given: 201 when created, 200 when updated or already so (repeat-safe). Only what the body says is
     changed. A customer created here counts as imported history: give `since` (when the relationship began)
@@ -158,7 +158,7 @@ async def upsert_delivery(ctx: CtxDep, response: Response, body: DeliveryUpsert,
                     dependencies=[require_roles(Role.ADMIN, scope="visits:write")],
                     responses={201: {"model": UpsertResult, "description": "Created"}})
 async def upsert_visit(ctx: CtxDep, response: Response, body: VisitUpsert,
-                       external_id: Annotated[str, Path(max_length=64, pattern=r"^[^\s/]+$")]) -> Any:
+                       external_id: Annotated[str, Path(max_length=64, pattern=r"^[^\s/\x00]+$")]) -> Any:
     """Record a settled repair order by its DMS id (201), or find it recorded (200; repair orders are
     append-only, so a changed body does not alter the one on file)."""
     _same(external_id, body.external_id, "external_id")

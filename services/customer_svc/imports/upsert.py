@@ -244,9 +244,12 @@ class Intake:
         # Staff merged the record on file into another: the source system's id now means the surviving customer
         # (merge chains are kept flat), so its records keep applying instead of being refused from then on.
         merged = {c.merged_into_id for c in existing.values() if c.merged_into_id is not None}
+        # The ids that reach their customer only through a merge (the survivor has an id of its own, or none).
+        through_merge: set[str] = set()
         if merged:
             survivors = {c.id: c for c in await self.session.scalars(sa.select(Customer).where(
                 Customer.id.in_(merged), Customer.merged_into_id.is_(None)).with_for_update(of=Customer))}
+            through_merge = {ext for ext, c in existing.items() if c.merged_into_id in survivors}
             existing = {ext: survivors.get(c.merged_into_id, c) if c.merged_into_id else c  # type: ignore[arg-type]
                         for ext, c in existing.items()}
         numbers = {n for _, r, _ in located for n in (r.phone, r.phone2) if n}
@@ -269,18 +272,31 @@ class Intake:
             if numbers_taken else {}
         vehicles = await self._vehicles_by_vin({r.vin for _, r, _ in located if r.vin})
         id_owner = await self._id_number_owners({r.id_number for _, r, _ in located if r.id_number})
+        numbers_of: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = {}  # of the customers up for adoption
+        for number, (owner, _) in phone_owner.items():
+            if owner in adopted:
+                numbers_of.setdefault(owner, []).append(number)
         async for row, rec, store in paced(located):
-            customer = existing.get(rec.external_id) or adopted.get(adopt.get(rec.external_id))  # type: ignore
+            # A hand-entered customer two records' numbers point to is taken over by the first one accepted; for
+            # the later ones it is then that record's customer, as if they came in a later batch.
+            adopting = adopt.get(rec.external_id) in adopted
+            customer = existing.get(rec.external_id) or (adopted[adopt[rec.external_id]] if adopting else None)
             try:
                 # Only a new or changed number is checked (as staff edits are): one a customer already holds
                 # stays theirs, even where older data gave it to two.
                 if rec.id_number and (customer is None or customer.id_number != rec.id_number) and any(
                         owner is not customer for owner in id_owner.get((store.id, rec.id_number), ())):
                     raise Reject("id_number", "belongs to another customer of this store")
-                results.append(self._customer_row(w, row, rec, store, customer, rec.external_id in adopt,
-                                                  phone_owner, used_numbers, vehicles))
+                results.append(self._customer_row(w, row, rec, store, customer, adopting, phone_owner, used_numbers,
+                                                  vehicles, rec.external_id in through_merge))
             except Reject as r:
                 results.append(_rejected(row, rec.external_id, r))
+                continue
+            if adopting:
+                taken = adopt[rec.external_id]
+                del adopted[taken]
+                for number in numbers_of.get(taken, ()):
+                    phone_owner[number] = (taken, rec.external_id)
         return results
 
     async def _id_number_owners(self, id_numbers: set[str]) -> dict[tuple[uuid.UUID, str], list[Customer]]:
@@ -309,8 +325,11 @@ class Intake:
 
     def _customer_row(self, w: _Writes, row: int, rec: CustomerRecord, store: StoreRef, customer: Customer | None,
                       adopting: bool, phone_owner: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, str | None]],
-                      used_numbers: dict[str, uuid.UUID], vehicles: dict[str, Vehicle]) -> RowResult:
-        """Decide everything about one record (raising :class:`Reject` before any change), then change it."""
+                      used_numbers: dict[str, uuid.UUID], vehicles: dict[str, Vehicle],
+                      through_merge: bool = False) -> RowResult:
+        """Decide everything about one record (raising :class:`Reject` before any change), then change it.
+        ``through_merge``: the record's id reaches ``customer`` only because staff merged its customer into this
+        one, whose own record (or staff) has the last word: it only fills what is empty and adds its numbers."""
         phones = list(dict.fromkeys(n for n in (rec.phone, rec.phone2) if n))  # the same number twice is once
         cid = customer.id if customer is not None else None
         for i, number in enumerate(phones):
@@ -351,6 +370,9 @@ class Intake:
             # history, as for visits: the record stays repeat-safe instead of being refused whole.
             if rec.mileage_km is not None and (vehicle.mileage_km is None or rec.mileage_km > vehicle.mileage_km):
                 v_changes["mileage_km"] = rec.mileage_km
+            delivered = rec.delivery_date or vehicle.delivery_date
+            if rec.purchase_date is not None and delivered is not None and rec.purchase_date > delivered:
+                raise Reject("purchase_date", f"is after the delivery date ({delivered})")
             if rec.delivery_date is not None and rec.delivery_date != vehicle.delivery_date:
                 if vehicle.delivery_date is not None:
                     raise Reject("delivery_date", f"the vehicle was delivered on {vehicle.delivery_date}")
@@ -372,13 +394,17 @@ class Intake:
             cid, status = customer_row["id"], "accepted"
         else:
             changes = {k: getattr(rec, k) for k in CUSTOMER_FIELDS
-                       if getattr(rec, k) is not None and getattr(rec, k) != getattr(customer, k)}
+                       if getattr(rec, k) is not None and getattr(rec, k) != getattr(customer, k)
+                       and not (through_merge and getattr(customer, k) is not None)}
             if adopting:
                 changes["external_id"] = rec.external_id
-            if sales is not None and sales != customer.assigned_sales_id:
+            if sales is not None and sales != customer.assigned_sales_id and not (
+                    through_merge and customer.assigned_sales_id is not None):
                 changes["assigned_sales_id"] = sales
             if owner_now and customer.relationship_type == "prospect" and not deliver:
                 changes["relationship_type"] = "owner"
+            if through_merge and customer.primary_phone:
+                phones = [customer.primary_phone, *(n for n in phones if n != customer.primary_phone)]
             new_phones = phones if phones and (phones[0] != customer.primary_phone or not set(phones) <= {
                 p.e164 for p in customer.phones}) else None
             if changes or new_phones:
