@@ -3,7 +3,8 @@
 Each batch (its records, their report rows and the job's counters) commits as one transaction, so progress is
 exact and a worker that dies mid-file loses nothing: the job's lease runs out, another worker takes it over and
 skips the records already reported. A batch a database conflict fails (another writer got there first) is
-applied again record by record, so one record's conflict never refuses its neighbours.
+applied again record by record, each with its report row, so one record's conflict never refuses its neighbours
+and a pass cut short is taken over where it stopped.
 """
 
 from __future__ import annotations
@@ -503,35 +504,52 @@ class ImportRunner:
             turn.claims.clear()  # claimed again record by record (a refused record gives its numbers up)
             await turn.after_commit()
             # One at a time: a conflicting record is refused alone (or, retried, finds what the other writer did).
-            results = [r for r in results if r.status == "rejected" and r.row not in
-                       {row for g in groups for row, _ in g}]
+            # Each record commits with its report row, so a worker taking the batch over after a stop midway
+            # skips the records reported and reports the rest as they are, not "unchanged" as it would find them.
+            grouped = {row for g in groups for row, _ in g}
+            async with session.begin():
+                reported = set(await session.scalars(sa.select(ImportRow.row).where(
+                    ImportRow.job_id == claim.job_id, ImportRow.row.in_(grouped)))) if grouped else set()
             for group in groups:
                 for item in group:
-                    results.append(await self._one(session, claim, turn, scope, kind, item))
-            report = self._report_of(session, claim.job_id, results, len(raws), bytes_read)
+                    if item[0] not in reported:
+                        _count(kind, await self._one(session, claim, turn, scope, kind, item, bytes_read))
+            # Then the batch's progress, with the records that did not validate.
+            report = self._report_of(session, claim.job_id, [r for r in results if r.row not in grouped],
+                                     len(raws), bytes_read)
             async with session.begin():
                 await self._report(session, claim, report)
             _count(kind, report)
 
     async def _one(self, session: AsyncSession, claim: Claim, turn: _Turn, scope: IntakeScope, kind: str,
-                   item: tuple[int, Any]) -> RowResult:
+                   item: tuple[int, Any], bytes_read: int) -> _Report:
+        """One record and its report row (and counter) in one transaction; a record the database refuses is
+        reported in a transaction of its own. Answers what it reported, once committed."""
         for attempt in range(2):
             try:
                 async with session.begin():
-                    await self._hold(session, claim)
                     intake = Intake(session, scope, self.outbox, audit_creates=False, claims=turn.claims,
                                     lock_identities=True)
-                    return (await intake.apply(kind, [item]))[0]
+                    report = await self._report_one(session, claim, (await intake.apply(kind, [item]))[0],
+                                                    bytes_read)
+                return report
             except (IntegrityError, DBAPIError) as exc:
                 key = item[1].vin if kind == "deliveries" else item[1].external_id
                 if str(getattr(exc.orig, "sqlstate", "")).startswith("22"):  # a data exception: no retry mends it
-                    return RowResult(row=item[0], status="rejected", key=key, field="row",
-                                     reason="holds a value the database cannot store")
+                    result = RowResult(row=item[0], status="rejected", key=key, field="row",
+                                       reason="holds a value the database cannot store")
+                    break
                 if attempt:
-                    return RowResult(row=item[0], status="rejected", key=key, field="row",
-                                     reason=f"conflicts with another change to the same record ({type(exc).__name__}); "
-                                            "send it again")
-        raise AssertionError("unreachable")
+                    result = RowResult(row=item[0], status="rejected", key=key, field="row",
+                                       reason=f"conflicts with another change to the same record "
+                                              f"({type(exc).__name__}); send it again")
+        async with session.begin():
+            return await self._report_one(session, claim, result, bytes_read)
+
+    async def _report_one(self, session: AsyncSession, claim: Claim, result: RowResult, bytes_read: int) -> _Report:
+        report = self._report_of(session, claim.job_id, [result], 0, bytes_read)
+        await self._report(session, claim, report)
+        return report
 
     async def _hold(self, session: AsyncSession, claim: Claim, **counters: Any) -> None:
         """Renew the lease in the caller's transaction (with ``counters``: the job's progress), which may commit
