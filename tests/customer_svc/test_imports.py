@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from customer_svc.imports.jobs import Claim, ImportRunner, KeyChanged, LeaseLost, store_upload
+from customer_svc.imports.jobs import Claim, ImportRunner, LeaseLost, store_upload
 from customer_svc.models import (AuditEntry, Customer, ImportChunk, ImportJob, ImportRow, ServiceVisit, Vehicle,
                                  messaging)
 from shared.db.base import utcnow
@@ -454,9 +454,9 @@ async def test_records_conflicting_in_the_database_are_redone_one_by_one(client:
 async def test_a_record_by_record_pass_cut_short_is_reported_as_it_was_done(client: httpx.AsyncClient,
                                                                              group: Group,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker stops (its key changed) after the first record of a conflicting batch's record-by-record pass
-    committed: that record kept its report row, so the worker taking the job over reports it as created, not as
-    "unchanged" as it would find it, and counts it once."""
+    """The worker stalls (another takes the job over) after the first record of a conflicting batch's
+    record-by-record pass committed: that record kept its report row, so the worker taking over reports it as
+    created, not as "unchanged" as it would find it, and counts it once."""
     a, b, c = ((ext(), new_phone(), new_vin()) for _ in range(3))
     number = f"D{uuid.uuid4().hex[:10]}"
     claim = await leased_job(group, [with_file_number(zh_row(*a), ""), with_file_number(zh_row(*b), number),
@@ -465,24 +465,25 @@ async def test_a_record_by_record_pass_cut_short_is_reported_as_it_was_done(clie
     one = ImportRunner._one
     calls = 0
 
-    async def stopping(self: ImportRunner, *args: Any) -> Any:
+    async def stalling(self: ImportRunner, *args: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise KeyChanged(claim.job_id)
+            raise LeaseLost(claim.job_id)
         return await one(self, *args)
 
-    monkeypatch.setattr(ImportRunner, "_one", stopping)
-    with pytest.raises(KeyChanged):
+    monkeypatch.setattr(ImportRunner, "_one", stalling)
+    with pytest.raises(LeaseLost):
         await small_batches(group, rows=4).run(claim)
     job, report, _ = await outcome(client, group, claim.job_id)
     assert (job["rows_done"], job["accepted"], list(report)) == (0, 1, [2]), job
     monkeypatch.setattr(ImportRunner, "_one", one)
 
-    runner = small_batches(group, rows=4)
-    again = await runner._claim()
-    assert again is not None and again.job_id == claim.job_id
-    await runner.run(again)
+    taking_over = Claim(claim.job_id, uuid.uuid4())
+    async with group.runtime.sessionmaker() as session, session.begin():
+        await session.execute(sa.update(ImportJob).where(ImportJob.id == claim.job_id).values(
+            lease_owner=taking_over.owner, lease_until=utcnow() + timedelta(minutes=5)))
+    await small_batches(group, rows=4).run(taking_over)
     job, report, names = await outcome(client, group, claim.job_id)
     assert (job["status"], job["accepted"], job["unchanged"], job["rejected"]) == ("done", 2, 0, 2), job
     assert [report[r]["status"] for r in range(2, 6)] == ["accepted", "accepted", "rejected", "rejected"]
