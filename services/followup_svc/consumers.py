@@ -18,7 +18,7 @@ from followup_svc.scheduling.planner import Planner, Subject
 from shared.events.catalog import customer as ev
 from shared.events.catalog import survey as sev
 from shared.events.envelope import CloudEvent
-from shared.messaging.consumer import Subscription
+from shared.messaging.consumer import MissingDependency, Subscription
 
 if TYPE_CHECKING:
     from followup_svc.app import FollowupRuntime
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 INTENT_FIELDS = {"intent_level", "relationship_type", "relationship"}
 PERSONAL_FIELDS = {"birthday", "birthday_calendar", "wedding_anniversary", "relationship_type", "relationship"}
 VEHICLE_DATE_FIELDS = {"insurance_expiry", "next_inspection_date", "warranty_end"}
-
-
-class MissingDependency(Exception):
-    """The event refers to something not in the read model yet (events overtook each other): retried later."""
 
 
 def _tenant(event: CloudEvent) -> uuid.UUID:

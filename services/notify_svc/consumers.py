@@ -20,7 +20,7 @@ from shared.events.catalog import customer as ev
 from shared.events.catalog import followup as fev
 from shared.events.catalog import survey as sev
 from shared.events.envelope import CloudEvent
-from shared.messaging.consumer import Subscription
+from shared.messaging.consumer import MissingDependency, Subscription
 
 if TYPE_CHECKING:
     from notify_svc.app import NotifyRuntime
@@ -80,7 +80,9 @@ async def consent_changed(session: AsyncSession, event: CloudEvent) -> None:
     data = ev.CustomerConsentChanged.model_validate(event.data)
     row = await session.get(CustomerView, data.customer_id, with_for_update=True)
     if row is None:
-        return  # the customer's snapshot (created/updated) carries the consents too
+        # Retried once the snapshot is in: its consents fill only keys not seen yet, so a withdrawal handled
+        # before it would be lost (and the snapshot's older "granted" taken).
+        raise MissingDependency(f"customer {data.customer_id} not in the read model yet")
     set_consent(row, f"{data.channel}:{data.purpose}", data.granted, data.recorded_at)
 
 

@@ -26,6 +26,10 @@ Handler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[CloudEvent]], Awaitable[None]]
 
 
+class MissingDependency(Exception):
+    """The event refers to something not in the read model yet (events overtook each other): retried later."""
+
+
 @dataclass(frozen=True)
 class Subscription:
     """Event types (binding patterns) and the handler that runs for each in its own transaction.

@@ -146,3 +146,17 @@ async def set_provider_code(runtime: NotifyRuntime, group: Group, key: str, chan
         assert template is not None
         template.provider_codes = {**template.provider_codes, **codes}
         template.sign_name = template.sign_name or "测试汽车"
+
+
+async def drain(runtime: NotifyRuntime, clock: FixedClock) -> None:
+    """Let the dispatcher finish what earlier tests left due at the pinned time (held until a morning the clock
+    has now passed), so faults queued in the shared sandbox meet this test's messages only."""
+    runtime.nudge_dispatcher()
+
+    async def idle() -> bool:
+        async with runtime.sessionmaker() as s:
+            due = await s.scalar(sa.select(sa.func.count()).select_from(Message).where(
+                Message.status.in_(("queued", "held", "sending")), Message.next_attempt_at <= clock.now))
+        return due == 0
+
+    await eventually(idle)

@@ -118,6 +118,37 @@ async def test_marketing_needs_consent_and_carries_the_opt_out_text(
     assert [m.to for m in box.state.messages_for("aliyun")] == [phone_of(consented).removeprefix("+86")]
 
 
+async def test_a_greeting_asked_for_as_service_is_marketing_all_the_same(
+        client, notify_runtime, ngroup, clock: FixedClock, box: Sandbox) -> None:
+    """The template decides: a marketing template requested as ``service`` (the bulk API's default) needs
+    marketing consent, waits for the marketing window and never goes as a WeChat template message; the message
+    records the purpose it was sent under."""
+    await set_provider_code(notify_runtime, ngroup, "monthly_care", "sms", aliyun="SMS_200002")
+    await set_provider_code(notify_runtime, ngroup, "monthly_care", "wechat", wechat="tpl-monthly-care")
+    no_consent = await customer(client, notify_runtime, ngroup)
+    consented = await customer(client, notify_runtime, ngroup, wechat_openid="oTestOpenid000000000000009", consents=[
+        {"channel": "sms", "purpose": "marketing", "granted": True, "source": "contact card"},
+        {"channel": "wechat", "purpose": "marketing", "granted": True, "source": "contact card"}])
+    evening = await customer(client, notify_runtime, ngroup, consents=[
+        {"channel": "sms", "purpose": "marketing", "granted": True, "source": "contact card"}])
+    clock.at_local(20, 30)  # a service message could still go
+    late = await request_message(notify_runtime, ngroup, evening["id"], template="monthly_care")
+    held = await message_by_key(notify_runtime, ngroup, late, "held")
+    assert (held.reason, held.purpose) == ("marketing_window", "marketing")
+
+    clock.at_local(11, days=1)
+    k1 = await request_message(notify_runtime, ngroup, no_consent["id"], template="monthly_care")
+    k2 = await request_message(notify_runtime, ngroup, consented["id"], template="monthly_care",
+                               channels=("wechat", "sms"))
+    suppressed = await message_by_key(notify_runtime, ngroup, k1, "suppressed")
+    assert (suppressed.reason, suppressed.purpose) == ("consent", "marketing")
+    sent = await message_by_key(notify_runtime, ngroup, k2, "sent")
+    assert (sent.channel, sent.purpose) == ("sms", "marketing") and "拒收请回复R" in (sent.body or "")
+    assert box.state.messages_for("wechat") == []
+    assert any("wechat: wechat_template_not_for_marketing" in (e.detail or "")  # its send (alone or in a batch)
+               for e in await trail(notify_runtime, sent.id))
+
+
 async def test_marketing_after_the_window_waits_for_the_next_day(
         client, notify_runtime, ngroup, clock: FixedClock, box: Sandbox) -> None:
     await set_provider_code(notify_runtime, ngroup, "monthly_care", "sms", aliyun="SMS_200002")

@@ -26,7 +26,8 @@ from tests.conftest import Group, new_phone
 from tests.notify_svc.conftest import FixedClock, message_by_key, messages, request_message, set_provider_code
 from tests.notify_svc.sandbox_env import CALLBACK_TOKEN, Sandbox
 from tests.notify_svc.test_dispatch import after_attempts, box_get, customer, phone_of
-from tests.notify_svc.test_policy_api import MARKETING_SMS, drain, local, pin
+from tests.notify_svc.conftest import drain
+from tests.notify_svc.test_policy_api import MARKETING_SMS, local, pin
 
 WHY = "/api/v1/messages/why"
 BULK = "/api/v1/messages/bulk"

@@ -16,7 +16,8 @@ from notify_svc.policy.config import PolicyConfig
 from shared.auth.roles import Role
 from shared.testing.waiting import eventually
 from tests.conftest import Group, make_group, new_phone
-from tests.notify_svc.conftest import SHANGHAI, FixedClock, message_by_key, request_message, set_provider_code
+from tests.notify_svc.conftest import (SHANGHAI, FixedClock, message_by_key, request_message,
+                                       set_provider_code)
 from tests.notify_svc.sandbox_env import Sandbox
 from tests.notify_svc.test_dispatch import customer, phone_of
 
@@ -53,20 +54,6 @@ async def known_group(runtime: NotifyRuntime, group: Group) -> Group:
 
     await eventually(known)
     return group
-
-
-async def drain(runtime: NotifyRuntime, clock: FixedClock) -> None:
-    """Let the dispatcher finish what earlier tests left due at the pinned time (held until a morning the clock
-    has now passed), so faults queued in the shared sandbox meet this test's messages only."""
-    runtime.nudge_dispatcher()
-
-    async def idle() -> bool:
-        async with runtime.sessionmaker() as s:
-            due = await s.scalar(sa.select(sa.func.count()).select_from(Message).where(
-                Message.status.in_(("queued", "held", "sending")), Message.next_attempt_at <= clock.now))
-        return due == 0
-
-    await eventually(idle)
 
 
 async def put_policy(notify_client: httpx.AsyncClient, group: Group, body: dict[str, Any],
@@ -167,7 +154,12 @@ async def test_bad_policy_values_are_422_naming_the_field(notify_client, ngroup,
              ({"template_daily_cap": 51}, "body.template_daily_cap"),
              ({"daily_cap": 0}, "body.daily_cap"), ({"weekly_marketing_budget": -1}, "body.weekly_marketing_budget"),
              ({"marketing_quiet": "later"}, "body.marketing_quiet"), ({"opt_out_text": "R"}, "body.opt_out_text"),
-             ({"daily_cap": 2, "quiet": "22:00"}, "body.quiet")]
+             ({"daily_cap": 2, "quiet": "22:00"}, "body.quiet"),
+             # Quiet hours cannot be switched off or leave the night out; marketing stays in Aliyun's day.
+             ({"quiet_start": "21:00", "quiet_end": "21:00"}, "body.quiet_end"), ({"quiet_start": "23:00"},
+                                                                                  "body.quiet_end"),
+             ({"marketing_end": "22:00"}, "body.marketing_end"), ({"marketing_start": "07:00"}, "body.marketing_start"),
+             ({"marketing_start": "19:00", "marketing_end": "10:00"}, "body.marketing_end")]
     for body, field in cases:
         resp = await notify_client.put(POLICY, json=body, headers=admin)
         assert field_of(resp) == [field], (body, resp.text)

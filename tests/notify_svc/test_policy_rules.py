@@ -99,7 +99,8 @@ def test_same_template_cap_per_rolling_day() -> None:
     assert reason == "template_cap" and until == now + timedelta(hours=4)
 
 
-@pytest.mark.parametrize("reply", ["TD", "td", " T ", "退订", "R", "n", "退订谢谢", "STOP", "T D", "TD。"])
+@pytest.mark.parametrize("reply", ["TD", "td", " T ", "退订", "R", "n", "退订谢谢", "STOP", "T D", "TD。", "ＴＤ", "Ｒ",
+                                   "ｔｄ！"])
 def test_opt_out_words(reply: str) -> None:
     assert is_opt_out(reply)
 

@@ -10,6 +10,7 @@ acknowledged (the provider would only re-push it).
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Annotated, Any
 
 import structlog
@@ -89,11 +90,18 @@ async def tencent_replies(request: Request, runtime: RuntimeDep, token: Token) -
                            tencent.PUSH_ACK_BODY)
 
 
+#: WeChat's signature covers the token, timestamp and nonce, not the body: a signed query string seen once (in an
+#: access log) would otherwise carry any forged body for ever. WeChat pushes at once and retries within 15 s.
+MAX_PUSH_AGE_SECONDS = 300
+
+
 def _check_wechat(runtime: Any, signature: str, timestamp: str, nonce: str) -> None:
     token = runtime.settings.wechat_callback_token
     secret = token.get_secret_value() if token is not None else ""
     if not secret or not wechat.verify_signature(secret, signature, timestamp, nonce):
         raise Unauthorized("Invalid WeChat signature.")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_PUSH_AGE_SECONDS:
+        raise Unauthorized("The WeChat signature's timestamp is more than 5 minutes from now.")
 
 
 Sig = Annotated[str, Query(max_length=100, description="WeChat's signature of token, timestamp and nonce.")]

@@ -26,6 +26,18 @@ class TemplateBook:
     def find(self, tenant_id: uuid.UUID, store_id: uuid.UUID, key: str, channel: str) -> Template | None:
         return self._rows.get((tenant_id, store_id, key, channel)) or self._rows.get((tenant_id, None, key, channel))
 
+    def purpose(self, message: Any) -> str:
+        """The message's purpose as its templates make it: a greeting or a campaign is marketing whoever asks
+        for it and whatever they say (consent, the marketing window and its budget follow from this)."""
+        if message.purpose == "marketing":
+            return "marketing"
+        for channel in message.channels:
+            found = self.find(message.tenant_id, message.store_id, message.template_key,
+                              "sms" if channel == "console" else channel)
+            if found is not None and found.purpose == "marketing":
+                return "marketing"
+        return message.purpose
+
 
 @dataclass
 class BatchContext:

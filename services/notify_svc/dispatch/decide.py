@@ -44,9 +44,19 @@ class Decision:
     skipped: list[str] = field(default_factory=list)
     #: The ``OutId`` of the batch request this send goes in (None: a request of its own).
     batch_out_id: str | None = None
+    #: The purpose the message was decided under, when its templates made it marketing (recorded on it).
+    purpose: str | None = None
 
 
 def decide(message: Any, ctx: BatchContext, providers: dict[str, Provider]) -> Decision:
+    purpose = ctx.templates.purpose(message)
+    decision = _decide(message, purpose, ctx, providers)
+    if purpose != message.purpose:
+        decision.purpose = purpose
+    return decision
+
+
+def _decide(message: Any, purpose: str, ctx: BatchContext, providers: dict[str, Provider]) -> Decision:
     now = ctx.now
     if message.expires_at is not None and now >= message.expires_at:
         return Decision(message, "suppress", "expired", detail="past its expiry before it could be sent")
@@ -55,26 +65,26 @@ def decide(message: Any, ctx: BatchContext, providers: dict[str, Provider]) -> D
         if now - message.created_at < RECIPIENT_WAIT:
             return Decision(message, "hold", "recipient_unknown", now + RECIPIENT_RETRY)
         return Decision(message, "suppress", "recipient_unknown", detail="no such customer or active staff member")
-    decision = _choose_channel(message, recipient, ctx, providers)
+    decision = _choose_channel(message, purpose, recipient, ctx, providers)
     if decision.action != "send":
         return decision
     policy = ctx.policies.for_store(message.tenant_id, message.store_id)
     timezone = ctx.timezone(message.store_id)
-    allowed = next_allowed(now, timezone, policy, message.purpose, message.avoid_holidays)
+    allowed = next_allowed(now, timezone, policy, purpose, message.avoid_holidays)
     if allowed > now:
         quiet, marketing = policy.calendars(timezone)
         reason = "quiet_hours" if quiet.next_message_time(now) > now else \
             "marketing_window" if marketing.next_message_time(now) > now else "holiday_peak"
-        if message.purpose == "marketing" and policy.marketing_quiet == "drop":
+        if purpose == "marketing" and policy.marketing_quiet == "drop":
             return Decision(message, "suppress", reason, detail="marketing outside its window is dropped by policy")
         return _hold_or_expire(message, reason, allowed)
     key = decision.recipient_key
     if key is not None:
         quiet = policy.calendars(timezone)[0]
-        capped = ctx.history.check(key, now, policy, quiet, message.purpose, message.template_key)
+        capped = ctx.history.check(key, now, policy, quiet, purpose, message.template_key)
         if capped is not None:
             return _hold_or_expire(message, capped[0], quiet.next_message_time(capped[1]))
-        ctx.history.add(key, Send(now, message.purpose, message.template_key))
+        ctx.history.add(key, Send(now, purpose, message.template_key))
     return decision
 
 
@@ -84,7 +94,7 @@ def _hold_or_expire(message: Any, reason: str, until: datetime) -> Decision:
     return Decision(message, "hold", reason, until)
 
 
-def _choose_channel(message: Any, recipient: Recipient, ctx: BatchContext,
+def _choose_channel(message: Any, purpose: str, recipient: Recipient, ctx: BatchContext,
                     providers: dict[str, Provider]) -> Decision:
     skipped: list[tuple[str, str, str | None]] = []
     failed = set(message.failed_channels or ())
@@ -92,7 +102,7 @@ def _choose_channel(message: Any, recipient: Recipient, ctx: BatchContext,
         if channel in failed:
             skipped.append((channel, "provider_failed", None))
             continue
-        outcome = _try_channel(message, recipient, ctx, providers, channel)
+        outcome = _try_channel(message, purpose, recipient, ctx, providers, channel)
         if isinstance(outcome, Decision):
             outcome.skipped = [f"{c}: {r}" for c, r, _ in skipped]
             return outcome
@@ -104,16 +114,16 @@ def _choose_channel(message: Any, recipient: Recipient, ctx: BatchContext,
     return Decision(message, "suppress", reason, detail="; ".join(notes) if len(notes) > 1 else detail)
 
 
-def _try_channel(message: Any, recipient: Recipient, ctx: BatchContext, providers: dict[str, Provider],
-                 channel: str) -> Decision | tuple[str, str | None]:
+def _try_channel(message: Any, purpose: str, recipient: Recipient, ctx: BatchContext,
+                 providers: dict[str, Provider], channel: str) -> Decision | tuple[str, str | None]:
     provider = providers.get(channel)
     if provider is None:
         return "channel_unavailable", None
     address = recipient.address(channel)
     if not address:
         return ("no_openid" if channel == "wechat" else "no_phone"), None
-    if not recipient.consents_to(channel, message.purpose):
-        return "consent", f"no {message.purpose} consent for {channel}"
+    if not recipient.consents_to(channel, purpose):
+        return "consent", f"no {purpose} consent for {channel}"
     template = ctx.templates.find(message.tenant_id, message.store_id, message.template_key,
                                   "sms" if channel == "console" else channel)
     if template is None or template.status != "approved":
@@ -122,6 +132,9 @@ def _try_channel(message: Any, recipient: Recipient, ctx: BatchContext, provider
     if not code:
         return "template_not_approved", f"no {provider.name} template code for {message.template_key}"
     kind = (template.provider_params or {}).get("wechat_kind", "template")
+    if channel == "wechat" and kind == "template" and purpose == "marketing":
+        # WeChat allows template messages for service notices only: marketing there is a subscription notice.
+        return "wechat_template_not_for_marketing", f"{message.template_key} is marketing"
     if channel == "wechat" and kind == "subscribe":
         if ctx.quotas.get((address, code), 0) <= 0:
             return "no_subscription", "no one-time subscription authorisation left"
@@ -130,7 +143,7 @@ def _try_channel(message: Any, recipient: Recipient, ctx: BatchContext, provider
         rendered = render(template, _variables(message, recipient, ctx), tz=zone(ctx.timezone(message.store_id)))
     except TemplateVariableError as exc:
         return "template_variables", f"{exc.field}: {exc.message}"
-    marketing_sms = message.purpose == "marketing" and channel in ("sms", "console")
+    marketing_sms = purpose == "marketing" and channel in ("sms", "console")
     if marketing_sms and not _has_opt_out(rendered.text, ctx, message):
         return "opt_out_text_missing", None
     outgoing = Outgoing(message_id=message.id, channel=channel, to=address, text=rendered.text,

@@ -167,6 +167,7 @@ class Dispatcher:
         for d in decisions:
             m = d.message
             DECISIONS.labels(d.action, d.reason or "").inc()
+            purpose = {"purpose": d.purpose} if d.purpose else {}  # its templates made it marketing
             if d.action == "send":
                 assert d.outgoing is not None and d.provider is not None
                 # A batch's OutId stands in for the provider's id until the answer brings it (receipts and
@@ -175,18 +176,19 @@ class Dispatcher:
                                        provider=d.provider.name, recipient_masked=d.recipient_masked,
                                        recipient_key=d.recipient_key, body=d.outgoing.text, sent_at=now,
                                        attempts=m.attempts + 1, next_attempt_at=now + SEND_LEASE,
-                                       provider_message_id=d.batch_out_id))
+                                       provider_message_id=d.batch_out_id, **purpose))
                 if d.batch_out_id is None:  # a batch's messages get one trail entry each, with the answer
                     trail.append(_trail(m.id, now, "sending", None, d.channel, d.provider.name,
                                         detail="; ".join(d.skipped) or None))
             elif d.action == "hold":
-                updates.append(_values(m.id, status="held", reason=d.reason, detail=d.detail, next_attempt_at=d.until))
+                updates.append(_values(m.id, status="held", reason=d.reason, detail=d.detail, next_attempt_at=d.until,
+                                       **purpose))
                 if m.status != "held" or m.reason != d.reason:  # one trail entry per reason, not per re-check
                     trail.append(_trail(m.id, now, "held", d.reason, None, None,
                                         detail=_until(d.until) + (f"; {d.detail}" if d.detail else "")))
             else:
                 updates.append(_values(m.id, status="suppressed", reason=d.reason, detail=d.detail,
-                                       next_attempt_at=None))
+                                       next_attempt_at=None, **purpose))
                 trail.append(_trail(m.id, now, "suppressed", d.reason, None, None, detail=d.detail))
                 events.append(event_for(m, "suppressed", reason=d.reason or ""))
         await _bulk_update(session, updates)
@@ -265,6 +267,7 @@ class Dispatcher:
     async def _record(self, session: AsyncSession, results: list[tuple[Decision, SendResult, str | None]],
                       now: datetime) -> None:
         updates, trail, events = [], [], []
+        unused: list[Outgoing | None] = []  # not sent, nor to be: a WeChat authorisation they took goes back
         sent_ids: dict[uuid.UUID, str | None] = {}
         sent_events: dict[uuid.UUID, Any] = {}
         for d, r, out_id in results:
@@ -298,12 +301,14 @@ class Dispatcher:
                     events.append(event_for(m, "failed", channel=channel, provider=provider,
                                             reason="provider_rejected", code=r.code))
             elif attempts >= self.settings.max_attempts:
+                unused.append(d.outgoing)
                 updates.append(_values(m.id, status="failed", reason="dead_lettered", sent_at=None,
                                        detail=f"{r.outcome.value} after {attempts} attempts: {r.code}",
                                        next_attempt_at=None, **forget))
                 events.append(event_for(m, "failed", channel=channel, provider=provider, reason="dead_lettered",
                                         code=r.code))
             else:
+                unused.append(d.outgoing)
                 delay = r.retry_after or min(self.settings.retry_base_seconds * 2 ** (attempts - 1),
                                              self.settings.retry_max_seconds)
                 reason = "provider_rate_limited" if r.outcome is Outcome.RATE_LIMITED else "provider_retry"
@@ -328,6 +333,8 @@ class Dispatcher:
         await _bulk_update(session, updates, only_status="sending")
         await _insert_trail(session, trail)
         await self.outbox.append_many(session, events)
+        await _use_subscriptions(session, [o for o in unused if o is not None and o.channel == "wechat"
+                                           and o.wechat_kind == "subscribe"], give_back=True)
 
     async def _record_lookups(self, session: AsyncSession, results: list[tuple[Any, Receipt | None]],
                               now: datetime) -> None:
@@ -347,12 +354,15 @@ class Dispatcher:
                     next_attempt_at=now + timedelta(seconds=self.settings.receipt_wait_seconds)))
 
 
-async def _use_subscriptions(session: AsyncSession, sends: list[Outgoing | None]) -> None:
-    """A one-time WeChat subscription allows one notice: each send uses one up (decided under the same lock)."""
+async def _use_subscriptions(session: AsyncSession, sends: list[Outgoing | None], give_back: bool = False) -> None:
+    """A one-time WeChat subscription allows one notice: each send uses one up (decided under the same lock);
+    ``give_back``: sends WeChat refused before sending anything (busy, flow control), whose authorisation the
+    retry needs."""
     for out in sends:
         assert out is not None
-        await session.execute(sa.update(Q).where(Q.c.openid == out.to, Q.c.template_id == out.template_code,
-                                                 Q.c.remaining > 0).values(remaining=Q.c.remaining - 1))
+        q = sa.update(Q).where(Q.c.openid == out.to, Q.c.template_id == out.template_code)
+        await session.execute(q.values(remaining=Q.c.remaining + 1) if give_back else
+                              q.where(Q.c.remaining > 0).values(remaining=Q.c.remaining - 1))
 
 
 def _values(message_id: uuid.UUID, **values: Any) -> dict[str, Any]:

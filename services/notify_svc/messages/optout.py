@@ -9,6 +9,7 @@ an opt-out honoured too widely costs a promotion, one honoured too narrowly brea
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -27,7 +28,8 @@ _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
 def is_opt_out(content: str) -> bool:
-    text = _NOISE.sub("", content or "").upper()
+    """Full-width letters (ＴＤ, as a Chinese keyboard in full-width mode types them) count as ASCII."""
+    text = _NOISE.sub("", unicodedata.normalize("NFKC", content or "")).upper()
     return text in OPT_OUT_WORDS or text.startswith("退订")
 
 

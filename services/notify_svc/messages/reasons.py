@@ -14,6 +14,8 @@ REASONS: dict[str, str] = {
     "template_variables": "The message data did not fit the template (a variable is missing or invalid).",
     "opt_out_text_missing": "A marketing SMS must carry opt-out text and this one did not.",
     "no_subscription": "The customer has no WeChat one-time subscription left for this template.",
+    "wechat_template_not_for_marketing": "WeChat template messages are for service notices only; marketing goes "
+                                         "there as a subscription notice, or by the next channel.",
     "quiet_hours": "Held until the end of quiet hours in the store's local time.",
     "marketing_window": "Marketing is only sent inside the marketing window (store-local time).",
     "holiday_peak": "Marketing is held over statutory holidays.",
@@ -37,7 +39,8 @@ REASONS: dict[str, str] = {
 #: Outcomes a replay can fix (a template approved since, a provider back up); never consent, expiry or caps.
 REPLAYABLE = frozenset({"dead_lettered", "provider_rejected", "unknown_outcome", "receipt_failed",
                         "template_not_approved", "template_variables", "recipient_unknown", "channel_unavailable",
-                        "no_phone", "no_openid", "no_subscription", "opt_out_text_missing"})
+                        "no_phone", "no_openid", "no_subscription", "opt_out_text_missing",
+                        "wechat_template_not_for_marketing"})
 
 
 def explain(reason: str | None) -> str | None:

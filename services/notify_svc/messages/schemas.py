@@ -110,7 +110,7 @@ class BulkRead(BaseModel):
     created_at: datetime = Field(description="When the job was created.")
 
 
-class PolicyBody(BaseModel):
+class PolicyFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     quiet_start: str = Field(default="21:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
                              description="Start of quiet hours, store-local HH:MM.")
@@ -134,6 +134,44 @@ class PolicyBody(BaseModel):
                               description="Opt-out text marketing SMS carry.")
 
 
-class PolicyRead(PolicyBody):
+def _minutes(hhmm: str) -> int:
+    return int(hhmm[:2]) * 60 + int(hhmm[3:])
+
+
+#: Quiet hours cover at least this night (store-local minutes), and marketing stays inside Aliyun's day (promotional
+#: SMS are forbidden 20:00-08:00): a policy cannot switch them off.
+NIGHT = (_minutes("22:00"), _minutes("07:00"))
+MARKETING_DAY = (_minutes("08:00"), _minutes("20:00"))
+
+
+class PolicyBody(PolicyFields):
+    """A policy as written: its windows are checked, defaults included (stored ones are read as they are)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("quiet_end")
+    @classmethod
+    def _covers_the_night(cls, end: str, info: Any) -> str:
+        start = info.data.get("quiet_start")
+        if start is not None:
+            quiet = (_minutes(end) - _minutes(start)) % 1440  # quiet hours may run past midnight
+            night = (NIGHT[1] - NIGHT[0]) % 1440
+            if (NIGHT[0] - _minutes(start)) % 1440 + night > quiet:  # the night does not fit in it
+                raise ValueError("quiet hours (quiet_start to quiet_end) must cover at least 22:00-07:00")
+        return end
+
+    @field_validator("marketing_start", "marketing_end")
+    @classmethod
+    def _in_the_marketing_day(cls, value: str, info: Any) -> str:
+        if not MARKETING_DAY[0] <= _minutes(value) <= MARKETING_DAY[1]:
+            raise ValueError("marketing may only be sent between 08:00 and 20:00 (Aliyun forbids promotional SMS "
+                             "20:00-08:00)")
+        start = info.data.get("marketing_start")
+        if info.field_name == "marketing_end" and start is not None and _minutes(value) <= _minutes(start):
+            raise ValueError("must be after marketing_start")
+        return value
+
+
+class PolicyRead(PolicyFields):
     scope: Literal["default", "group", "store"] = Field(description="Where these values come from.")
     store_id: uuid.UUID | None = Field(description="The store asked about, if any.")

@@ -130,9 +130,11 @@ class SandboxState:
             raise ValueError("count must be at least 1")
         self._faults[provider].append(Fault(mode, count, self.fault_delay if delay is None else delay))
 
-    def take_fault(self, provider: str) -> Fault | None:
+    def take_fault(self, provider: str, business: bool | None = None) -> Fault | None:
+        """The next fault, used up; ``business``: only if it is one of that kind (network faults act before the
+        provider authenticates the request, business faults after: a request refused for its token uses none)."""
         queue = self._faults[provider]
-        if not queue:
+        if not queue or (business is not None and (queue[0].mode in BUSINESS_FAULTS) != business):
             return None
         fault = queue[0]
         fault.remaining -= 1

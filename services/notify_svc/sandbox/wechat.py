@@ -79,11 +79,11 @@ def send_endpoint(state: SandboxState, kind: str):  # type: ignore[no-untyped-de
     async def send(request: Request) -> Response:
         state.requests["wechat"] += 1
         body = await request.body()
-        fault = state.take_fault("wechat")
-        if (failed := await network_fault(fault)) is not None:
+        if (failed := await network_fault(state.take_fault("wechat", business=False))) is not None:
             return failed
         if (token_error := state.wechat_token_error(request.query_params.get("access_token"))) is not None:
             return _error(token_error)
+        fault = state.take_fault("wechat", business=True)
         mode = fault.mode if fault else None
         if mode == "invalid_token":
             return _error(40001)
