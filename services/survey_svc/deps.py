@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from survey_svc.models import AuditEntry
 from shared.audit import AuditLog
+from shared.auth import require_roles
+from shared.auth.roles import MANAGERS
 from shared.http.service_deps import Ctx, IdempotencyKey, IfMatch, ServiceDeps
 
 SERVICE = "survey_svc"
@@ -13,6 +15,10 @@ get_runtime = _deps.get_runtime
 RuntimeDep = _deps.RuntimeDep
 SessionDep = _deps.SessionDep
 CtxDep = _deps.CtxDep
+#: Managers read their stores' results; an OEM integration key needs the read scope of what it pulls, in reports
+#: and exports alike.
+survey_readers = require_roles(*MANAGERS, scope="surveys:read")
+complaint_readers = require_roles(*MANAGERS, scope="complaints:read")
 
 __all__ = ["SERVICE", "Ctx", "CtxDep", "IdempotencyKey", "IfMatch", "RuntimeDep", "SessionDep", "audit_log",
-           "get_runtime"]
+           "complaint_readers", "get_runtime", "survey_readers"]

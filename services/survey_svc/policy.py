@@ -32,6 +32,23 @@ class Sla(BaseModel):
         return self
 
 
+def _sla(first: float, resolution: float) -> Sla:
+    return Sla(first_response_hours=first, resolution_hours=resolution)
+
+
+class ComplaintSlas(BaseModel):
+    """Per severity; a severity left out keeps its default (a partial change never loosens the others)."""
+
+    model_config = ConfigDict(extra="forbid")
+    low: Sla = Field(default_factory=lambda: _sla(24, 24 * 7))
+    medium: Sla = Field(default_factory=lambda: _sla(8, 24 * 5))
+    high: Sla = Field(default_factory=lambda: _sla(4, 24 * 3))
+    critical: Sla = Field(default_factory=lambda: _sla(1, 24))
+
+
+SEVERITIES = tuple(ComplaintSlas.model_fields)
+
+
 class PolicyRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: A response is low when its satisfaction index is at or below this…
@@ -49,12 +66,8 @@ class PolicyRules(BaseModel):
                                description="One reminder this long after an unanswered "
                                "invitation (never after it expires).")
 
-    complaint_sla: dict[str, Sla] = Field(default_factory=lambda: {
-        "low": Sla(first_response_hours=24, resolution_hours=24 * 7),
-        "medium": Sla(first_response_hours=8, resolution_hours=24 * 5),
-        "high": Sla(first_response_hours=4, resolution_hours=24 * 3),
-        "critical": Sla(first_response_hours=1, resolution_hours=24)},
-        description="Per severity: first response and resolution time from intake.")
+    complaint_sla: ComplaintSlas = Field(default_factory=ComplaintSlas,
+                                         description="Per severity: first response and resolution time from intake.")
     #: Goodwill above this (yuan) needs a manager's approval and makes the case major (R-PERM-03/04).
     goodwill_limit: Decimal = Field(default=Decimal(10_000), ge=0, le=10_000_000)
 
@@ -67,7 +80,7 @@ class PolicyRules(BaseModel):
     contact_change_hours: int = Field(strict=True, default=72, ge=0, le=24 * 30)
 
     def sla(self, severity: str) -> Sla:
-        return self.complaint_sla.get(severity) or Sla(first_response_hours=24, resolution_hours=24 * 7)
+        return getattr(self.complaint_sla, severity) if severity in SEVERITIES else self.complaint_sla.low
 
     def low_reasons(self, scored: Scored) -> list[str]:
         """Why a response is a low score (empty: it is not)."""
@@ -94,4 +107,9 @@ class PolicyRead(BaseModel):
 
 async def rules_for(session: AsyncSession, tenant_id: uuid.UUID) -> PolicyRules:
     row = await session.get(SurveyPolicy, tenant_id)
-    return PolicyRules.model_validate(row.rules) if row is not None else PolicyRules()
+    if row is None:
+        return PolicyRules()
+    rules = dict(row.rules)
+    if isinstance(rules.get("complaint_sla"), dict):  # written before the severities were fixed: theirs only
+        rules["complaint_sla"] = {k: v for k, v in rules["complaint_sla"].items() if k in SEVERITIES}
+    return PolicyRules.model_validate(rules)

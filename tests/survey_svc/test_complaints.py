@@ -136,7 +136,8 @@ async def test_complaint_from_intake_to_closure(client, survey_client, survey_ru
     r = await act(sc, g, cid, "remedies", {"remedies": [
         {"label": "方案一", "description": "贵宾卡:工时9折,配件8.5折;免费洗车", "goodwill_amount": "800"},
         {"label": "方案二", "description": "工时8折,配件9折", "goodwill_amount": "1500"},
-        {"label": "方案三", "description": "更换发动机总成并赠送一年免费保养", "goodwill_amount": "12000"}]},
+        {"label": "方案三", "description": "更换发动机总成并赠送一年免费保养, 联系车间主任 13712345678",
+         "goodwill_amount": "12000"}]},
         Role.CS_AGENT)
     assert r.status_code == 200, r.text
     assert [x["needs_approval"] for x in r.json()["remedies"]] == [False, False, True]
@@ -174,7 +175,7 @@ async def test_complaint_from_intake_to_closure(client, survey_client, survey_ru
 
     # Closing: a manager signs off, with root cause, action and the customer's feedback.
     close = {"root_cause": "火花塞安装不到位", "action_taken": "返工并对技师再培训, 已回访 139 1234 5678",
-             "feedback_result": "satisfied", "feedback_speed": "basically_satisfied", "staff_verdict": "技师通报批评"}
+             "feedback_result": "satisfied", "feedback_speed": "basically_satisfied", "staff_verdict": "技师通报批评, 其主管 13612345678"}
     assert (await sc.post(f"{URL}/{cid}/close", json=close, headers=h(g, Role.CS_AGENT))).status_code == 403
     missing = await sc.post(f"{URL}/{cid}/close", json={**close, "root_cause": None}, headers=h(g, Role.CS_MANAGER))
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "body.root_cause"
@@ -199,6 +200,12 @@ async def test_complaint_from_intake_to_closure(client, survey_client, survey_ru
     masked = (await sc.get(f"{URL}/{cid}", headers=h(g, Role.CS_AGENT))).json()
     assert "139****5678" in masked["entries"][3]["body"] and "13912345678" not in masked["entries"][3]["body"]
     assert masked["action_taken"] == "返工并对技师再培训, 已回访 139****5678", masked["action_taken"]
+    # And wherever else staff wrote one: the verdict, the remedies offered, and the log's record of them.
+    assert masked["staff_verdict"] == "技师通报批评, 其主管 136****5678"
+    assert masked["remedies"][2]["description"].endswith("137****5678")
+    logged = next(e for e in masked["entries"] if e["kind"] == "remedies")
+    assert "13712345678" not in str(logged["data"]) and "137****5678" in str(logged["data"])
+    assert "13712345678" in str(detail["remedies"])
     assert detail["action_taken"] == close["action_taken"]
     audits = await rows(survey_runtime, AuditEntry, g.tenant_id, record_id=uuid.UUID(cid))
     assert {"complaint.create", "complaint.transfer", "complaint.goodwill.approve", "complaint.resolve",

@@ -181,10 +181,17 @@ async def test_store_scope_and_integration_keys(survey_client, sgroup, answered)
             (integration_headers(g, ["surveys:read"]), CASES, 403),
             (integration_headers(g, ["followups:read"]), ALIAS, 403),
             (g.headers(Role.SERVICE_ADVISOR), RESPONSES, 403), (g.headers(Role.CS_AGENT), CASES, 403),
-            ({}, RESPONSES, 401)):
+            ({}, RESPONSES, 401),
+            # The reports ask for the same scopes as the exports of what they count.
+            (integration_headers(g, ["surveys:read"]), "/api/v1/complaints/reports", 403),
+            (integration_headers(g, ["complaints:read"]), "/api/v1/surveys/reports/satisfaction", 403)):
         r = await survey_client.get(path, params=PERIOD, headers=headers)
         assert r.status_code == status, (path, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
+    for path, scope in (("/api/v1/complaints/reports", "complaints:read"),
+                        ("/api/v1/surveys/reports/satisfaction", "surveys:read")):
+        r = await survey_client.get(path, params=PERIOD, headers=integration_headers(g, [scope]))
+        assert r.status_code == 200, (path, r.text)
     # another store than the key's (or the manager's) is not found
     for path, headers in ((RESPONSES, key), (CASES, integration_headers(g, ["complaints:read"]))):
         r = await survey_client.get(path, params={**PERIOD, "store_id": str(g.store_b)}, headers=headers)

@@ -69,14 +69,24 @@ async def test_public_page_validates_follows_up_low_scores_and_takes_one_answer(
     assert 'value="very_dissatisfied" data-score="0.0" checked' in bad.text
 
     # A very low overall score asks why; the answer to the follow-up is taken.
-    answers = {**GOOD, "q1": "very_dissatisfied", "q1_why": "等了三个小时,态度差", "contact_way": ["phone", "sms"]}
+    answers = {**GOOD, "q1": "very_dissatisfied", "q1_why": "等了三个小时,态度差,请打13812345678",
+               "contact_way": ["phone", "sms"]}
     ok = await survey_client.post(url, content=urlencode(answers, doseq=True), headers=FORM)
     assert ok.status_code == 200 and "感谢您的宝贵意见" in ok.text
     [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)
     assert resp.channel == "web" and resp.overall_score == 0 and resp.answers["contact_way"] == ["phone", "sms"]
     assert resp.low_score and "q1: 0" in resp.low_reasons and "comment" in resp.low_reasons
     [low] = await event_tap.wait_for(LOW, subject=str(resp.id))
-    assert low.data["customer_id"] == str(inv.customer_id) and low.data["comment"] == "等了三个小时,态度差"
+    assert low.data["customer_id"] == str(inv.customer_id) and low.data["comment"] == answers["q1_why"]
+    # Staff without personal-data access read the number the customer left masked; a CS manager reads it.
+    path = f"/api/v1/surveys/responses/{resp.id}"
+    agent = (await survey_client.get(path, headers=sgroup.headers(Role.CS_AGENT))).json()
+    assert agent["answers"]["q1_why"].endswith("请打138****5678") and "13812345678" not in str(agent), agent
+    listed = (await survey_client.get("/api/v1/surveys/responses", params={"customer_id": str(inv.customer_id)},
+                                      headers=sgroup.headers(Role.CS_AGENT))).json()["items"]
+    assert "13812345678" not in str(listed) and listed[0]["id"] == str(resp.id)
+    manager = (await survey_client.get(path, headers=sgroup.headers(Role.CS_MANAGER))).json()
+    assert manager["answers"]["q1_why"] == answers["q1_why"]
     [answered] = await event_tap.wait_for(ANSWERED, subject=str(resp.id))
     assert answered.data["low_score"] is True and answered.data["channel"] == "web"
 
@@ -204,12 +214,19 @@ async def test_new_version_for_new_invitations_open_ones_keep_theirs(
     assert bad.status_code == 422 and "not an earlier question" in bad.text
     assert (await survey_client.put("/api/v1/surveys/templates/nps", headers=sgroup.headers(Role.SERVICE_ADVISOR),
                                     json={"name": "x", "definition": {"title": "x", "questions": []}})).status_code == 403
-    r = await survey_client.put("/api/v1/surveys/templates/nps", headers=manager, json={
-        "name": "NPS v2", "change_note": "加一道题", "definition": {"title": "推荐意愿", "questions": [
-            {"id": "nps", "type": "nps", "text": "您有多大可能推荐本店?"},
-            {"id": "best", "type": "single", "text": "最满意的环节", "required": False,
-             "options": [{"value": "sales", "label": "销售"}, {"value": "service", "label": "售后"}]}]}})
-    assert r.status_code == 200 and r.json()["version"] == 2
+    v2 = {"name": "NPS v2", "change_note": "加一道题", "definition": {"title": "推荐意愿", "questions": [
+        {"id": "nps", "type": "nps", "text": "您有多大可能推荐本店?"},
+        {"id": "best", "type": "single", "text": "最满意的环节", "required": False,
+         "options": [{"value": "sales", "label": "销售"}, {"value": "service", "label": "售后"}]}]}}
+    path = "/api/v1/surveys/templates/nps"
+    read = await survey_client.get(path, headers=manager)
+    assert read.headers["ETag"] == 'W/"1"'
+    assert (await survey_client.put(path, headers=manager, json=v2)).status_code == 428
+    r = await survey_client.put(path, headers={**manager, "If-Match": read.headers["ETag"]}, json=v2)
+    assert r.status_code == 200 and r.json()["version"] == 2 and r.headers["ETag"] == 'W/"2"'
+    # A second editor of version 1 does not silently replace the first one's version 2.
+    stale = await survey_client.put(path, headers={**manager, "If-Match": read.headers["ETag"]}, json=v2)
+    assert stale.status_code == 412, stale.text
     versions = (await survey_client.get("/api/v1/surveys/templates/nps/versions", headers=manager)).json()
     assert [v["version"] for v in versions] == [2, 1] and versions[1]["retired_at"] is not None
 
@@ -224,6 +241,27 @@ async def test_new_version_for_new_invitations_open_ones_keep_theirs(
     assert r.status_code == 201
     [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=new.id)
     assert resp.survey_version == 2 and resp.nps_class == "promoter" and not resp.low_score
+
+
+async def test_the_policy_is_changed_from_the_version_read_and_a_partial_sla_keeps_the_others(
+        survey_client, sgroup) -> None:  # type: ignore[no-untyped-def]
+    director, path = sgroup.headers(Role.CS_DIRECTOR), "/api/v1/surveys/policy"
+    read = await survey_client.get(path, headers=director)
+    defaults = read.json()["rules"]["complaint_sla"]
+    assert defaults["critical"] == {"first_response_hours": 1, "resolution_hours": 24}
+    body = {"rules": {"complaint_sla": {"critical": {"first_response_hours": 0.5, "resolution_hours": 12}}}}
+    assert (await survey_client.put(path, headers=director, json=body)).status_code == 428
+    r = await survey_client.put(path, headers={**director, "If-Match": read.headers["ETag"]}, json=body)
+    assert r.status_code == 200, r.text
+    sla = (await survey_client.get(path, headers=director)).json()["rules"]["complaint_sla"]
+    assert sla["critical"] == {"first_response_hours": 0.5, "resolution_hours": 12}
+    assert {k: sla[k] for k in ("low", "medium", "high")} == {k: defaults[k] for k in ("low", "medium", "high")}
+    stale = await survey_client.put(path, headers={**director, "If-Match": read.headers["ETag"]},
+                                    json={"rules": {"goodwill_limit": 500}})
+    assert stale.status_code == 412, stale.text
+    urgent = await survey_client.put(path, headers={**director, "If-Match": r.headers["ETag"]}, json={
+        "rules": {"complaint_sla": {"urgent": {"first_response_hours": 1, "resolution_hours": 2}}}})
+    assert urgent.status_code == 422 and urgent.json()["errors"][0]["field"] == "body.rules.complaint_sla.urgent"
 
 
 async def test_one_device_or_one_phone_answering_for_many_customers_is_flagged_for_review(

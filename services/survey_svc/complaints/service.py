@@ -29,7 +29,7 @@ from survey_svc.complaints import schemas as s
 from survey_svc.complaints.escalation import TOP_LEVEL, escalate, staff_of
 from survey_svc.complaints.events import publish
 from survey_svc.complaints.numbering import next_number
-from survey_svc.complaints.privacy import masked_text
+from survey_svc.privacy import mask_complaint, mask_entry
 from survey_svc.complaints.sla import (CHANNEL_NATURE, Facts, closing_due, computed_severity, due_times, higher,
                                        is_major, next_due, overdue, pending_due)
 from survey_svc.deps import Ctx
@@ -46,7 +46,7 @@ from shared.events.catalog.survey import ComplaintClosed, ComplaintOpened, Compl
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams, paginate
 from shared.ids import new_id
-from shared.pii import mask_name, mask_number, mask_phone
+from shared.pii import mask_name, mask_number
 
 #: Who may approve goodwill above the limit (R-PERM-03): the service manager and the quality line.
 APPROVERS = frozenset({Role.SERVICE_MANAGER, Role.CS_MANAGER, Role.CS_DIRECTOR, Role.ADMIN})
@@ -513,8 +513,7 @@ def view(c: Complaint, principal: Principal, now: datetime) -> s.ComplaintRead:
     if not principal.sees_pii:
         body.complainant_name = mask_name(body.complainant_name) if body.complainant_name else None
         body.complainant_phone = mask_number(body.complainant_phone) if body.complainant_phone else None
-        for field, value in masked_text(body, False).items():
-            setattr(body, field, value)
+        mask_complaint(body)
     return body
 
 
@@ -526,7 +525,7 @@ async def detail(ctx: Ctx, complaint_id: uuid.UUID) -> s.ComplaintDetail:
                             entries=[s.EntryRead.model_validate(e) for e in entries])
     if not ctx.principal.sees_pii:
         for e in out.entries:
-            e.body = mask_phone(e.body) if e.body else e.body
+            mask_entry(e)
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from survey_svc.complaints.privacy import masked_text
+from survey_svc.privacy import masked_text
 from survey_svc.complaints.sla import overdue
 from survey_svc.models import Complaint, Response, StaffView
 from survey_svc.reports.scope import Scope

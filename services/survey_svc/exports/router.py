@@ -15,22 +15,18 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from survey_svc.complaints.schemas import Status
-from survey_svc.deps import Ctx, CtxDep
+from survey_svc.deps import Ctx, CtxDep, complaint_readers, survey_readers
 from survey_svc.exports import queries
 from survey_svc.reports.queries import item_columns, survey_items
 from survey_svc.reports.schemas import MAX_DAYS as REPORT_DAYS
 from survey_svc.reports.scope import Scope, resolve_scope
 from survey_svc.surveys.schemas import KEY
-from shared.auth import require_roles
-from shared.auth.roles import MANAGERS
 from shared.errors import problem_responses
 from shared.http.export import MAX_EXPORT_DAYS, ExportFormat, FormatParam, export_responses, stream_export, \
     stream_rows
 from shared.validation import IsoDate
 
 router = APIRouter(tags=["exports"], responses=problem_responses(401, 403, 404, 422))
-survey_readers = require_roles(*MANAGERS, scope="surveys:read")
-complaint_readers = require_roles(*MANAGERS, scope="complaints:read")
 
 StoreParam = Annotated[uuid.UUID | None, Query(
     description="One of your stores; default: every store you may see (404 for a store outside your scope).")]

@@ -10,20 +10,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from survey_svc.deps import CtxDep
+from survey_svc.deps import CtxDep, complaint_readers, survey_readers
 from survey_svc.reports import queries
 from survey_svc.reports.schemas import ComplaintGroup, ComplaintReport, SatisfactionReport, SurveyGroup
 from survey_svc.reports.scope import resolve_scope
 from survey_svc.surveys.schemas import KEY
-from shared.auth import require_roles
-from shared.auth.roles import MANAGERS
 from shared.errors import problem_responses
 from shared.http.export import sections_csv, sections_csv_doc
 from shared.validation import IsoDate
 
-#: Managers see their stores' reports; an OEM integration key with ``surveys:read`` pulls its stores' figures.
-readers = require_roles(*MANAGERS, scope="surveys:read")
-router = APIRouter(tags=["reports"], dependencies=[readers], responses=problem_responses(401, 403, 404, 422))
+router = APIRouter(tags=["reports"], responses=problem_responses(401, 403, 404, 422))
 
 StoreParam = Annotated[uuid.UUID | None, Query(
     description="One of your stores; default: every store you may see (404 for a store outside your scope).")]
@@ -52,7 +48,7 @@ def _span(report: SatisfactionReport | ComplaintReport) -> str:
     return f"{report.from_date.isoformat()}_{report.to_date.isoformat()}"
 
 
-@router.get("/api/v1/surveys/reports/satisfaction", response_model=SatisfactionReport,
+@router.get("/api/v1/surveys/reports/satisfaction", response_model=SatisfactionReport, dependencies=[survey_readers],
             responses=sections_csv_doc(SatisfactionReport, SECTIONS))
 async def satisfaction_report(
         ctx: CtxDep, request: Request, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,
@@ -73,7 +69,7 @@ async def satisfaction_report(
     return report
 
 
-@router.get("/api/v1/complaints/reports", response_model=ComplaintReport,
+@router.get("/api/v1/complaints/reports", response_model=ComplaintReport, dependencies=[complaint_readers],
             responses=sections_csv_doc(ComplaintReport, SECTIONS))
 async def complaint_report(
         ctx: CtxDep, request: Request, store_id: StoreParam = None, from_: FromParam = None, to: ToParam = None,

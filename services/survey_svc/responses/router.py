@@ -14,10 +14,11 @@ from survey_svc.invitations.service import (InviteRequest, SubjectUnknown, Surve
                                             existing_for_subject, invite)
 from survey_svc.models import Invitation, Response
 from survey_svc.policy import rules_for
+from survey_svc.privacy import mask_response
 from survey_svc.responses import schemas as s
 from survey_svc.responses.service import NotAnswerable, Submission, submit
 from survey_svc.surveys.answers import AnswerErrors
-from shared.auth import ensure_store, require_roles, scoped
+from shared.auth import Principal, ensure_store, require_roles, scoped
 from shared.auth.roles import STAFF, Role
 from shared.auth.scoping import get_scoped
 from shared.db.base import where_given
@@ -34,6 +35,15 @@ reviewers = require_roles(Role.CS_MANAGER, Role.CS_DIRECTOR, Role.ADMIN)
 
 def answer_errors(exc: AnswerErrors) -> InvalidFields:
     return InvalidFields({f"body.answers.{k}": v for k, v in exc.errors.items()})
+
+
+def view(resp: Response, principal: Principal) -> s.ResponseRead:
+    """An answer as the caller may read it: phone numbers in its comment and text answers masked unless the
+    caller sees personal data."""
+    body = s.ResponseRead.model_validate(resp)
+    if not principal.sees_pii:
+        mask_response(body)
+    return body
 
 
 @router.get("", response_model=Page[s.ResponseRead], dependencies=[staff_only])
@@ -57,13 +67,13 @@ async def list_responses(
     if answered_to is not None:
         stmt = stmt.where(Response.answered_at < answered_to)
     rows = (await ctx.session.scalars(paginate(stmt, Response.id, params))).all()
-    return make_page(list(rows), params)
+    return make_page([view(r, ctx.principal) for r in rows], params)
 
 
 @router.get("/{response_id}", response_model=s.ResponseRead, dependencies=[staff_only],
             responses=problem_responses(404))
-async def get_response(ctx: CtxDep, response_id: uuid.UUID) -> Response:
-    return await get_scoped(ctx.session, Response, ctx.principal, response_id, "Response")
+async def get_response(ctx: CtxDep, response_id: uuid.UUID) -> s.ResponseRead:
+    return view(await get_scoped(ctx.session, Response, ctx.principal, response_id, "Response"), ctx.principal)
 
 
 @router.post("", status_code=201, response_model=s.ResponseRead, dependencies=[staff_only],
@@ -77,7 +87,7 @@ async def record_phone_response(ctx: CtxDep, body: s.PhoneResponse,
 
     async def created() -> tuple[dict, dict[str, str]]:
         resp = await _record(ctx, body)
-        return s.ResponseRead.model_validate(resp).model_dump(mode="json"), {"Location": f"{router.prefix}/{resp.id}"}
+        return view(resp, ctx.principal).model_dump(mode="json"), {"Location": f"{router.prefix}/{resp.id}"}
 
     return await ctx.runtime.idempotency.run(ctx.principal, idempotency_key, "POST /surveys/responses",
                                              body.model_dump(mode="json"), created)
@@ -125,7 +135,7 @@ async def _record(ctx: CtxDep, body: s.PhoneResponse) -> Response:
 
 @router.post("/{response_id}/review", response_model=s.ResponseRead, dependencies=[reviewers],
              responses=problem_responses(404, 409))
-async def review_response(ctx: CtxDep, response_id: uuid.UUID, body: s.Review) -> Response:
+async def review_response(ctx: CtxDep, response_id: uuid.UUID, body: s.Review) -> s.ResponseRead:
     """Decide on a flagged answer (CS manager, director, admin): accepted answers count in reports, rejected ones
     do not. 409 when the answer was not flagged or is already decided."""
     resp = await get_scoped(ctx.session, Response, ctx.principal, response_id, "Response", for_update=True)
@@ -136,4 +146,4 @@ async def review_response(ctx: CtxDep, response_id: uuid.UUID, body: s.Review) -
     ctx.audit.record(ctx.session, ctx.principal, "response.review", "response", resp.id, tenant_id=resp.tenant_id,
                      store_id=resp.store_id, after={"review_status": body.decision})
     await ctx.session.commit()
-    return resp
+    return view(resp, ctx.principal)

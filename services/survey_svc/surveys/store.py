@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -55,11 +56,14 @@ async def current(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> Surv
 
 async def add_version(session: AsyncSession, tenant_id: uuid.UUID, key: str, name: str,
                       definition: SurveyDefinition, change_note: str | None, author: uuid.UUID | None,
-                      now: datetime) -> SurveyTemplate:
-    """A new version; the one it replaces is retired (its open invitations still answer it)."""
+                      now: datetime, check: Callable[[int], None] | None = None) -> SurveyTemplate:
+    """A new version; the one it replaces is retired (its open invitations still answer it). ``check`` gets the
+    latest version, locked (an editor's If-Match: two editors of one version do not both succeed)."""
     latest = await session.scalar(sa.select(SurveyTemplate).where(
         SurveyTemplate.tenant_id == tenant_id, SurveyTemplate.key == key)
         .order_by(SurveyTemplate.version.desc()).limit(1).with_for_update())
+    if check is not None:
+        check(latest.version if latest is not None else 0)
     if latest is not None and latest.retired_at is None:
         latest.retired_at = now
     row = SurveyTemplate(id=new_id(), tenant_id=tenant_id, key=key, version=(latest.version + 1) if latest else 1,
