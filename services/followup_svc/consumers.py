@@ -89,7 +89,7 @@ class Handlers:
         if await session.get(CustomerView, data.customer_id, with_for_update=True) is None:
             await self._first_seen(session, event, data)
 
-    async def _first_seen(self, session: AsyncSession, event: CloudEvent, data: ev.CustomerSnapshot) -> None:
+    async def _first_seen(self, session: AsyncSession, event: CloudEvent, data: ev.CustomerCreated) -> None:
         """A customer new to the read model: copy them and plan what a new customer triggers.
 
         An imported customer is history: what a new contact triggers is planned from when the relationship began
@@ -98,7 +98,7 @@ class Handlers:
         session.add(customer)
         await session.flush()
         began: datetime | None = event.time
-        if isinstance(data, ev.CustomerCreated) and data.imported:
+        if data.imported:
             began = data.since
         await triggers.customer_created(self.planner(session), customer, event.time, began)
 
@@ -106,8 +106,9 @@ class Handlers:
         data = ev.CustomerUpdated.model_validate(event.data)
         customer = await session.get(CustomerView, data.customer_id, with_for_update=True)
         if customer is None:
-            await self._first_seen(session, event, data)
-            return
+            # The created event is behind (retried, or handled concurrently): it says whether the customer is a
+            # fresh contact or imported history, which an update cannot.
+            raise MissingDependency(f"customer {data.customer_id} not in the read model yet")
         old_sales, old_advisor = customer.assigned_sales_id, customer.assigned_advisor_id
         for name, value in _customer_fields(data).items():
             setattr(customer, name, value)

@@ -1,6 +1,9 @@
 """Roles from DOMAIN.md §3 and what each may see beyond its own stores."""
 
+import uuid
+from collections.abc import Iterable
 from enum import StrEnum
+from typing import TypeVar
 
 
 class Role(StrEnum):
@@ -16,6 +19,8 @@ class Role(StrEnum):
     INTEGRATION = "integration"
 
 
+T = TypeVar("T")
+
 #: Roles that see every store of their dealer group (group-level quality and administration).
 TENANT_WIDE = frozenset({Role.CS_DIRECTOR, Role.ADMIN})
 #: Roles that read phone numbers, ID numbers and addresses unmasked.
@@ -27,3 +32,13 @@ MANAGERS = frozenset({Role.SHOWROOM_MANAGER, Role.SALES_MANAGER, Role.SERVICE_MA
                       Role.CS_DIRECTOR, Role.ADMIN})
 #: Every role except integrations may work customer records.
 STAFF = frozenset(Role) - {Role.INTEGRATION}
+
+
+def eligible_staff(staff: Iterable[T], store_id: uuid.UUID, roles: Iterable[str]) -> list[T]:
+    """Active staff (read-model rows with ``active``, ``roles`` and ``store_ids``) holding any of ``roles`` for
+    the store: by being staff of it, or through a group-wide role (a CS director's staff record may list only the
+    head office)."""
+    wanted = {str(r) for r in roles}
+    wide = {str(r) for r in TENANT_WIDE}
+    return [s for s in staff if s.active and set(s.roles) & wanted  # type: ignore[attr-defined]
+            and (str(store_id) in s.store_ids or set(s.roles) & wanted & wide)]  # type: ignore[attr-defined]

@@ -66,6 +66,8 @@ async def test_an_overdue_task_goes_up_the_chain_of_its_own_store(
     assert set(levels[2]["to_roles"]) == {"cs_manager", "cs_director"}
     assert await staff_id(client, fgroup, Role.CS_MANAGER, "A") in levels[2]["notify_staff_ids"]
     assert await staff_id(client, fgroup, Role.CS_MANAGER, "B") not in levels[2]["notify_staff_ids"]
+    # The CS director's role is group-wide: the one whose record lists only store B hears of store A's task too.
+    assert await staff_id(client, fgroup, Role.CS_DIRECTOR, "B") in levels[2]["notify_staff_ids"]
     await advance(followup_runtime, timedelta(days=3))
     await watch(followup_runtime)
     assert (await one(followup_runtime, fgroup, created["id"])).escalation_level == 2

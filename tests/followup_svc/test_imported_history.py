@@ -7,8 +7,13 @@ import uuid
 from datetime import date, timedelta
 
 import httpx
+import pytest
 
 from followup_svc.app import FollowupRuntime
+from followup_svc.consumers import Handlers
+from shared.events.catalog import customer as ev
+from shared.events.envelope import build_event
+from shared.messaging.consumer import MissingDependency
 from shared.testing.events import EventTap
 from shared.testing.waiting import eventually
 from tests.conftest import Group, new_phone
@@ -52,3 +57,24 @@ async def test_an_imported_old_delivery_sends_nothing_late(client: httpx.AsyncCl
     requested = event_tap.matching("followup.message.requested.v1",
                                    where=lambda e: e.data.get("customer_id") in {str(i) for i in ids.values()})
     assert requested == []
+
+
+async def test_an_update_handled_before_its_customers_creation_waits_for_it(followup_runtime: FollowupRuntime,
+                                                                            fgroup: Group) -> None:
+    """Only the created event says whether a customer is imported history: an update that overtook it is retried
+    instead of making the customer a fresh showroom contact."""
+    customer_id = uuid.uuid4()
+    common = dict(customer_id=customer_id, store_id=fgroup.store_a, customer_no="C-9", kind="person", name="导入客户",
+                  relationship="prospect")
+    updated = build_event(ev.CustomerUpdated(**common, changed=["name"]), source="customer_svc",
+                          tenant_id=fgroup.tenant_id, store_id=fgroup.store_a)
+    created = build_event(ev.CustomerCreated(**common, imported=True), source="customer_svc",
+                          tenant_id=fgroup.tenant_id, store_id=fgroup.store_a)
+    handlers = Handlers(followup_runtime)
+    async with followup_runtime.sessionmaker() as session, session.begin():
+        with pytest.raises(MissingDependency):
+            await handlers.customer_updated(session, updated)
+    for event, handler in ((created, handlers.customer_created), (updated, handlers.customer_updated)):
+        async with followup_runtime.sessionmaker() as session, session.begin():
+            await handler(session, event)
+    assert await followups(followup_runtime, fgroup.tenant_id, customer_id=customer_id) == []

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from followup_svc.clock import Clock
 from followup_svc.models import StaffView, Task
 from followup_svc.models.task import OPEN_STATES
-from shared.auth.roles import Role
+from shared.auth.roles import Role, eligible_staff
 from shared.events.catalog.followup import TaskEscalated, TaskOverdue
 from shared.messaging.outbox import Outbox
 
@@ -67,8 +67,7 @@ class Escalator:
                 if key not in staff_cache:
                     staff_cache[key] = list(await session.scalars(sa.select(StaffView).where(
                         StaffView.tenant_id == task.tenant_id, StaffView.active.is_(True))))
-                notify = [s.id for s in staff_cache[key]
-                          if str(task.store_id) in s.store_ids and set(s.roles) & {str(r) for r in roles}]
+                notify = [s.id for s in eligible_staff(staff_cache[key], task.store_id, roles)]
                 task.escalation_level, task.escalated_at, task.version = level, now, task.version + 1
                 task.escalate_at = now + max(task.sla_due_at - task.due_at, MIN_SECOND_STEP) if level < 2 else None
                 self.outbox.append(session, TaskEscalated(

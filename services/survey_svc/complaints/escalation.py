@@ -30,7 +30,7 @@ from survey_svc.complaints.sla import CLOSING_WINDOW, TOP_LEVEL, breach_of, next
 from survey_svc.deps import audit_log
 from survey_svc.models import Complaint, ComplaintEntry, StaffView, StoreView
 from survey_svc.policy import PolicyRules, rules_for
-from shared.auth.roles import TENANT_WIDE, Role
+from shared.auth.roles import Role, eligible_staff
 from shared.calendar import zone
 from shared.db.base import utcnow
 from shared.events.catalog.survey import ComplaintEscalated
@@ -63,14 +63,6 @@ def chain_roles(c: Complaint, level: int) -> tuple[Role, ...]:
             roles.append(Role.CS_DIRECTOR)
         return tuple(roles)
     return (Role.CS_DIRECTOR, Role.ADMIN)
-
-
-def eligible_staff(staff: list[StaffView], store_id: uuid.UUID, roles: tuple[Role, ...]) -> list[StaffView]:
-    """Active staff of the store holding any of ``roles`` (group-wide roles hold them for every store)."""
-    wanted = {str(r) for r in roles}
-    wide = {str(r) for r in TENANT_WIDE}
-    return [s for s in staff if s.active and set(s.roles) & wanted
-            and (str(store_id) in s.store_ids or set(s.roles) & wide)]
 
 
 async def staff_of(session: AsyncSession, tenant_id: uuid.UUID) -> list[StaffView]:
