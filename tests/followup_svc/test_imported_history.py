@@ -50,6 +50,10 @@ async def test_an_imported_old_delivery_sends_nothing_late(client: httpx.AsyncCl
     assert {r.state for r in past} == {"skipped"}, [(r.rule_key, r.due_at, r.state, r.reason) for r in past]
     assert all("stale" in (r.reason or "") for r in past)
     assert {r.state for r in ahead} == {"scheduled"}
+    # The series a delivery starts go on from today: the first monthly care and quarterly call still ahead.
+    for rule, within in (("owner_monthly_care", 45), ("owner_quarterly_visit", 100)):  # holidays defer some
+        upcoming = [r for r in rows if r.rule_key == rule and r.state == "scheduled"]
+        assert len(upcoming) == 1 and now < upcoming[0].due_at < now + timedelta(days=within), (rule, upcoming)
     # The imported prospect is no fresh showroom contact: no thank-you SMS, no 24-hour recap.
     prospect_rows = await followups(followup_runtime, fgroup.tenant_id, customer_id=ids[prospect])
     assert not [r for r in prospect_rows if r.rule_key.startswith("prospect_thanks")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from followup_svc.playbooks.defaults import DEFAULT_RULES
 from followup_svc.playbooks.schemas import RuleDefinition
@@ -68,3 +68,25 @@ def test_stale_limit_and_sampling() -> None:
     ids = [uuid.uuid4() for _ in range(4000)]
     share = sum(sampled(i, 35) for i in ids) / len(ids)
     assert 0.31 < share < 0.39 and all(sampled(i, None) for i in ids[:10])
+
+
+def test_the_next_maintenance_counts_from_the_last_ones_odometer() -> None:
+    """Plan: first at 2,500 km, second at 7,500, then every 10,000 (or 12 months). A car first serviced here at
+    60,000 km (bought elsewhere) is next due at 65,000, not at once; one serviced on plan keeps the plan."""
+    from followup_svc.models import VehicleView
+    from followup_svc.playbooks.schemas import MaintenancePlan
+    from followup_svc.scheduling.triggers import maintenance_due
+
+    plan = MaintenancePlan()
+    serviced = datetime(2026, 3, 1, 2, tzinfo=UTC)
+
+    def car(count: int, km: int, readings: list[list]) -> VehicleView:  # type: ignore[type-arg]
+        return VehicleView(delivery_date=serviced.date() - timedelta(days=700), maintenance_count=count,
+                           last_maintenance_at=serviced, last_maintenance_km=km, mileage_readings=readings)
+
+    used = car(1, 60_000, [["2025-03-01", 50_000], ["2026-03-01", 60_000]])  # 10,000 km a year
+    cycle, day = maintenance_due(used, plan)  # type: ignore[misc]
+    assert cycle == 2 and day == serviced.date() + timedelta(days=182)  # 5,000 km at ~27 km a day
+    on_plan = car(2, 7_400, [["2025-03-01", 2_500], ["2026-03-01", 7_400]])
+    cycle, day = maintenance_due(on_plan, plan)  # type: ignore[misc]
+    assert cycle == 3 and day == date(2027, 3, 1)  # 17,400 km is 2 years away: the 12 months come first

@@ -144,8 +144,7 @@ class Planner:
         rows = []
         for want in wants:
             due = want.due or timing.due_time(rdef, want.anchor, want.step, calendar, subject.id)
-            limit = timing.stale_limit(rdef, due)
-            stale = limit is not None and limit < self.now
+            stale = self._stale(rdef, due)
             rows.append(dict(
                 id=new_id(), tenant_id=subject.tenant_id, store_id=subject.store_id, rule_id=rule.id,
                 rule_key=rule.key, occurrence_key=occurrence_key(rule.key, subject, want.series, want.step),
@@ -190,14 +189,40 @@ class Planner:
 
     async def plan(self, trigger: str, subject: Subject, anchor: datetime, series: str,
                    matches: Any = None) -> int:
-        """Event-driven planning: every fixed offset, plus the first recurrence cycle (later ones chain)."""
+        """Event-driven planning: every fixed offset, plus the first recurrence cycle (later ones chain from it
+        as each fires). Of history (an imported delivery), the first cycle is recorded stale and the first cycle
+        still ahead is planned too, so the series goes on from today instead of ending unfired (and nothing of
+        the past is sent late)."""
         planned = 0
         for rule, rdef in await self.rules(subject, trigger):
             if matches is not None and not matches(rdef):
                 continue
-            steps = len(rdef.schedule.offsets) + (1 if rdef.schedule.repeat else 0)
-            planned += len(await self.insert(rule, rdef, subject, [Want(series, s, anchor) for s in range(steps)]))
+            offsets = len(rdef.schedule.offsets)
+            wants = [Want(series, s, anchor) for s in range(offsets + (1 if rdef.schedule.repeat else 0))]
+            if rdef.schedule.repeat is not None:
+                calendar = await self.calendars.get(subject.store_id)
+                first = timing.due_time(rdef, anchor, offsets, calendar, subject.id)
+                live = self.live_cycle(rdef, calendar, offsets, first, ahead=True)
+                if live is not None and live[0] != offsets and self._stale(rdef, first):
+                    wants.append(Want(series, live[0], anchor, live[1]))
+            planned += len(await self.insert(rule, rdef, subject, wants))
         return planned
+
+    def _stale(self, rdef: RuleDefinition, due: datetime) -> bool:
+        limit = timing.stale_limit(rdef, due)
+        return limit is not None and limit < self.now
+
+    def live_cycle(self, rdef: RuleDefinition, calendar: StoreCalendar, step: int, due: datetime,
+                   ahead: bool = False) -> tuple[int, datetime] | None:
+        """The first recurrence cycle from (``step``, ``due``) on that is not stale yet (``ahead``: not due yet),
+        each counted from the one before; None when the series ends first."""
+        while True:
+            if (due >= self.now) if ahead else not self._stale(rdef, due):
+                return step, due
+            step += 1
+            if step >= timing.total_steps(rdef.schedule):
+                return None
+            due = timing.cycle_due(rdef, due, calendar)
 
     async def reconcile(self, rule: Rule, rdef: RuleDefinition, subject: Subject, wants: list[Want],
                         reason: str) -> None:

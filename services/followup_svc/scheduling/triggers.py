@@ -134,7 +134,9 @@ def _km_per_day(readings: list[list]) -> float:  # type: ignore[type-arg]
 
 def maintenance_due(v: VehicleView, plan: MaintenancePlan) -> tuple[int, date] | None:
     """The next maintenance cycle and the day it falls due: at its mileage (estimated from the odometer
-    readings) or its time limit, whichever comes first. None before the car is delivered."""
+    readings) or its time limit, whichever comes first. None before the car is delivered. After a maintenance
+    with its odometer reading, the next one is that reading plus the plan's step (a car first serviced here at
+    60,000 km, or one that skipped a service, is not due again the next day)."""
     cycle = v.maintenance_count + 1
     if v.last_maintenance_at is not None:
         base_day = v.last_maintenance_at.date()
@@ -142,7 +144,10 @@ def maintenance_due(v: VehicleView, plan: MaintenancePlan) -> tuple[int, date] |
         base_day = v.delivery_date
     else:
         return None
-    target_km = plan.first_km if cycle == 1 else plan.second_km + (cycle - 2) * plan.interval_km
+    if cycle > 1 and v.last_maintenance_km is not None:
+        target_km = v.last_maintenance_km + (plan.second_km - plan.first_km if cycle == 2 else plan.interval_km)
+    else:
+        target_km = plan.first_km if cycle == 1 else plan.second_km + (cycle - 2) * plan.interval_km
     months = plan.first_months if cycle == 1 else plan.interval_months
     by_time = base_day + relativedelta(months=months)
     readings = v.mileage_readings or []
@@ -297,11 +302,9 @@ async def _next_cycle(planner: Planner, row: Any, rule: Rule, subject: Subject) 
         return
     calendar = await planner.calendars.get(row.store_id)
     series = (row.context or {}).get("series", "")
-    step, base = row.step + 1, row.due_at
-    while step < timing.total_steps(cdef.schedule):
-        due = timing.cycle_due(cdef, base, calendar)
-        limit = timing.stale_limit(cdef, due)
-        if limit is None or limit >= planner.now:
-            await planner.insert(current, cdef, subject, [Want(series, step, row.anchor_at, due)])
-            return
-        step, base = step + 1, due
+    step = row.step + 1
+    if step >= timing.total_steps(cdef.schedule):
+        return
+    live = planner.live_cycle(cdef, calendar, step, timing.cycle_due(cdef, row.due_at, calendar))
+    if live is not None:
+        await planner.insert(current, cdef, subject, [Want(series, live[0], row.anchor_at, live[1])])
