@@ -170,8 +170,12 @@ class Handlers:
         planner = self.planner(session)
         if data.purpose == "marketing" and not any(
                 granted for key, granted in customer.consents.items() if key.endswith(":marketing")):
+            pending = list(await session.scalars(sa.select(FollowUp).where(
+                FollowUp.tenant_id == customer.tenant_id, FollowUp.customer_id == customer.id,
+                FollowUp.purpose == "marketing", FollowUp.state == "scheduled")))
             await planner.cancel(customer.tenant_id, f"customer opted out of marketing ({data.channel}, {data.source})"[:300],
                                  customer_id=customer.id, purpose="marketing")
+            await triggers.continue_series(planner, pending)
         elif data.granted:
             await triggers.reconcile_customer(planner, customer, {"personal"}, event.time)
 
@@ -267,8 +271,9 @@ class Handlers:
                    "satisfaction_index": data.satisfaction_index, "nps_score": data.nps_score,
                    "comment": data.comment, "staff_id": _str(data.staff_id), "invitation_id": str(data.invitation_id),
                    "about_type": data.about_type, "about_id": str(data.about_id)}
+        customer_id = await _surviving(session, data.customer_id)
         subject = Subject("survey_response", data.response_id, _tenant(event),
-                          await self._store_of(session, event, data.customer_id), data.customer_id, data.vehicle_id,
+                          await self._store_of(session, event, customer_id), customer_id, data.vehicle_id,
                           {k: v for k, v in context.items() if v is not None})
         await triggers.survey_low_score(self.planner(session), subject, data.survey, data.answered_at)
 
@@ -277,8 +282,9 @@ class Handlers:
         context = {"complaint_number": data.number, "category": data.category, "severity": data.severity,
                    "kind": data.kind, "owner_id": _str(data.owner_id), "feedback_result": data.feedback_result,
                    "feedback_speed": data.feedback_speed}
+        customer_id = await _surviving(session, data.customer_id)
         subject = Subject("complaint", data.complaint_id, _tenant(event),
-                          await self._store_of(session, event, data.customer_id), data.customer_id, data.vehicle_id,
+                          await self._store_of(session, event, customer_id), customer_id, data.vehicle_id,
                           {k: v for k, v in context.items() if v is not None})
         await triggers.complaint_closed(self.planner(session), subject, data.closed_at)
 
@@ -289,6 +295,15 @@ class Handlers:
         if customer_id is not None:
             return (await self._customer(session, customer_id)).store_id
         raise MissingDependency(f"{event.type} {event.subject} names no store and no customer")
+
+
+async def _surviving(session: AsyncSession, customer_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The customer a survey_svc event is about now: survey_svc keeps the id the answer or complaint was taken
+    under, and staff may have merged that record into another since (merge chains are kept flat)."""
+    if customer_id is None:
+        return None
+    customer = await session.get(CustomerView, customer_id)
+    return customer.merged_into_id if customer is not None and customer.merged_into_id else customer_id
 
 
 def _str(value: uuid.UUID | None) -> str | None:

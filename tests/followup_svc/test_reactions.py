@@ -264,6 +264,26 @@ async def test_yearly_greetings_continue_and_a_same_day_update_keeps_next_year(
     assert sum(r.state == "fired" for r in rows) == 1
 
 
+async def test_a_marketing_opt_out_cancels_this_cycle_not_the_series(
+        client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
+    """Opting out cancels what is planned; the monthly care goes on being planned (and skipped for want of
+    consent when due), so a customer who opts back in gets it again."""
+    customer, vehicle, _ = await deliver(client, fgroup)
+    cid, vid = uuid.UUID(customer["id"]), uuid.UUID(vehicle["id"])
+    await planned(followup_runtime, fgroup, vehicle["id"], 17)
+    for granted in (True, False):
+        resp = await client.put(f"/api/v1/customers/{cid}/consents", headers=fgroup.headers(Role.ADMIN),
+                                json={"channel": "sms", "purpose": "marketing", "granted": granted, "source": "test"})
+        assert resp.status_code == 200, resp.text
+    rows = await rows_where(followup_runtime, fgroup,
+                            lambda rs: any("opted out" in (r.reason or "") for r in rs), vehicle_id=vid)
+    care = by_rule(rows, "owner_monthly_care")
+    cancelled = [r for r in care if r.state == "cancelled"]
+    assert cancelled and all("opted out of marketing" in (r.reason or "") for r in cancelled)
+    last = max(r.step for r in cancelled)
+    assert [r.step for r in care if r.state == "scheduled"] == [last + 1]
+
+
 async def test_a_merge_moves_the_duplicates_cars_and_their_plans_to_the_survivor(
         client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
     duplicate, vehicle, _ = await deliver(client, fgroup)

@@ -109,6 +109,21 @@ async def test_a_manager_cancels_a_planned_touch_with_the_reason(
     assert moved.status_code == 409
 
 
+async def test_cancelling_this_months_care_keeps_the_series(
+        client, followup_client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
+    """A manager cancels one cycle of the monthly care: the next month's is planned at once, the rest follows."""
+    _, vehicle, _ = await deliver(client, fgroup)
+    rows = await planned(followup_runtime, fgroup, vehicle["id"], 17)
+    first = max((r for r in rows if r.rule_key == "owner_monthly_care"), key=lambda r: r.step)  # the last planned
+    resp = await followup_client.post(f"{FOLLOWUPS}/{first.id}/cancel", json={"reason": "本月不发"},
+                                      headers=fgroup.headers(Role.SALES_MANAGER))
+    assert resp.status_code == 200, resp.text
+    after = [r for r in await followups(followup_runtime, fgroup.tenant_id, vehicle_id=uuid.UUID(vehicle["id"]))
+             if r.rule_key == "owner_monthly_care"]
+    [following] = [r for r in after if r.state == "scheduled" and r.step > first.step]
+    assert following.step == first.step + 1 and timedelta(days=27) < following.due_at - first.due_at < timedelta(days=40)
+
+
 async def test_a_manager_reschedules_a_planned_touch_and_it_fires_then(
         client, followup_client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
     _, vehicle, _ = await deliver(client, fgroup)

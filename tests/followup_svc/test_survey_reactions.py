@@ -134,6 +134,32 @@ async def test_a_low_service_score_becomes_one_recovery_task_for_the_service_man
     assert len(await followups(followup_runtime, fgroup.tenant_id, subject_id=data.response_id)) == 1
 
 
+async def test_a_low_score_given_under_a_record_merged_since_is_the_survivors(
+        client, followup_runtime: FollowupRuntime, fgroup: Group) -> None:
+    """survey_svc keeps the id an answer was given under; staff merged that record into another since: the
+    recovery task is planned (and fired) for the surviving customer, not skipped as a merged record's."""
+    duplicate, vehicle = await owner_with_car(client, followup_runtime, fgroup)
+    survivor, _ = await owner_with_car(client, followup_runtime, fgroup)
+    merged = await client.post(f"/api/v1/customers/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]},
+                               headers=fgroup.headers(Role.ADMIN, **{"If-Match": "*"}))
+    assert merged.status_code == 200, merged.text
+
+    async def known() -> bool:
+        async with followup_runtime.sessionmaker() as s:
+            row = await s.get(CustomerView, uuid.UUID(duplicate["id"]))
+            return row is not None and row.merged_into_id == uuid.UUID(survivor["id"])
+
+    await eventually(known)
+    data = low_score(duplicate, vehicle, followup_runtime.clock.now())
+    await publish(followup_runtime, survey_event(data, fgroup))
+    [row] = await planned_for(followup_runtime, fgroup, data.response_id, 1)
+    assert row.customer_id == uuid.UUID(survivor["id"])
+    await fire_until(followup_runtime, row.due_at)
+    [task] = await eventually(lambda: tasks(followup_runtime, fgroup.tenant_id, rule_key="service_recovery",
+                                            customer_id=uuid.UUID(survivor["id"])))
+    assert task.status == "open"
+
+
 async def test_a_low_sales_score_goes_to_the_sales_manager(
         client, followup_runtime: FollowupRuntime, fgroup: Group, event_tap: EventTap) -> None:
     customer, vehicle = await owner_with_car(client, followup_runtime, fgroup)

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 from followup_svc.deps import Ctx
 from followup_svc.models import FollowUp, Rule, TestClock
+from followup_svc.scheduling import triggers
+from followup_svc.scheduling.planner import Planner
 from followup_svc.scheduling.schemas import MAX_OFFSET_SECONDS, FollowUpReschedule, TestClockSet
 from shared.audit import snapshot
 from shared.auth import scoped
@@ -114,6 +116,7 @@ async def cancel(ctx: Ctx, followup_id: uuid.UUID, reason: str) -> dict[str, Any
         before = snapshot(row)
         row.state, row.reason, row.updated_at = "cancelled", f"cancelled by staff: {reason}"[:300], now
         await ctx.session.flush()
+        await triggers.continue_series(Planner(ctx.session, now), [row])  # this cycle only, not the series
         ctx.audit.record(ctx.session, ctx.principal, "cancel", "followup", row.id, tenant_id=row.tenant_id,
                          store_id=row.store_id, before=before, after=snapshot(row))
         ctx.outbox.append(ctx.session, OccurrenceSkipped(

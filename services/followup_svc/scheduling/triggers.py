@@ -267,11 +267,28 @@ async def contact_made(planner: Planner, task: Task) -> None:
 ENDS_SERIES = ("customer lost", "customer merged", "vehicle transferred", "maintenance done")
 
 
+def _subject_of(row: Any) -> Subject:
+    return Subject(row.subject_type, row.subject_id, row.tenant_id, row.store_id, row.customer_id, row.vehicle_id,
+                   {k: v for k, v in (row.context or {}).items() if k != "series"})
+
+
+async def continue_series(planner: Planner, rows: list[FollowUp]) -> None:
+    """Cycles of recurring series cancelled one by one (a marketing opt-out, a manager cancelling this month's):
+    each series' next cycle is planned, so cancelling one never ends the rest (without consent, the firing skips
+    them, and a customer who opts back in gets them again)."""
+    for row in rows:
+        rule = await planner.session.get(Rule, row.rule_id)
+        if rule is None:
+            continue
+        schedule = definition_of(rule).schedule
+        if schedule.repeat is not None and timing.is_repeat_step(schedule, row.step + 1):
+            await _next_cycle(planner, row, rule, _subject_of(row))
+
+
 async def after_fire(planner: Planner, row: Any, rule: Rule, rdef: RuleDefinition) -> None:
     """What a handled occurrence plans next: its next recurrence cycle (counted from this cycle's time, with the
     rule's version now in force), next year's date, and chained rules. Called for fired and skipped rows."""
-    subject = Subject(row.subject_type, row.subject_id, row.tenant_id, row.store_id, row.customer_id, row.vehicle_id,
-                      {k: v for k, v in (row.context or {}).items() if k != "series"})
+    subject = _subject_of(row)
     if row.state != "fired" and (row.reason or "").startswith(ENDS_SERIES):
         return
     if rdef.schedule.repeat is not None and timing.is_repeat_step(rdef.schedule, row.step + 1):
