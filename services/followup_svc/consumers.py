@@ -110,9 +110,13 @@ class Handlers:
             # fresh contact or imported history, which an update cannot.
             raise MissingDependency(f"customer {data.customer_id} not in the read model yet")
         old_sales, old_advisor = customer.assigned_sales_id, customer.assigned_advisor_id
+        was_callable = not customer.do_not_call
         for name, value in _customer_fields(data).items():
             setattr(customer, name, value)
         changed = set(data.changed)
+        if was_callable and customer.do_not_call:  # calls already in the agents' queues stop too
+            await _cancel_open_tasks(session, customer.tenant_id, customer.id, "customer asked not to be called",
+                                     self.clock.now(), kind="call")
         await self._follow_owner_change(session, customer, old_sales, customer.assigned_sales_id)
         await self._follow_owner_change(session, customer, old_advisor, customer.assigned_advisor_id)
         what = ({"intent"} if changed & INTENT_FIELDS else set()) | ({"personal"} if changed & PERSONAL_FIELDS else set())
@@ -230,6 +234,9 @@ class Handlers:
         planner = self.planner(session)
         await planner.cancel(vehicle.tenant_id, "vehicle transferred to another owner", vehicle_id=vehicle.id,
                              customer_id=data.previous_customer_id)
+        # Nor is the previous owner called about the car he sold.
+        await _cancel_open_tasks(session, vehicle.tenant_id, data.previous_customer_id,
+                                 "vehicle transferred to another owner", self.clock.now(), vehicle_id=vehicle.id)
         vehicle.customer_id = data.customer_id
         await session.flush()
         await triggers.reconcile_vehicle(planner, vehicle)
@@ -318,10 +325,16 @@ def _add_reading(vehicle: VehicleView, day: date, km: int) -> None:
 
 
 async def _cancel_open_tasks(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID, reason: str,
-                             now: datetime) -> None:
-    await session.execute(sa.update(Task).where(
-        Task.tenant_id == tenant_id, Task.customer_id == customer_id, Task.status.in_(("open", "in_progress")))
-        .values(status="cancelled", outcome={"reason": reason}, completed_at=now, version=Task.version + 1))
+                             now: datetime, *, vehicle_id: uuid.UUID | None = None, kind: str | None = None) -> None:
+    """The customer's open tasks (of one vehicle, of one kind, when given) cancelled with ``reason``."""
+    stmt = sa.update(Task).where(Task.tenant_id == tenant_id, Task.customer_id == customer_id,
+                                 Task.status.in_(("open", "in_progress")))
+    if vehicle_id is not None:
+        stmt = stmt.where(Task.vehicle_id == vehicle_id)
+    if kind is not None:
+        stmt = stmt.where(Task.kind == kind)
+    await session.execute(stmt.values(status="cancelled", outcome={"reason": reason}, completed_at=now,
+                                      escalate_at=None, version=Task.version + 1))
 
 
 def subscriptions(runtime: FollowupRuntime) -> list[Subscription]:

@@ -136,6 +136,10 @@ async def test_transfer_cancels_the_old_owners_plan_and_plans_for_the_new(client
     old_owner, vehicle, _ = await deliver(client, fgroup)
     vid = uuid.UUID(vehicle["id"])
     await planned(followup_runtime, fgroup, vehicle["id"], 17)
+    await advance(followup_runtime, timedelta(days=1))
+    await fire_all(followup_runtime)  # the 3-hour call is in the consultant's queue
+    [call] = await tasks(followup_runtime, fgroup.tenant_id, rule_key="post_delivery_call_3h", vehicle_id=vid)
+    assert call.status == "open"
     new_owner = await new_customer(client, fgroup, relationship_type="owner")
     resp = await client.post(f"/api/v1/vehicles/{vid}/transfer", json={"customer_id": new_owner["id"]},
                              headers=fgroup.headers(Role.ADMIN))
@@ -147,6 +151,28 @@ async def test_transfer_cancels_the_old_owners_plan_and_plans_for_the_new(client
     assert all("transferred" in r.reason for r in old if r.state == "cancelled")
     new = [r for r in rows if r.customer_id == uuid.UUID(new_owner["id"]) and r.state == "scheduled"]
     assert {r.rule_key for r in new} >= {"maintenance_reminder"}
+    # Nobody calls the previous owner about the car he sold.
+    [call] = await tasks(followup_runtime, fgroup.tenant_id, id=call.id)
+    assert call.status == "cancelled" and call.outcome == {"reason": "vehicle transferred to another owner"}
+
+
+async def test_do_not_call_takes_the_calls_already_queued_off(client, followup_runtime, fgroup) -> None:
+    owner, vehicle, _ = await deliver(client, fgroup)
+    await planned(followup_runtime, fgroup, vehicle["id"], 17)
+    await advance(followup_runtime, timedelta(days=1))
+    await fire_all(followup_runtime)
+    [call] = await tasks(followup_runtime, fgroup.tenant_id, rule_key="post_delivery_call_3h",
+                         vehicle_id=uuid.UUID(vehicle["id"]))
+    etag = (await client.get(f"/api/v1/customers/{owner['id']}", headers=fgroup.headers(Role.ADMIN))).headers["ETag"]
+    resp = await client.patch(f"/api/v1/customers/{owner['id']}", json={"do_not_call": True},
+                              headers=fgroup.headers(Role.ADMIN, **{"If-Match": etag}))
+    assert resp.status_code == 200, resp.text
+
+    async def taken_off() -> bool:
+        [row] = await tasks(followup_runtime, fgroup.tenant_id, id=call.id)
+        return row.status == "cancelled" and row.outcome == {"reason": "customer asked not to be called"}
+
+    await eventually(taken_off)
 
 
 async def test_prospect_cadence_follows_the_intent_level_and_stops_when_lost(
