@@ -16,6 +16,8 @@ _PHONE = re.compile(rf"{_EDGE_BEFORE}((?:[+＋]?(?:86|８６)){_SEP})?([1１][3-
 #: Landlines with their area code: 0755-86001234, 010 6512 3456; not between dashes (a UUID's 0123-4567-8901).
 _LANDLINE = re.compile(rf"(?<![0-9０-９A-Za-z\-])([0０]{_D}{{2,3}}[ \-－]?)({_D}{{3,4}}){_SEP}({_D}{{4}})"
                        rf"(?![0-9０-９A-Za-z\-])")
+#: A value that is a number in E.164 (what events and records store): a landline or a number abroad too.
+_E164 = re.compile(r"[+＋][0-9]{7,15}")
 NAME_KEYS = frozenset({"name", "customer_name", "contact_person", "full_name"})
 ID_KEYS = frozenset({"id_number"})
 ADDRESS_KEYS = frozenset({"address", "home_address"})
@@ -56,6 +58,8 @@ def mask_value(key: str, value: Any) -> Any:
             return mask_id_number(value)
         if key in ADDRESS_KEYS:
             return mask_address(value)
+        if _E164.fullmatch(value):
+            return mask_number(value)
         return mask_phone(value)
     if isinstance(value, dict):
         return {k: mask_value(k, v) for k, v in value.items()}

@@ -8,6 +8,7 @@ import httpx
 
 from shared.auth.roles import Role
 from tests.conftest import Group, customer_body, new_phone
+from tests.customer_svc.factories import new_vin
 
 
 async def create(client: httpx.AsyncClient, group: Group, store: uuid.UUID | None = None, role: Role = Role.ADMIN,
@@ -79,6 +80,28 @@ class TestUpdate:
         stale = await client.patch(url, json={"name": "又一个"}, headers=group.headers(**{"If-Match": 'W/"1"'}))
         assert stale.status_code == 412
         assert (await client.get(url, headers=group.headers())).json()["name"] == "新名字"
+
+    async def test_a_new_primary_number_or_label_is_a_change(self, client: httpx.AsyncClient, group: Group) -> None:
+        """The same numbers with another one primary (where messages go) bump the version and are audited."""
+        c = await create(client, group)
+        first, other = c["phones"][0]["number"], new_phone()
+        url = f"/api/v1/customers/{c['id']}"
+        added = await client.patch(url, json={"phones": [{"number": first, "primary": True}, {"number": other}]},
+                                   headers=group.headers(**{"If-Match": 'W/"1"'}))
+        assert added.status_code == 200 and added.headers["etag"] == 'W/"2"', added.text
+        switched = await client.patch(url, json={"phones": [{"number": first}, {"number": other, "primary": True}]},
+                                      headers=group.headers(**{"If-Match": 'W/"2"'}))
+        assert switched.status_code == 200 and switched.headers["etag"] == 'W/"3"', switched.text
+        labelled = await client.patch(url, json={"phones": [{"number": first, "label": "office"},
+                                                            {"number": other, "primary": True}]},
+                                      headers=group.headers(**{"If-Match": 'W/"3"'}))
+        assert labelled.status_code == 200 and labelled.headers["etag"] == 'W/"4"', labelled.text
+        stale = await client.patch(url, json={"phones": [{"number": first, "primary": True}, {"number": other}]},
+                                   headers=group.headers(**{"If-Match": 'W/"3"'}))
+        assert stale.status_code == 412
+        log = (await client.get(f"/api/v1/audit?record_id={c['id']}", headers=group.headers(Role.ADMIN))).json()
+        update = log["items"][1]
+        assert (update["before"]["primary_phone"], update["after"]["primary_phone"]) == (first, other)
 
     async def test_update_is_audited_with_before_and_after(self, client: httpx.AsyncClient, group: Group) -> None:
         c = await create(client, group, intent_level="C")
@@ -175,6 +198,16 @@ class TestVehicleDates:
         assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body.purchase_date"
         assert (await client.get(f"/api/v1/vehicles/{v['id']}", headers=group.headers())).json()["purchase_date"] == "2026-01-05"
 
+    async def test_an_odometer_reading_cannot_be_unset(self, client: httpx.AsyncClient, group: Group) -> None:
+        c = await create(client, group)
+        v = (await client.post("/api/v1/vehicles", headers=group.headers(), json={
+            "customer_id": c["id"], "vin": new_vin(), "mileage_km": 50_000})).json()
+        url = f"/api/v1/vehicles/{v['id']}"
+        resp = await client.patch(url, json={"mileage_km": None}, headers=group.headers(**{"If-Match": 'W/"1"'}))
+        assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body.mileage_km"
+        lower = await client.patch(url, json={"mileage_km": 5_000}, headers=group.headers(**{"If-Match": 'W/"1"'}))
+        assert lower.status_code == 422 and (await client.get(url, headers=group.headers())).json()["mileage_km"] == 50_000
+
 
 class TestConcurrentCreates:
     async def test_same_person_at_the_same_moment_is_created_once(self, client: httpx.AsyncClient, group: Group) -> None:
@@ -205,6 +238,10 @@ class TestConcurrentCreates:
             assert statuses.count(201) == 1 and set(statuses) <= {201, 409, 422}, [r.text for r in batch]
 
 
+def c_etag(c: dict) -> str:
+    return f'W/"{c["version"]}"'
+
+
 class TestTimelinePrivacy:
     async def test_timeline_masks_personal_data_for_roles_without_pii(self, client: httpx.AsyncClient,
                                                                       group: Group) -> None:
@@ -221,6 +258,12 @@ class TestTimelinePrivacy:
         [manager] = await entries(Role.SALES_MANAGER)
         assert agent["data"]["name"] == "张**" and "****" in agent["data"]["primary_phone"]
         assert phone not in str(agent) and manager["data"]["primary_phone"] == phone
+        # A number staff typed in the notes is masked in the record too.
+        noted = await client.patch(f"/api/v1/customers/{c['id']}", json={"notes": "白天打 13912345678"},
+                                   headers=group.headers(**{"If-Match": c_etag(c)}))
+        assert noted.status_code == 200, noted.text
+        shown = (await client.get(f"/api/v1/customers/{c['id']}", headers=group.headers(Role.CS_AGENT))).json()
+        assert shown["notes"] == "白天打 139****5678"
 
 
     async def test_an_integration_key_reads_only_what_its_scopes_and_stores_read(self, client: httpx.AsyncClient,

@@ -9,7 +9,9 @@ from decimal import Decimal
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from customer_svc.models import Membership
 from shared.auth.roles import Role
 from shared.testing.events import EventTap
 from tests.conftest import Group
@@ -236,6 +238,13 @@ class TestPoints:
         entries = resp.json()
         assert [(e["delta"], e["balance_after"]) for e in entries] == [(50, 350), (20, 20), (-15, 5)]
         assert len({e["batch_id"] for e in entries}) == 1 and entries[0]["batch_id"] is not None
+
+        # A balance past what a card holds is the entry's 422, not a database error.
+        async with group.runtime.sessionmaker() as session, session.begin():
+            await session.execute(sa.update(Membership).where(Membership.id == uuid.UUID(rich["id"]))
+                                  .values(points_balance=2**31 - 1_000))
+        huge = {**batch, "entries": [{"membership_id": rich["id"], "delta": 1_000_000}]}
+        assert field_of(await client.post(url, json=huge, headers=group.headers(CS))) == "body.entries.0.delta"
 
 
 class TestIsolation:

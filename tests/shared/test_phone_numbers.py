@@ -62,3 +62,14 @@ def test_a_mainland_mobile_is_answered_without_the_full_parse(monkeypatch: pytes
                                    "17951380013800", "+86 179 1380 0138"])
 def test_other_formats_take_the_full_parse(value: str) -> None:
     assert ours(value) == full_parse(value)
+
+
+def test_numbers_stored_as_e164_are_masked_in_documents_whatever_their_kind() -> None:
+    """A landline or a Hong Kong number in an event (what the timeline shows) is masked like a mobile."""
+    from shared.pii import mask_document
+
+    masked = mask_document({"primary_phone": "+862012345678", "phones": ["+85291234567", "+8613800138000"],
+                            "customer_id": "01a251d0-52a6-74eb-a0c2-31e074657bca", "mileage_km": 12345678})
+    assert masked["primary_phone"] == "201****5678"
+    assert masked["phones"] == ["+85****4567", "138****8000"]
+    assert masked["customer_id"] == "01a251d0-52a6-74eb-a0c2-31e074657bca" and masked["mileage_km"] == 12345678

@@ -30,7 +30,10 @@ WRITERS = STAFF
 
 
 def full_snapshot(c: Customer) -> dict[str, Any]:
-    return {**snapshot(c), "phones": [p.e164 for p in c.phones], "tags": c.tags,
+    """The customer as audited and compared for a change: which number is the primary one and each number's label
+    count (a new primary is where messages go: it is a change, versioned and published)."""
+    return {**snapshot(c), "phones": [p.e164 for p in c.phones], "primary_phone": c.primary_phone,
+            "phone_labels": [p.label for p in c.phones], "tags": c.tags,
             "consents": {f"{x.channel}.{x.purpose}": x.granted for x in c.consents}}
 
 

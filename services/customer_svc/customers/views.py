@@ -7,7 +7,7 @@ from typing import Any
 
 from customer_svc.models import Customer
 from shared.auth import Principal
-from shared.pii import mask_address, mask_document, mask_id_number, mask_name, mask_number
+from shared.pii import mask_address, mask_document, mask_id_number, mask_name, mask_number, mask_phone
 
 
 def customer_view(c: Customer, principal: Principal) -> dict[str, Any]:
@@ -23,9 +23,12 @@ def customer_view(c: Customer, principal: Principal) -> dict[str, Any]:
             "id", "tenant_id", "store_id", "customer_no", "kind", "gender", "birthday",
             "birthday_calendar", "wedding_anniversary", "wechat_openid", "wechat_unionid", "postcode", "occupation",
             "employer", "family", "hobbies", "preferred_channel", "preferred_contact_time", "do_not_call",
-            "source_code", "source_detail", "relationship_type", "intent_level", "value_class", "vip", "tags", "notes",
-            "assigned_sales_id", "assigned_advisor_id", "lost_reason", "lost_kind", "lost_at", "merged_into_id",
+            "source_code", "source_detail", "relationship_type", "intent_level", "value_class", "vip", "tags",
+            "assigned_sales_id", "assigned_advisor_id", "lost_kind", "lost_at", "merged_into_id",
             "version", "created_at", "updated_at")},
+        # Free text staff type: a phone number written in it is masked like the customer's own.
+        **{k: getattr(c, k) if pii or getattr(c, k) is None else mask_phone(getattr(c, k))
+           for k in ("notes", "lost_reason")},
         "name": name,
         "contact_person": contact,
         "phones": phones,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -118,6 +119,18 @@ def publish_change(ctx: Ctx, m: Membership, change: str) -> None:
         points_balance=m.points_balance, change=change), tenant_id=m.tenant_id, store_id=m.store_id)
 
 
+#: What a card's balance and fees paid can hold (an int4 column; Numeric(12, 2)).
+MAX_POINTS = 2**31 - 1
+MAX_FEES = Decimal("9999999999.99")
+
+
+def _check_balance(m: Membership, delta: int, field: str) -> None:
+    if m.points_balance + delta < 0:
+        raise InvalidField(field, f"would take the balance ({m.points_balance}) below zero")
+    if m.points_balance + delta > MAX_POINTS:
+        raise InvalidField(field, f"would take the balance ({m.points_balance}) above {MAX_POINTS:,} points")
+
+
 def _credit(ctx: Ctx, m: Membership, delta: int, *, kind: str, reason: str, operator_id: uuid.UUID,
             batch_id: uuid.UUID | None = None) -> PointsEntry:
     m.points_balance += delta
@@ -201,6 +214,8 @@ async def update_membership(ctx: Ctx, membership_id: uuid.UUID, data: Membership
         if data.tier_id is not None and data.tier_id != m.tier_id:
             tier = await _usable_tier(ctx, data.tier_id)
             fee = tier.fee if data.fee_paid is None else data.fee_paid
+            if m.fee_paid + fee > MAX_FEES:
+                raise InvalidField("body.fee_paid", f"the fees paid would exceed {MAX_FEES:,}")
             m.tier_id, m.tier, m.fee_paid = tier.id, tier, m.fee_paid + fee
             if tier.bonus_points and fee >= tier.fee:
                 _credit(ctx, m, tier.bonus_points, kind="bonus", reason=f"changed to {tier.name}",
@@ -263,8 +278,7 @@ async def adjust_points(ctx: Ctx, membership_id: uuid.UUID, data: PointsAdjust) 
         m = await get_membership(ctx, membership_id, for_update=True)
         if m.status in POINTS_LOCKED:
             raise BusinessRuleViolation(f"The membership is {m.status}; its points cannot change.")
-        if m.points_balance + data.delta < 0:
-            raise InvalidField("body.delta", f"would take the balance ({m.points_balance}) below zero")
+        _check_balance(m, data.delta, "body.delta")
         entry = _credit(ctx, m, data.delta, kind="adjustment", reason=data.reason, operator_id=data.operator_id)
         _record_points(ctx, m, entry)
     return entry
@@ -288,8 +302,7 @@ async def adjust_points_batch(ctx: Ctx, data: PointsBatch) -> list[PointsEntry]:
             if m.status in POINTS_LOCKED:
                 raise InvalidField(f"body.entries.{i}.membership_id",
                                    f"the membership is {m.status}; its points cannot change")
-            if m.points_balance + item.delta < 0:
-                raise InvalidField(f"body.entries.{i}.delta", f"would take the balance ({m.points_balance}) below zero")
+            _check_balance(m, item.delta, f"body.entries.{i}.delta")
             entry = _credit(ctx, m, item.delta, kind="adjustment", reason=data.reason, operator_id=data.operator_id,
                             batch_id=batch_id)
             _record_points(ctx, m, entry)

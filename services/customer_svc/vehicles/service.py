@@ -15,7 +15,7 @@ from customer_svc.vehicles.schemas import DeliveryRequest, TransferRequest, Vehi
 from shared.audit import snapshot
 from shared.auth import get_scoped, scoped
 from shared.db.base import utcnow, where_given
-from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound
+from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound, reject_nulls
 from shared.events.catalog.customer import VehicleDelivered, VehicleRegistered, VehicleTransferred, VehicleUpdated
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams, paginate
@@ -91,7 +91,8 @@ async def update_vehicle(ctx: Ctx, vehicle_id: uuid.UUID, data: VehicleUpdate, i
         check_if_match(if_match, vehicle.version)
         before = snapshot(vehicle)
         changes = data.model_dump(exclude_unset=True)
-        if "mileage_km" in changes and changes["mileage_km"] is not None:
+        reject_nulls(changes, ("mileage_km",))  # an odometer is not unread: "only goes up" would hold no more
+        if "mileage_km" in changes:
             if vehicle.mileage_km is not None and changes["mileage_km"] < vehicle.mileage_km:
                 raise InvalidField("body.mileage_km", f"lower than the last reading ({vehicle.mileage_km} km)")
             if changes["mileage_km"] != vehicle.mileage_km:
