@@ -58,8 +58,12 @@ class Idempotency:
                 if row.status_code is None:
                     if row.created_at > utcnow() - LEASE:
                         raise Conflict("A request with this Idempotency-Key is still being processed.")
-                    # The first attempt died mid-request: take the key over.
-                    await session.execute(sa.update(t).where(where).values(created_at=utcnow()))
+                    # The first attempt died mid-request: take the key over, once (of two retries arriving
+                    # together only the first moves the claim on; the other sees it in progress).
+                    taken = await session.execute(sa.update(t).where(
+                        where, t.c.status_code.is_(None), t.c.created_at == row.created_at).values(created_at=utcnow()))
+                    if taken.rowcount != 1:  # type: ignore[attr-defined]
+                        raise Conflict("A request with this Idempotency-Key is still being processed.")
                 else:
                     return JSONResponse(row.response, status_code=row.status_code,
                                         headers={**(row.headers or {}), "Idempotent-Replayed": "true"})

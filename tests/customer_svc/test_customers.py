@@ -59,6 +59,41 @@ class TestCreate:
         assert other.status_code == 422
         assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
 
+    async def test_a_stale_claim_is_taken_over_by_one_retry_only(self, group: Group) -> None:
+        """The first attempt died holding the key (past its lease); two retries arrive together: one runs the
+        request, the other is told it is in progress, never both."""
+        import asyncio
+        from datetime import timedelta
+
+        import sqlalchemy as sa
+
+        from customer_svc.models import messaging
+        from shared.auth import Principal
+        from shared.db.base import utcnow
+        from shared.errors import Conflict
+
+        runtime, key, runs = group.runtime, str(uuid.uuid4()), []
+        principal = Principal(subject=uuid.uuid4(), tenant_id=group.tenant_id, store_ids=frozenset({group.store_a}),
+                              roles=frozenset({Role.ADMIN}))
+
+        async def create():  # type: ignore[no-untyped-def]
+            runs.append(1)
+            await asyncio.sleep(0.2)
+            return {"ok": True}, {}
+
+        first = asyncio.create_task(runtime.idempotency.run(principal, key, "POST /x", {"a": 1}, create))
+        await asyncio.sleep(0.05)
+        first.cancel()  # dies mid-request, holding the claim
+        await asyncio.gather(first, return_exceptions=True)
+        table = messaging.idempotency.__table__
+        async with runtime.sessionmaker() as session, session.begin():
+            await session.execute(sa.update(table).where(table.c.key == key).values(
+                created_at=utcnow() - timedelta(minutes=2)))
+        results = await asyncio.gather(*(runtime.idempotency.run(principal, key, "POST /x", {"a": 1}, create)
+                                         for _ in range(2)), return_exceptions=True)
+        assert sorted(type(r).__name__ for r in results) == ["Conflict", "JSONResponse"], results
+        assert any(isinstance(r, Conflict) for r in results) and len(runs) == 2  # the dead attempt, and one retry
+
     async def test_failed_create_releases_idempotency_key(self, client: httpx.AsyncClient, group: Group) -> None:
         existing = await create(client, group)
         key = {"Idempotency-Key": str(uuid.uuid4())}
