@@ -114,6 +114,8 @@ class Handlers:
         for name, value in _customer_fields(data).items():
             setattr(customer, name, value)
         changed = set(data.changed)
+        if customer.lost and "relationship_type" in changed and data.relationship != "lost":
+            customer.lost = False  # back from lost (战败): follow-ups resume
         if was_callable and customer.do_not_call:  # calls already in the agents' queues stop too
             await _cancel_open_tasks(session, customer.tenant_id, customer.id, "customer asked not to be called",
                                      self.clock.now(), kind="call")

@@ -82,7 +82,8 @@ class TestCreate:
             return {"ok": True}, {}
 
         first = asyncio.create_task(runtime.idempotency.run(principal, key, "POST /x", {"a": 1}, create))
-        await asyncio.sleep(0.05)
+        while not runs:
+            await asyncio.sleep(0.01)
         first.cancel()  # dies mid-request, holding the claim
         await asyncio.gather(first, return_exceptions=True)
         table = messaging.idempotency.__table__

@@ -15,7 +15,7 @@ from customer_svc.models import Membership
 from shared.auth.roles import Role
 from shared.testing.events import EventTap
 from tests.conftest import Group
-from tests.customer_svc.factories import audit_actions, new_vehicle, staff_id
+from tests.customer_svc.factories import audit_actions, new_customer, new_vehicle, staff_id
 
 CS = Role.CS_AGENT
 
@@ -145,6 +145,27 @@ class TestJoin:
 
 
 class TestChanges:
+    async def test_a_sold_car_takes_its_previous_owners_membership_with_it(
+            self, client: httpx.AsyncClient, group: Group, tiers: dict, event_tap: EventTap) -> None:
+        """The card and its points were the previous owner's: the sale withdraws it (退会), the new owner joins
+        with a card of their own, and a prospect who takes over a delivered car is an owner."""
+        seller = await new_customer(client, group, relationship_type="owner")
+        vehicle = await new_vehicle(client, group, seller["id"], purchase_date="2025-01-05",
+                                    delivery_date="2025-01-10")
+        m = await join(client, group, tiers["normal"], vehicle)
+        buyer = await new_customer(client, group)
+        assert buyer["relationship_type"] == "prospect"
+        sold = await client.post(f"/api/v1/vehicles/{vehicle['id']}/transfer", json={"customer_id": buyer["id"]},
+                                 headers=group.headers(Role.ADMIN))
+        assert sold.status_code == 200, sold.text
+        ended = (await client.get(f"/api/v1/memberships/{m['id']}", headers=group.headers(CS))).json()
+        assert (ended["status"], ended["customer_id"], ended["points_balance"]) == ("withdrawn", seller["id"], 100)
+        await event_tap.wait_for("customer.membership.changed.v1", subject=m["id"], where=lambda e: (
+            e.data["change"], e.data["status"]) == ("status_changed", "withdrawn"))
+        await join(client, group, tiers["normal"], vehicle)  # the car may hold the buyer's card now
+        owner = (await client.get(f"/api/v1/customers/{buyer['id']}", headers=group.headers(Role.ADMIN))).json()
+        assert owner["relationship_type"] == "owner"
+
     async def test_upgrade_renew_freeze_withdraw_delete(self, client: httpx.AsyncClient, group: Group, tiers: dict,
                                                         event_tap: EventTap) -> None:
         m = await join(client, group, tiers["normal"], joined_at=date.today().isoformat())

@@ -204,6 +204,28 @@ async def test_prospect_cadence_follows_the_intent_level_and_stops_when_lost(
     assert "customer lost" in by_rule(rows, "prospect_cadence_c")[0].reason
     assert (await tasks(followup_runtime, fgroup.tenant_id, customer_id=cid))[0].status == "cancelled"
 
+    # The customer comes back and buys here after all: the delivery makes them an owner, no longer lost, and the
+    # delivery's follow-ups are planned and fire.
+    vehicle = await new_vehicle(client, fgroup, customer["id"], purchase_date=local_today().isoformat())
+    delivered = await client.post(f"/api/v1/vehicles/{vehicle['id']}/delivery",
+                                  json={"delivery_date": local_today().isoformat()}, headers=fgroup.headers(Role.ADMIN))
+    assert delivered.status_code == 200, delivered.text
+    back = (await client.get(f"/api/v1/customers/{cid}", headers=fgroup.headers(Role.ADMIN))).json()
+    assert (back["relationship_type"], back["lost_reason"], back["lost_at"]) == ("owner", None, None)
+
+    async def resumed() -> bool:
+        async with followup_runtime.sessionmaker() as s:
+            return not (await s.get(CustomerView, cid)).lost
+
+    await eventually(resumed)
+    rows = await rows_where(followup_runtime, fgroup, lambda rs: by_rule(rs, "post_delivery_call_3h"),
+                            vehicle_id=uuid.UUID(vehicle["id"]))
+    await advance(followup_runtime, timedelta(days=1))
+    await fire_all(followup_runtime)
+    [call] = await tasks(followup_runtime, fgroup.tenant_id, rule_key="post_delivery_call_3h",
+                         vehicle_id=uuid.UUID(vehicle["id"]))
+    assert call.status == "open"
+
 
 async def test_insurance_date_plans_reminders_and_a_change_moves_them(client, followup_runtime, fgroup) -> None:
     expiry = local_today() + timedelta(days=90)

@@ -16,7 +16,7 @@ from customer_svc.customers import repository as repo
 from customer_svc.customers.schemas import MergeRequest
 from customer_svc.customers.service import full_snapshot, get_customer, snapshot_event
 from customer_svc.deps import Ctx
-from customer_svc.membership.service import publish_change
+from customer_svc.membership.events import publish_change
 from customer_svc.models import (Consent, Customer, CustomerPhone, CustomerTag, Membership, ServiceVisit, Vehicle,
                                  VehicleOwnership)
 from shared.auth import scoped

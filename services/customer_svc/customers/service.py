@@ -141,14 +141,22 @@ async def _check_staff(ctx: Ctx, fields: dict[str, Any]) -> None:
             await require_active_staff(ctx, fields[field], f"body.{field}")
 
 
+def _no_longer_lost(customer: Customer) -> None:
+    """A customer back from lost (战败) keeps no lost reason; follow-ups see the new relationship and resume."""
+    if customer.relationship_type != "lost":
+        customer.lost_reason = customer.lost_kind = customer.lost_at = None
+
+
 def become_owner(ctx: Ctx, customer: Customer) -> None:
-    """A prospect whose car is handed over becomes an owner (保有客户): audited and announced like any change.
+    """A prospect whose car is handed over becomes an owner (保有客户): audited and announced like any change. So
+    does a lost one (战败) who bought here after all: no longer lost.
 
     The caller holds the customer's row lock."""
-    if customer.relationship_type != "prospect":
+    if customer.relationship_type not in ("prospect", "lost"):
         return
     before = full_snapshot(customer)
     customer.relationship_type = "owner"
+    _no_longer_lost(customer)
     customer.version += 1
     customer.updated_at = utcnow()
     ctx.audit.record(ctx.session, ctx.principal, "update", "customer", customer.id, tenant_id=customer.tenant_id,
@@ -227,6 +235,8 @@ async def update_customer(ctx: Ctx, customer_id: uuid.UUID, data: CustomerUpdate
             if key in ("family", "hobbies") and value is None:
                 value = {} if key == "family" else []
             setattr(customer, key, value)
+        if "relationship_type" in changes:  # a lost customer back as a prospect or owner is not lost any more
+            _no_longer_lost(customer)
         if data.phones is not None:
             customer.phones = _phones(customer, data.phones)
         if data.tags is not None:

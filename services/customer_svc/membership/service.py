@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from customer_svc.deps import Ctx
+from customer_svc.membership.events import publish_change
 from customer_svc.membership.schemas import (MembershipCreate, MembershipUpdate, PointsAdjust, PointsBatch,
                                              TierCreate, TierUpdate)
 from customer_svc.models import Membership, MembershipTier, PointsEntry, Store
@@ -25,7 +26,6 @@ from shared.audit import snapshot
 from shared.auth import get_scoped, scoped
 from shared.db.base import utcnow, where_given
 from shared.errors import BusinessRuleViolation, Duplicate, InvalidField, NotFound, reject_nulls
-from shared.events.catalog.customer import MembershipChanged
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams, paginate
 from shared.ids import new_id
@@ -111,12 +111,6 @@ async def _usable_tier(ctx: Ctx, tier_id: uuid.UUID) -> MembershipTier:
     if tier is None or not tier.active:
         raise InvalidField("body.tier_id", "no active membership tier with this id")
     return tier
-
-
-def publish_change(ctx: Ctx, m: Membership, change: str) -> None:
-    ctx.outbox.append(ctx.session, MembershipChanged(
-        membership_id=m.id, customer_id=m.customer_id, card_no=m.card_no, tier=m.tier.name, status=m.status,
-        points_balance=m.points_balance, change=change), tenant_id=m.tenant_id, store_id=m.store_id)
 
 
 #: What a card's balance and fees paid can hold (an int4 column; Numeric(12, 2)).

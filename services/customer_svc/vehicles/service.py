@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from customer_svc.customers import repository as customers
 from customer_svc.customers.service import become_owner
 from customer_svc.deps import Ctx
-from customer_svc.models import Customer, MileageReading, Vehicle, VehicleOwnership
+from customer_svc.membership.events import publish_change
+from customer_svc.models import Customer, Membership, MileageReading, Vehicle, VehicleOwnership
 from customer_svc.vehicles.schemas import DeliveryRequest, TransferRequest, VehicleCreate, VehicleUpdate
 from shared.audit import snapshot
 from shared.auth import get_scoped, scoped
@@ -124,7 +125,9 @@ async def deliver(ctx: Ctx, vehicle_id: uuid.UUID, data: DeliveryRequest) -> Veh
         if vehicle.delivery_date == data.delivery_date:
             return vehicle
         if vehicle.delivery_date is not None:
-            raise BusinessRuleViolation(f"Already delivered on {vehicle.delivery_date}; correct it with PATCH.")
+            raise BusinessRuleViolation(
+                f"Already delivered on {vehicle.delivery_date}. A delivery date is not changed afterwards: the "
+                "delivery's follow-ups and survey were planned from it (ask an administrator to correct the record).")
         if vehicle.purchase_date and data.delivery_date < vehicle.purchase_date:
             raise InvalidField("body.delivery_date", "is before the purchase date")
         before = snapshot(vehicle)
@@ -158,13 +161,32 @@ async def transfer(ctx: Ctx, vehicle_id: uuid.UUID, data: TransferRequest) -> Ve
                                          started_at=now, reason=data.reason))
         vehicle.customer_id = new_owner.id
         vehicle.version += 1
+        await _end_membership(ctx, vehicle)
         await ctx.session.flush()
         ctx.audit.record(ctx.session, ctx.principal, "transfer", "vehicle", vehicle.id, tenant_id=vehicle.tenant_id,
                          store_id=vehicle.store_id, before=before, after=snapshot(vehicle))
+        if vehicle.delivery_date is not None:  # the new owner of a car on the road is an owner (保有客户)
+            become_owner(ctx, new_owner)  # locked by _owner
         ctx.outbox.append(ctx.session, VehicleTransferred(vehicle_id=vehicle.id, customer_id=new_owner.id,
                                                           previous_customer_id=previous, reason=data.reason),
                           tenant_id=vehicle.tenant_id, store_id=vehicle.store_id)
     return vehicle
+
+
+async def _end_membership(ctx: Ctx, vehicle: Vehicle) -> None:
+    """The previous owner's membership on the car (its card and points are theirs) ends with the sale: withdrawn
+    (退会), so the new owner may join with a card of their own."""
+    current = await ctx.session.scalar(sa.select(Membership).where(
+        Membership.vehicle_id == vehicle.id, Membership.status != "withdrawn").with_for_update(of=Membership))
+    if current is None:
+        return
+    before = {"status": current.status}
+    current.status = "withdrawn"
+    current.version += 1
+    ctx.audit.record(ctx.session, ctx.principal, "update", "membership", current.id, tenant_id=current.tenant_id,
+                     store_id=current.store_id, before=before, after={"status": "withdrawn",
+                                                                       "reason": "vehicle transferred"})
+    publish_change(ctx, current, "status_changed")
 
 
 async def ownership(ctx: Ctx, vehicle_id: uuid.UUID) -> list[VehicleOwnership]:
