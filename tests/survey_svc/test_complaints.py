@@ -20,7 +20,7 @@ from shared.auth.roles import Role
 from shared.testing.waiting import eventually
 from tests.conftest import Group
 from tests.survey_svc.conftest import (SurveyClock, invitation_by_key, new_customer, publish_survey_request, rows,
-                                      token_of)
+                                      token_of, visited)
 
 OPENED = "survey.complaint.opened.v1"
 ESCALATED = "survey.complaint.escalated.v1"
@@ -393,7 +393,7 @@ async def test_severity_and_kind_follow_the_facts(
     assert given["kind"] == "major"
 
 
-async def test_store_scoping_and_masking(survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+async def test_store_scoping_and_masking(client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
     sc, g = survey_client, sgroup
     cid = (await open_case(sc, g))["id"]
     for role in (Role.SERVICE_ADVISOR, Role.CS_MANAGER):
@@ -412,7 +412,22 @@ async def test_store_scoping_and_masking(survey_client, survey_runtime, sgroup) 
     assert (masked["complainant_name"], masked["complainant_phone"]) == ("王**", "139****5678")
     # A store B user cannot open a case for store A, nor for a store A customer.
     r = await sc.post(URL, json={**BODY, "store_id": str(g.stores["A"])}, headers=h(g, Role.SERVICE_ADVISOR, "B"))
-    assert r.status_code == 404
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.store_id", r.text
+    # Nor about a repair order that is not one of the store's.
+    r = await sc.post(URL, json={**BODY, "about_type": "visit", "about_id": str(uuid.uuid4())},
+                      headers=h(g, Role.CS_AGENT))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.about_id", r.text
+    # About one of the store's repair orders: its vehicle comes with it.
+    customer = await new_customer(client, g)
+    visit = await visited(client, survey_runtime, g, customer["id"])
+    r = await sc.post(URL, json={**BODY, "customer_id": customer["id"], "about_type": "visit", "about_id": visit},
+                      headers=h(g, Role.CS_AGENT))
+    assert r.status_code == 201 and r.json()["about_id"] == visit and r.json()["vehicle_id"] is not None, r.text
+    other = await new_customer(client, g)
+    await visited(client, survey_runtime, g, other["id"])  # known to survey_svc, with a visit of their own
+    r = await sc.post(URL, json={**BODY, "customer_id": other["id"], "about_type": "visit", "about_id": visit},
+                      headers=h(g, Role.CS_AGENT))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.about_id", r.text
 
 
 async def test_bad_input_is_a_422_naming_the_field(

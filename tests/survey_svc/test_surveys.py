@@ -345,7 +345,13 @@ async def test_staff_see_only_their_stores(client, survey_client, survey_runtime
     dup = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT), json=body)
     assert dup.status_code == 409 and dup.json()["existing_id"] == first.json()["id"]
     other = await survey_client.post("/api/v1/surveys/invitations", headers=b, json=body)
-    assert other.status_code == 404
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "body.store_id", other.text
+    # The rating is credited to a real staff member of the store, and the vehicle is the repair order's.
+    for change, field in (({"staff_id": str(uuid.uuid4())}, "body.staff_id"),
+                          ({"vehicle_id": str(uuid.uuid4())}, "body.vehicle_id")):
+        r = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT),
+                                     json={**body, "survey": "service_satisfaction", **change})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, (change, r.text)
     unknown = await survey_client.post("/api/v1/surveys/invitations", headers=sgroup.headers(Role.CS_AGENT),
                                        json={**body, "survey": "no_such_survey"})
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "body.survey"

@@ -33,7 +33,7 @@ from survey_svc.privacy import mask_complaint, mask_entry
 from survey_svc.complaints.sla import (CHANNEL_NATURE, Facts, closing_due, computed_severity, due_times, higher,
                                        is_major, next_due, overdue, pending_due)
 from survey_svc.deps import Ctx
-from survey_svc.models import Complaint, ComplaintEntry, CustomerView, Response, StaffView, StoreView
+from survey_svc.models import Complaint, ComplaintEntry, CustomerView, Response, StaffView, StoreView, VisitView
 from survey_svc.policy import PolicyRules, rules_for
 from shared.audit import snapshot
 from shared.auth import ensure_store, scoped
@@ -41,7 +41,7 @@ from shared.auth.principal import Principal
 from shared.auth.roles import MANAGERS, TENANT_WIDE, Role
 from shared.auth.scoping import get_scoped
 from shared.db.base import where_given
-from shared.errors import Conflict, Forbidden, InvalidField, NotFound
+from shared.errors import Conflict, Forbidden, InvalidField
 from shared.events.catalog.survey import ComplaintClosed, ComplaintOpened, ComplaintResolved
 from shared.http.etag import check_if_match
 from shared.http.pagination import PageParams, paginate
@@ -145,11 +145,21 @@ async def _subject(ctx: Ctx, data: s.ComplaintCreate) -> _Subject:
         if len(ctx.principal.store_ids) != 1:
             raise InvalidField("body.store_id", "required: you work for several stores")
         [store_id] = ctx.principal.store_ids
-    ensure_store(ctx.principal, store_id)
     store = await ctx.session.get(StoreView, store_id)
-    if store is None or store.tenant_id != ctx.principal.tenant_id:
-        raise NotFound("Store not found.")  # group-wide roles pass ensure_store for any id
-    return _Subject(store_id, data.customer_id, data.vehicle_id, data.about_type, data.about_id, None)
+    if store is None or store.tenant_id != ctx.principal.tenant_id or not ctx.principal.can_access_store(store_id):
+        raise InvalidField("body.store_id", "no such store of yours")
+    vehicle_id = data.vehicle_id
+    if data.about_type is not None:
+        # What the complaint is about must be a repair order or delivery of this store (and customer): it is
+        # exported to the OEM and the vehicle goes on to followup_svc.
+        about = await ctx.session.get(VisitView, (data.about_id, data.about_type))
+        if about is None or about.tenant_id != ctx.principal.tenant_id or about.store_id != store_id or (
+                data.customer_id is not None and about.customer_id != data.customer_id):
+            raise InvalidField("body.about_id", f"no such {data.about_type} of this customer in this store")
+        if vehicle_id is not None and about.vehicle_id is not None and vehicle_id != about.vehicle_id:
+            raise InvalidField("body.vehicle_id", f"not the vehicle of that {data.about_type}")
+        vehicle_id = vehicle_id or about.vehicle_id
+    return _Subject(store_id, data.customer_id, vehicle_id, data.about_type, data.about_id, None)
 
 
 async def _repeats(ctx: Ctx, customer_id: uuid.UUID | None, phone: str | None, now: datetime) -> int:

@@ -84,7 +84,8 @@ async def create_invitation(ctx: CtxDep, body: s.InvitationCreate,
 
 
 async def _create(ctx: CtxDep, body: s.InvitationCreate) -> Invitation:
-    ensure_store(ctx.principal, body.store_id)
+    if not ctx.principal.can_access_store(body.store_id):
+        raise InvalidField("body.store_id", "no such store of yours")
     req = InviteRequest(
         tenant_id=ctx.principal.tenant_id, store_id=body.store_id, idempotency_key=f"staff:{new_id()}",
         survey_key=body.survey, customer_id=body.customer_id, vehicle_id=body.vehicle_id,

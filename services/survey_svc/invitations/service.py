@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from survey_svc.invitations.tokens import token_for, token_hash
-from survey_svc.models import Complaint, CustomerView, Invitation, VisitView
+from survey_svc.models import Complaint, CustomerView, Invitation, StaffView, VisitView
 from survey_svc.policy import PolicyRules
 from survey_svc.settings import SurveySettings
 from survey_svc.surveys.store import current, ensure_default_surveys
@@ -78,6 +78,14 @@ async def check_subject(session: AsyncSession, req: InviteRequest) -> None:
             and complaint.customer_id == req.customer_id and complaint.store_id == req.store_id
     if not ok:
         raise SubjectUnknown("body.about_id", f"no such {req.about_type} of this customer in this store")
+    if req.about_type in ("visit", "delivery") and req.vehicle_id is not None and about.vehicle_id is not None \
+            and req.vehicle_id != about.vehicle_id:
+        raise SubjectUnknown("body.vehicle_id", f"not the vehicle of that {req.about_type}")
+    if req.staff_id is not None:  # the rating is credited to them in the per-staff reports
+        staff = await session.get(StaffView, req.staff_id)
+        if staff is None or staff.tenant_id != req.tenant_id or not staff.active \
+                or str(req.store_id) not in staff.store_ids:
+            raise SubjectUnknown("body.staff_id", "no such active staff member of this store")
 
 
 async def existing_for_subject(session: AsyncSession, req: InviteRequest) -> Invitation | None:

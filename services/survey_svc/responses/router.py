@@ -100,7 +100,8 @@ async def _record(ctx: CtxDep, body: s.PhoneResponse) -> Response:
                                for_update=True)
     else:
         assert body.store_id and body.customer_id and body.about_type and body.about_id and body.survey
-        ensure_store(ctx.principal, body.store_id)
+        if not ctx.principal.can_access_store(body.store_id):
+            raise InvalidField("body.store_id", "no such store of yours")
         req = InviteRequest(
             tenant_id=ctx.principal.tenant_id, store_id=body.store_id, idempotency_key=f"phone:{new_id()}",
             survey_key=body.survey, customer_id=body.customer_id, about_type=body.about_type,
