@@ -101,6 +101,18 @@ async def test_public_page_validates_follows_up_low_scores_and_takes_one_answer(
     assert len(await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)) == 1
 
 
+async def test_the_page_without_script_keeps_a_comment_on_a_follow_up_not_asked(
+        client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+    """Without script the page shows every follow-up question: praise typed under "why?" after a good rating is
+    taken as the customer's comment, not refused (the JSON API, which asks only what is shown, still refuses)."""
+    _, inv = await _invite(client, survey_runtime, sgroup)
+    url = f"/s/{token_of(survey_runtime, inv.id)}"
+    ok = await survey_client.post(url, content=urlencode({**GOOD, "q1_why": "顾问很专业"}), headers=FORM)
+    assert ok.status_code == 200 and "感谢" in ok.text, ok.text[:300]
+    [resp] = await rows(survey_runtime, Response, sgroup.tenant_id, invitation_id=inv.id)
+    assert resp.answers["q1_why"] == "顾问很专业" and not resp.low_score
+
+
 async def test_public_api_names_each_bad_answer(client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
     _, inv = await _invite(client, survey_runtime, sgroup, survey="sales_satisfaction")
     url = f"/api/v1/public/surveys/{token_of(survey_runtime, inv.id)}"

@@ -100,7 +100,8 @@ async def submit_page(token: PageToken, request: Request, session: SessionDep, r
     if opened is None or values is None:
         return _notice("not_found")
     try:
-        await answer(session, runtime.outbox, runtime.settings.token_secret, opened, values, *_client(request), now)
+        await answer(session, runtime.outbox, runtime.settings.token_secret, opened, values, *_client(request), now,
+                     form=True)
     except NotAnswerable as exc:
         return _notice(exc.state)
     except AnswerErrors as exc:

@@ -58,7 +58,7 @@ async def mark_opened(session: AsyncSession, opened: Opened, now: datetime) -> N
 
 
 async def answer(session: AsyncSession, outbox: Outbox, secret: bytes, opened: Opened, answers: dict[str, Any],
-                 ip: str | None, user_agent: str | None, now: datetime) -> None:
+                 ip: str | None, user_agent: str | None, now: datetime, form: bool = False) -> None:
     await submit(session, outbox, opened.invitation, Submission(
-        answers=answers, channel="web", device_hash=device_hash(secret, ip, user_agent)), now)
+        answers=answers, channel="web", device_hash=device_hash(secret, ip, user_agent), form=form), now)
     await session.commit()

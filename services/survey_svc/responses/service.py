@@ -35,6 +35,8 @@ class Submission:
     channel: str = "web"
     recorded_by: uuid.UUID | None = None
     device_hash: str | None = None
+    #: From the answer page's form (follow-up questions all shown without script): see ``answers.validate``.
+    form: bool = False
 
 
 def state_of(inv: Invitation, now: datetime) -> str:
@@ -82,7 +84,7 @@ async def submit(session: AsyncSession, outbox: Outbox, inv: Invitation, sub: Su
     if state != "open":
         raise NotAnswerable(state)
     definition = await definition_by_id(session, inv.template_id)
-    given = ans.validate(definition, sub.answers)
+    given = ans.validate(definition, sub.answers, form=sub.form)
     scored = ans.score(definition, given)
     rules = await rules_for(session, inv.tenant_id)
     reasons = rules.low_reasons(scored)

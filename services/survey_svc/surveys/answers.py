@@ -99,8 +99,10 @@ def _empty(value: Any) -> bool:
     return value is None or value == [] or (isinstance(value, str) and not value.strip())
 
 
-def validate(definition: SurveyDefinition, raw: dict[str, Any]) -> dict[str, Any]:
-    """The answers, normalised; raises :class:`AnswerErrors` naming each bad or missing answer."""
+def validate(definition: SurveyDefinition, raw: dict[str, Any], *, form: bool = False) -> dict[str, Any]:
+    """The answers, normalised; raises :class:`AnswerErrors` naming each bad or missing answer. ``form``: the
+    page without script shows every follow-up question, so one answered though not asked is no error there: its
+    text is kept (what the customer wrote), a choice is left out."""
     errors: dict[str, str] = {}
     unknown = [k for k in raw if definition.question(k) is None]
     for key in unknown[:10]:
@@ -108,8 +110,14 @@ def validate(definition: SurveyDefinition, raw: dict[str, Any]) -> dict[str, Any
     answers: dict[str, Any] = {}
     for q in definition.questions:
         if not shown(q, answers, definition):
-            if not _empty(raw.get(q.id)):
+            if not _empty(raw.get(q.id)) and not form:
                 errors[q.id] = "not asked for the answers given"
+            elif not _empty(raw.get(q.id)) and q.type == "text":
+                normalised, error = _check(q, raw[q.id])
+                if error:
+                    errors[q.id] = error
+                elif not _empty(normalised):
+                    answers[q.id] = normalised
             continue
         value = raw.get(q.id)
         if _empty(value):
