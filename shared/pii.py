@@ -58,9 +58,9 @@ def mask_value(key: str, value: Any) -> Any:
             return mask_id_number(value)
         if key in ADDRESS_KEYS:
             return mask_address(value)
-        if _E164.fullmatch(value):
-            return mask_number(value)
-        return mask_phone(value)
+        masked = mask_phone(value)
+        # A landline or a number abroad stored as E.164 has none of the forms mask_phone finds in text.
+        return mask_number(value) if masked == value and _E164.fullmatch(value) else masked
     if isinstance(value, dict):
         return {k: mask_value(k, v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

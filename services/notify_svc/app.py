@@ -47,6 +47,7 @@ class NotifyRuntime(ServiceRuntime):
                                         settings.dispatcher_batch_size) for i in range(max(settings.dispatcher_loops, 1))]
         self.webhook_loop = Periodic("webhooks", self.webhooks.step, settings.webhook_poll_seconds,
                                      WEBHOOK_BATCH)
+        self.webhooks.wake = self.webhook_loop.nudge
         self.loops = [*self.dispatch_loops, self.webhook_loop]
 
     def nudge_dispatcher(self) -> None:

@@ -222,6 +222,21 @@ class TestConsent:
         assert [(x["channel"], x["purpose"], x["granted"], x["source"]) for x in consents] == [
             ("sms", "marketing", True, "phone call")]
 
+    async def test_a_new_customer_is_announced_before_its_consents(self, client: httpx.AsyncClient,
+                                                                   group: Group) -> None:
+        """Consumers keep consents per customer: the customer's event comes first, so none waits for it."""
+        import sqlalchemy as sa
+
+        from customer_svc.models import messaging
+
+        c = await create(client, group, consents=[
+            {"channel": "sms", "purpose": "marketing", "granted": True, "source": "contact card"}])
+        outbox = messaging.outbox.__table__
+        async with group.runtime.sessionmaker() as session:
+            types = list(await session.scalars(sa.select(outbox.c.event_type).where(
+                outbox.c.payload["subject"].as_string() == c["id"]).order_by(outbox.c.occurred_at, outbox.c.id)))
+        assert types[:2] == ["customer.customer.created.v1", "customer.customer.consent_changed.v1"], types
+
 
 class TestVehicleDates:
     async def test_patch_cannot_put_purchase_after_delivery(self, client: httpx.AsyncClient, group: Group) -> None:

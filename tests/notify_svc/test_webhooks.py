@@ -896,6 +896,8 @@ async def test_a_slow_partner_holds_only_its_share_of_the_workers_attempts(hooks
         await hooks.endpoint(event_types=[DELIVERED])
         backlog = [(await hooks.queue(visit_completed(hooks.group)))[0] for _ in range(4)]
         deliverer = hooks.deliverer(webhook_endpoint_concurrency=3)
+        woke = asyncio.Event()
+        deliverer.wake = woke.set  # the worker loop's nudge
         assert await deliverer.step() == 3  # its share; nothing else was due, so the loop would pause
         [other] = await hooks.queue(vehicle_delivered(hooks.group))
         assert await deliverer.step() == 1  # the slow partner's fourth waits for one of its three
@@ -903,7 +905,9 @@ async def test_a_slow_partner_holds_only_its_share_of_the_workers_attempts(hooks
         assert len(slow.requests) == 3
         assert [(await hooks.delivery(d.id)).status for d in backlog] == ["pending"] * 4
 
+        assert not woke.is_set()
         assert await deliverer.run_once() == 0  # waits for the three (the fourth is still held back)
+        assert woke.is_set()  # the loop is woken to claim the fourth at once, not at its next poll
         assert await deliverer.run_once() == 1
         assert {(await hooks.delivery(d.id)).status for d in backlog} == {"delivered"}
         assert sorted(slow.ids()) == sorted(str(d.id) for d in backlog)

@@ -74,9 +74,18 @@ def set_consent_on(session: Any, outbox: Any, customer: Customer, data: ConsentI
                    recorded_by: uuid.UUID | None) -> bool:
     """Upsert one consent; True if it changed (and then an event is appended). ``recorded_by`` is None when the
     customer changed it themselves (an SMS opt-out reply relayed by notify_svc)."""
+    event = _consent_changed(customer, data, recorded_by)
+    if event is not None:
+        outbox.append(session, event, tenant_id=customer.tenant_id, store_id=customer.store_id)
+    return event is not None
+
+
+def _consent_changed(customer: Customer, data: ConsentIn, recorded_by: uuid.UUID | None
+                     ) -> CustomerConsentChanged | None:
+    """Upsert one consent on ``customer``; the event announcing it, None if nothing changed."""
     current = next((x for x in customer.consents if x.channel == data.channel and x.purpose == data.purpose), None)
     if current is not None and current.granted == data.granted:
-        return False
+        return None
     now = utcnow()
     if current is None:
         customer.consents.append(Consent(channel=data.channel, purpose=data.purpose, granted=data.granted,
@@ -84,10 +93,8 @@ def set_consent_on(session: Any, outbox: Any, customer: Customer, data: ConsentI
     else:
         current.granted, current.source, current.recorded_at = data.granted, data.source, now
         current.recorded_by = recorded_by
-    outbox.append(session, CustomerConsentChanged(
-        customer_id=customer.id, channel=data.channel, purpose=data.purpose, granted=data.granted,
-        source=data.source, recorded_at=now), tenant_id=customer.tenant_id, store_id=customer.store_id)
-    return True
+    return CustomerConsentChanged(customer_id=customer.id, channel=data.channel, purpose=data.purpose,
+                                  granted=data.granted, source=data.source, recorded_at=now)
 
 
 #: A store's phone and ID numbers fall into this many lock buckets: a bulk import batch locks the buckets of its
@@ -205,13 +212,16 @@ async def create_customer(ctx: Ctx, data: CustomerCreate) -> Customer:
         customer.phones = _phones(customer, data.phones)
         customer.tag_rows = [CustomerTag(tag=t, tenant_id=customer.tenant_id) for t in data.tags or []]
         ctx.session.add(customer)
-        for consent in data.consents:
-            _set_consent(ctx, customer, consent)
+        consents = [e for c in data.consents if (e := _consent_changed(customer, c, ctx.principal.subject))]
         await ctx.session.flush()
         ctx.audit.record(ctx.session, ctx.principal, "create", "customer", customer.id, tenant_id=customer.tenant_id,
                          store_id=customer.store_id, after=full_snapshot(customer))
+        # The customer first, then its consents (each with when and how it was given): a consumer meeting a
+        # consent first would have to wait for the customer.
         ctx.outbox.append(ctx.session, CustomerCreated(**snapshot_event(customer)),
                           tenant_id=customer.tenant_id, store_id=customer.store_id)
+        for event in consents:
+            ctx.outbox.append(ctx.session, event, tenant_id=customer.tenant_id, store_id=customer.store_id)
     return customer
 
 

@@ -172,6 +172,9 @@ class WebhookDeliverer:
         #: failing, with their probe in flight): the next claims skip them in the query until one of theirs ends.
         self._busy: Tally[uuid.UUID] = Tally()
         self._held: set[uuid.UUID] = set()
+        #: Called when an attempt of an endpoint held back ends (the worker loop's nudge): its next delivery is
+        #: claimed at once instead of at the next poll.
+        self.wake: Callable[[], None] = lambda: None
 
     async def aclose(self) -> None:
         """Let the attempts in flight finish and be recorded (a stopping worker), then close the client."""
@@ -219,7 +222,9 @@ class WebhookDeliverer:
             self._busy[c.endpoint_id] -= 1
             if self._busy[c.endpoint_id] <= 0:
                 del self._busy[c.endpoint_id]
-            self._held.discard(c.endpoint_id)
+            if c.endpoint_id in self._held:
+                self._held.discard(c.endpoint_id)
+                self.wake()
 
         task.add_done_callback(ended)
 
@@ -238,7 +243,9 @@ class WebhookDeliverer:
         now = self.clock()
         if room <= 0:
             return [], True
+        self._held &= set(self._busy)  # held back for attempts in flight only
         skipped = self._held | {ep for ep, n in self._busy.items() if n >= self.per_endpoint}
+        held: set[uuid.UUID] = set()
         async with self.sessionmaker() as session, session.begin():
             rows = (await session.execute(
                 sa.select(d.id, d.tenant_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret,
@@ -259,7 +266,7 @@ class WebhookDeliverer:
                     continue
                 # A failing endpoint gets one attempt in flight (a probe); any other, its share.
                 if busy[r.endpoint_id] >= (1 if r.failures else self.per_endpoint):
-                    self._held.add(r.endpoint_id)
+                    held.add(r.endpoint_id)
                     continue
                 busy[r.endpoint_id] += 1
                 live.append(r)
@@ -270,6 +277,7 @@ class WebhookDeliverer:
             if live:
                 await session.execute(sa.update(d).where(d.id.in_([r.id for r in live])).values(
                     attempts=d.attempts + 1, next_attempt_at=now + self.lease, updated_at=utcnow()))
+        self._held |= held  # once the claim committed: its attempts start now, and their ends release it
         wall = utcnow()
         return ([Claimed(r.id, r.tenant_id, r.endpoint_id, r.event_type, masked_payload(r.payload, sees_pii(r)),
                         r.attempts + 1, r.url, r.secret,
