@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aio_pika
 
@@ -66,3 +67,11 @@ class EventTap:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
+
+
+async def handle(sessionmaker: Any, *steps: tuple[Callable[[Any, CloudEvent], Awaitable[None]], CloudEvent]) -> None:
+    """Run consumer handlers on events in the order given, each in its own transaction (as the inbox runs them):
+    a test of what one ordering of events does, without the broker choosing it."""
+    for handler, event in steps:
+        async with sessionmaker() as session, session.begin():
+            await handler(session, event)

@@ -14,7 +14,7 @@ from followup_svc.consumers import Handlers
 from shared.events.catalog import customer as ev
 from shared.events.envelope import build_event
 from shared.messaging.consumer import MissingDependency
-from shared.testing.events import EventTap
+from shared.testing.events import EventTap, handle
 from shared.testing.waiting import eventually
 from tests.conftest import Group, new_phone
 from tests.customer_svc.factories import integration_headers, new_vin
@@ -75,10 +75,8 @@ async def test_an_update_handled_before_its_customers_creation_waits_for_it(foll
     created = build_event(ev.CustomerCreated(**common, imported=True), source="customer_svc",
                           tenant_id=fgroup.tenant_id, store_id=fgroup.store_a)
     handlers = Handlers(followup_runtime)
-    async with followup_runtime.sessionmaker() as session, session.begin():
-        with pytest.raises(MissingDependency):
-            await handlers.customer_updated(session, updated)
-    for event, handler in ((created, handlers.customer_created), (updated, handlers.customer_updated)):
-        async with followup_runtime.sessionmaker() as session, session.begin():
-            await handler(session, event)
+    with pytest.raises(MissingDependency):
+        await handle(followup_runtime.sessionmaker, (handlers.customer_updated, updated))
+    await handle(followup_runtime.sessionmaker, (handlers.customer_created, created),
+                 (handlers.customer_updated, updated))
     assert await followups(followup_runtime, fgroup.tenant_id, customer_id=customer_id) == []

@@ -21,6 +21,7 @@ from shared.db.base import utcnow
 from shared.events.catalog import customer as ev
 from shared.events.envelope import build_event
 from shared.messaging.consumer import MissingDependency
+from shared.testing.events import handle
 from shared.testing.waiting import eventually
 from tests.customer_svc.factories import new_customer
 from tests.followup_svc.conftest import fire_all, followup_knows
@@ -117,12 +118,9 @@ async def test_a_withdrawal_handled_before_the_customers_snapshot_waits_for_it(n
                                                       granted=False, source="customer_request",
                                                       recorded_at=utcnow()),
                             source="customer_svc", tenant_id=ngroup.tenant_id, store_id=ngroup.store_a)
-    async with notify_runtime.sessionmaker() as session, session.begin():
-        with pytest.raises(MissingDependency):
-            await consumers.consent_changed(session, withdrawn)
-    for event, handler in ((created, consumers.customer), (withdrawn, consumers.consent_changed)):
-        async with notify_runtime.sessionmaker() as session, session.begin():
-            await handler(session, event)
+    with pytest.raises(MissingDependency):
+        await handle(notify_runtime.sessionmaker, (consumers.consent_changed, withdrawn))
+    await handle(notify_runtime.sessionmaker, (consumers.customer, created), (consumers.consent_changed, withdrawn))
     async with notify_runtime.sessionmaker() as session:
         view = await session.get(CustomerView, customer_id)
     assert view is not None and view.consents["sms:marketing"] is False

@@ -845,16 +845,22 @@ async def test_a_claim_lost_with_its_worker_is_retried_after_the_lease(hooks: Ha
     assert hooks.receiver.ids() == [str(queued.id)] * 2
 
 
+async def visits_to(hooks: Harness, receiver: Receiver, partner: str) -> httpx.Response:
+    """A second partner's endpoint for visits at ``receiver``; the harness's own one then takes deliveries."""
+    made = await hooks.api.post(ENDPOINTS, headers=hooks.group.headers(Role.ADMIN), json={
+        "partner": partner, "url": receiver.url, "event_types": [VISIT]})
+    assert made.status_code == 201, made.text
+    receiver.secret = made.json()["secret"]
+    await hooks.endpoint(event_types=[DELIVERED])
+    return made
+
+
 async def test_a_failing_endpoint_cools_down_and_is_probed_so_it_never_holds_the_others_up(hooks: Harness) -> None:
     """Failures in a row cool an endpoint (5 s doubling): its deliveries wait while the others go; then one probe
     is tried before the rest, and a success ends the cooling."""
     down = await Receiver().start()
     try:
-        made = await hooks.api.post(ENDPOINTS, headers=hooks.group.headers(Role.ADMIN), json={
-            "partner": "OEM down", "url": down.url, "event_types": [VISIT]})
-        assert made.status_code == 201, made.text
-        down.secret = made.json()["secret"]
-        await hooks.endpoint(event_types=[DELIVERED])
+        made = await visits_to(hooks, down, "OEM down")
         down.will(500, 500)
         first = [(await hooks.queue(visit_completed(hooks.group)))[0] for _ in range(2)]
         deliverer = hooks.deliverer()
@@ -889,11 +895,7 @@ async def test_a_slow_partner_holds_only_its_share_of_the_workers_attempts(hooks
     most its share (``webhook_endpoint_concurrency``) at once, and the other partners' deliveries go meanwhile."""
     slow = await Receiver(delay=2.0).start()
     try:
-        made = await hooks.api.post(ENDPOINTS, headers=hooks.group.headers(Role.ADMIN), json={
-            "partner": "OEM slow", "url": slow.url, "event_types": [VISIT]})
-        assert made.status_code == 201, made.text
-        slow.secret = made.json()["secret"]
-        await hooks.endpoint(event_types=[DELIVERED])
+        await visits_to(hooks, slow, "OEM slow")
         backlog = [(await hooks.queue(visit_completed(hooks.group)))[0] for _ in range(4)]
         deliverer = hooks.deliverer(webhook_endpoint_concurrency=3)
         woke = asyncio.Event()
