@@ -44,7 +44,7 @@ from tests.survey_svc.conftest import survey_knows, token_of
 clock = followup_fixtures.clock  # the follow-up test clock fixture, at real time around the test
 
 HEADER = "客户编号,姓名,手机,门店编码,车架号,购车日期,交车日期"
-SCOPES = ["imports:write", "webhooks:manage", "surveys:read", "complaints:read"]
+SCOPES = ["imports:write", "customers:write", "vehicles:write", "webhooks:manage", "surveys:read", "complaints:read"]
 ANSWERED, LOW, OPENED, CLOSED = ("survey.response.answered.v1", "survey.response.low_score.v1",
                                  "survey.complaint.opened.v1", "survey.complaint.closed.v1")
 DELIVERED = "customer.vehicle.delivered.v1"

@@ -2,7 +2,8 @@
 
 Postgres text and JSONB cannot hold the NUL character, so it would otherwise surface as a database
 error. A pure ASGI middleware rather than a FastAPI dependency: a dependency node on every route costs
-more than the check (only JSON bodies of POST/PUT/PATCH are read here, and replayed to the app unchanged).
+more than the check (only JSON bodies of POST/PUT/PATCH are read here, and replayed to the app unchanged; one
+over ``JSON_MAX`` is refused, 413).
 Other bodies (an import's CSV or JSON Lines file, up to the gateway's 512 MB) stream through untouched: read
 here, a file would be held in memory whole.
 """
@@ -37,6 +38,10 @@ def _nul_locations(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[Any, ...]
 
 
 _UNTYPED_MAX = 1 << 20
+#: A JSON request body larger than this is refused (413) before the app or the caller's credentials are looked at:
+#: read whole here, a bigger one could exhaust the process's memory (the gateway lets 512 MiB through for
+#: imports, which come as CSV or JSON Lines, never as application/json).
+JSON_MAX = 16 << 20
 
 
 def _json_body(scope: Scope) -> bool | None:
@@ -66,7 +71,7 @@ class NulGuardMiddleware:
         if json_body is not False:
             # Without a content type, a body beyond ``_UNTYPED_MAX`` is no API request (a file sent without one):
             # what was read is replayed and the rest streams.
-            limit = _UNTYPED_MAX if json_body is None else None
+            limit = _UNTYPED_MAX if json_body is None else JSON_MAX
             chunks, more, first, size = [], True, None, 0
             while more and (limit is None or size <= limit):
                 message = await receive()
@@ -77,6 +82,9 @@ class NulGuardMiddleware:
                 size += len(chunks[-1])
                 more = message.get("more_body", False)
             pending: list[Message] = [first] if first else []
+            if more and first is None and json_body:
+                await self._too_large(scope, send)
+                return
             if more and first is None:  # cut short: hand the chunks on as they came
                 pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
             else:
@@ -98,6 +106,16 @@ class NulGuardMiddleware:
             await self._refuse(scope, send, locations)
             return
         await self.app(scope, app_receive, send)
+
+    @staticmethod
+    async def _too_large(scope: Scope, send: Send) -> None:
+        body = json.dumps({
+            "type": PROBLEM_BASE + "payload-too-large", "title": "Request body too large", "status": 413,
+            "detail": f"a JSON body may hold at most {JSON_MAX >> 20} MiB", "instance": scope.get("path"),
+            "code": "payload_too_large", "request_id": request_id_var.get()}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, locations: list[tuple[Any, ...]]) -> None:

@@ -205,7 +205,8 @@ class AmqpConsumerRunner:
         closed = asyncio.Event()
         conn.close_callbacks.add(lambda *_: closed.set())
         try:
-            channel = await conn.channel(publisher_confirms=True)
+            # A retry or parking copy that no queue took (someone deleted it) must not count as forwarded.
+            channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
             channel.close_callbacks.add(lambda *_: closed.set())
             await channel.set_qos(prefetch_count=self.prefetch)
             exchange = await declare_exchange(channel, self.exchange_name)
@@ -322,10 +323,14 @@ class AmqpConsumerRunner:
         try:
             assert self._channel is not None
             await self._channel.default_exchange.publish(copy, routing_key=queue, timeout=10)
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             log.exception("forward_failed", queue=queue)
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
+            if isinstance(exc, aio_pika.exceptions.DeliveryError):
+                # No such queue any more: reconnect, which declares the service's queues again.
+                with contextlib.suppress(Exception):
+                    await self._channel.close()
             return
         if queue == self.names["parked"]:
             log.error("event_parked", message_id=message.message_id, type=message.type, attempts=attempt, error=error[:300])

@@ -197,6 +197,19 @@ class TestAccessTokens:
         body = assert_problem(await client.get("/api/v1/stores", headers=bearer(token)), 401)
         assert "expired" in body["detail"]
 
+    async def test_a_token_from_a_pod_whose_clock_runs_ahead_is_accepted(self, client: httpx.AsyncClient,
+                                                                         group: Group) -> None:
+        """Issued "in the future" by a few seconds (another pod's clock): accepted; its expiry still counts."""
+        import jwt
+
+        staff = await staff_row(group, "admin-A")
+        issuer = group.runtime.issuer
+        token, _ = issuer.issue(subject=staff.id, tenant_id=group.tenant_id, store_ids=[group.store_a],
+                                roles=["admin"])
+        claims = jwt.decode(token, options={"verify_signature": False})
+        ahead = jwt.encode({**claims, "iat": claims["iat"] + 20}, issuer.key, algorithm="EdDSA")
+        assert (await client.get("/api/v1/stores", headers=bearer(ahead))).status_code == 200
+
     @pytest.mark.parametrize("header", [
         "Bearer not-a-token", "Bearer a.b.c", "Bearer ", "Basic YWRtaW46cGFzc3dvcmQ=", "Token abc", "",
     ])

@@ -66,7 +66,7 @@ async def rows(client: httpx.AsyncClient, headers: dict[str, str], job_id: str, 
 
 async def test_a_file_of_deliveries_imports_once_and_a_resend_changes_nothing(
         client: httpx.AsyncClient, group: Group, event_tap: EventTap) -> None:
-    key = integration_headers(group, ["imports:write"])
+    key = integration_headers(group, ["imports:write", "customers:write", "vehicles:write"])
     people = [(ext(), new_phone(), new_vin()) for _ in range(5)]
     body = "\r\n".join([HEADER_ZH, *(zh_row(*p) for p in people)]) + "\r\n"
     job = await finished(client, key, (await upload(client, key, ("\ufeff" + body).encode("utf-8"),
@@ -116,7 +116,7 @@ async def test_a_file_of_deliveries_imports_once_and_a_resend_changes_nothing(
 
 
 async def test_bad_rows_are_refused_alone_with_the_field_and_reason(client: httpx.AsyncClient, group: Group) -> None:
-    key = integration_headers(group, ["imports:write"])
+    key = integration_headers(group, ["imports:write", "customers:write", "vehicles:write"])
     good = (ext(), new_phone(), new_vin())
     lines = [HEADER_ZH,
              zh_row(*good),
@@ -209,7 +209,7 @@ async def test_an_empty_upload_is_refused(client: httpx.AsyncClient, group: Grou
 
 
 async def test_json_lines_of_deliveries_and_repair_orders(client: httpx.AsyncClient, group: Group) -> None:
-    key = integration_headers(group, ["imports:write", "customers:write", "vehicles:write"])
+    key = integration_headers(group, ["imports:write", "customers:write", "vehicles:write", "visits:write"])
     vin, phone = new_vin(), new_phone()
     made = await client.put(f"/api/v1/integration/customers/{ext()}", headers=key, json={
         "name": "赵六", "phone": phone, "store_code": "A", "vin": vin, "purchase_date": "2025-12-01"})
@@ -645,7 +645,8 @@ async def test_two_ids_merged_into_one_customer_do_not_take_turns_changing_it(cl
     async with group.runtime.sessionmaker() as session:
         found = {c.external_id: c.id for c in await session.scalars(sa.select(Customer).where(
             Customer.tenant_id == group.tenant_id, Customer.external_id.in_([kept_id, merged_id])))}
-    merged = await client.post(f"/api/v1/customers/{found[kept_id]}/merge", json={"duplicate_id": str(found[merged_id])},
+    merged = await client.post(f"/api/v1/customers/{found[kept_id]}/merge",
+                               json={"duplicate_id": str(found[merged_id])},
                                headers=group.headers(Role.ADMIN, **{"If-Match": "*"}))
     assert merged.status_code == 200, merged.text
     # The merge filled the survivor's gaps and took the number: nothing left to change, on each resend.
@@ -766,7 +767,8 @@ async def test_a_stopping_worker_hands_its_job_back_between_batches(client: http
         assert job is not None and job.rows_done >= 2 and job.lease_owner != claim.owner
     done = await finished(client, group.headers(Role.ADMIN), str(claim.job_id))
     assert (done["status"], done["accepted"], done["rejected"], done["rows_done"]) == ("done", 6, 0, 6), done
-    assert sorted(r["row"] for r in await rows(client, group.headers(Role.ADMIN), str(claim.job_id))) == list(range(2, 8))
+    reported = await rows(client, group.headers(Role.ADMIN), str(claim.job_id))
+    assert sorted(r["row"] for r in reported) == list(range(2, 8))
 
 
 async def test_one_id_number_for_two_records_of_a_file_is_refused_the_second_time(client: httpx.AsyncClient,
@@ -784,12 +786,34 @@ async def test_one_id_number_for_two_records_of_a_file_is_refused_the_second_tim
     assert report[4]["status"] == "updated"  # the same customer again keeps its number
 
 
+async def test_imports_need_the_write_scope_of_what_they_write(client: httpx.AsyncClient, group: Group) -> None:
+    """As the upserts of the same records do: visits need visits:write at upload; a customer file's vehicles need
+    vehicles:write, refused row by row (the customers without one are taken)."""
+    refused = await client.post("/api/v1/imports", params={"kind": "visits"}, content=b"x",
+                                headers={**integration_headers(group, ["imports:write", "customers:write"]),
+                                         "Content-Type": "text/csv"})
+    assert refused.status_code == 403 and "visits:write" in refused.json()["detail"], refused.text
+    admin = group.headers(Role.ADMIN)
+    key = await client.post("/api/v1/api-keys", headers=admin, json={
+        "name": "CRM feed", "scopes": ["imports:write", "customers:write"], "store_ids": [str(group.stores["A"])]})
+    assert key.status_code == 201, key.text
+    with_car, without = (ext(), new_phone(), new_vin()), ext()
+    claim = await leased_job(group, [zh_row(*with_car), f"{without},李四,{new_phone()},男,,A,,,,,,,"],
+                             by=uuid.UUID(key.json()["id"]), stores=["A"])
+    await small_batches(group).run(claim)
+    done, report, names = await outcome(client, group, claim.job_id)
+    assert (done["status"], done["accepted"], done["rejected"]) == ("done", 1, 1), done
+    assert report[2]["field"] == "vin" and "vehicles:write" in report[2]["reason"]
+    assert without in names and with_car[0] not in names
+
+
 async def test_a_key_revoked_or_narrowed_after_its_upload_stops_or_narrows_the_job(client: httpx.AsyncClient,
                                                                                   group: Group) -> None:
     """The worker acts for the key as it is when the job runs, not as it was at the upload."""
     admin = group.headers(Role.ADMIN)
     key = await client.post("/api/v1/api-keys", headers=admin, json={
-        "name": "DMS feed", "scopes": ["imports:write"], "store_ids": [str(group.stores["A"]), str(group.stores["B"])]})
+        "name": "DMS feed", "scopes": ["imports:write", "customers:write", "vehicles:write"],
+        "store_ids": [str(group.stores["A"]), str(group.stores["B"])]})
     assert key.status_code == 201, key.text
     key_id = uuid.UUID(key.json()["id"])
     a, b = (ext(), new_phone(), new_vin()), (ext(), new_phone(), new_vin())
@@ -915,7 +939,8 @@ async def test_a_key_revoked_or_narrowed_mid_file_stops_or_narrows_the_job_at_th
 
     admin = group.headers(Role.ADMIN)
     key = await client.post("/api/v1/api-keys", headers=admin, json={
-        "name": "DMS feed", "scopes": ["imports:write"], "store_ids": [str(group.stores["A"]), str(group.stores["B"])]})
+        "name": "DMS feed", "scopes": ["imports:write", "customers:write", "vehicles:write"],
+        "store_ids": [str(group.stores["A"]), str(group.stores["B"])]})
     assert key.status_code == 201, key.text
     key_id = uuid.UUID(key.json()["id"])
 

@@ -120,6 +120,9 @@ async def test_booking_by_plate_plans_the_parts_check_and_the_confirmation_call(
     assert datetime.fromisoformat(a["slot_start"]) == start
     assert datetime.fromisoformat(a["slot_end"]) - start == timedelta(minutes=60)
     assert a["pickup"]["address"] == "深圳福田区1号" and a["estimate_amount"] == "400.00"
+    # A CS agent (no personal data) reads where the car is picked up masked, as the customer's address.
+    agent = (await followup_client.get(f"{URL}/{a['id']}", headers=fgroup.headers(Role.CS_AGENT))).json()
+    assert agent["pickup"]["address"] == "深圳福田区1****"
 
     # D-3 parts check (09:00) and D-1 confirmation call (10:00), store-local, before the slot.
     rows = await planned(followup_runtime, fgroup, a["id"])

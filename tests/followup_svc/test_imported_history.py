@@ -24,7 +24,7 @@ from tests.followup_svc.conftest import fire_all, followups
 
 async def test_an_imported_old_delivery_sends_nothing_late(client: httpx.AsyncClient, followup_runtime: FollowupRuntime,
                                                           fgroup: Group, event_tap: EventTap) -> None:
-    key = integration_headers(fgroup, ["imports:write"])
+    key = integration_headers(fgroup, ["imports:write", "customers:write", "vehicles:write"])
     delivered = date.today() - timedelta(days=730)
     owner, prospect = f"DMS-{uuid.uuid4().hex[:8]}", f"DMS-{uuid.uuid4().hex[:8]}"
     csv = ("external_id,name,phone,store_code,vin,purchase_date,delivery_date,relationship\n"

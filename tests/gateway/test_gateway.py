@@ -217,9 +217,13 @@ async def test_an_import_file_of_several_mib_streams_through(gw: httpx.AsyncClie
 
 async def test_body_over_one_mib_is_413(gw: httpx.AsyncClient) -> None:
     big = json.dumps({"name": "x" * (1024 * 1024)}).encode()
-    resp = await gw.post("/api/v1/customers", content=big, headers={"Content-Type": "application/json"})
+    origin = "http://localhost:3000"
+    resp = await gw.post("/api/v1/customers", content=big,
+                         headers={"Content-Type": "application/json", "Origin": origin})
     body = assert_problem(resp, 413, "payload_too_large")
     assert "1 MiB" in body["detail"]
+    # The gateway's own error carries the CORS grant: a browser front end can read it.
+    assert resp.headers["access-control-allow-origin"] == origin
     # just under the limit passes the gateway (and the service answers: no token)
     small = json.dumps({"name": "x" * (1000 * 1000)}).encode()
     resp = await gw.post("/api/v1/customers", content=small, headers={"Content-Type": "application/json"})

@@ -296,6 +296,14 @@ async def test_a_template_in_use_is_not_deleted(notify_client, notify_runtime: N
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert "in use" in refused.json()["detail"]
 
+    # A store's copy of the group's marketing greeting cannot make it a service message (consent, the window
+    # and the opt-out text would no longer apply).
+    relabelled = await notify_client.post(TEMPLATES, headers=tgroup.headers(Role.CS_MANAGER), json={
+        **{k: default[k] for k in ("key", "channel", "variables", "provider_params")}, "purpose": "service",
+        "title": "A店生日祝福", "body": "{customer_name}生日快乐!{store_name}敬上。", "store_id": str(tgroup.store_a)})
+    assert relabelled.status_code == 422 and relabelled.json()["errors"][0]["field"] == "body.purpose", \
+        relabelled.text
+
     # A store override of a default key falls back to the group's template: it may go.
     override = await created(notify_client, tgroup, {
         **{k: default[k] for k in ("key", "channel", "variables", "purpose", "provider_params")},

@@ -79,3 +79,16 @@ async def test_an_untyped_body_beyond_a_mebibyte_streams_on() -> None:
     first_pulled = seen[0][1]
     assert first_pulled <= 12  # ~1 MiB read ahead, then chunk by chunk
     assert [pulled for _, pulled in seen[first_pulled:]] == list(range(first_pulled + 1, CHUNKS + 1))
+
+
+async def test_a_json_body_past_its_cap_is_refused_before_it_is_held_whole() -> None:
+    """Before any credentials are looked at: a huge "JSON" body would otherwise be held in memory whole."""
+    from shared.http.nul_guard import JSON_MAX
+
+    piece = b" " * (1 << 20)
+    client = Client([piece] * ((JSON_MAX >> 20) + 8))
+    seen: list[tuple[int, int]] = []
+    await NulGuardMiddleware(recording_app(seen, client))(scope(b"application/json"), client.receive, client.send)
+    assert not seen and client.sent[0]["status"] == 413
+    assert json.loads(client.sent[1]["body"])["code"] == "payload_too_large"
+    assert client.pulled <= (JSON_MAX >> 20) + 2  # stopped reading just past the cap

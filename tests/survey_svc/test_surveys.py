@@ -153,9 +153,12 @@ async def test_unknown_expired_and_cancelled_links_get_friendly_pages(
     async with survey_runtime.sessionmaker() as s:
         assert (await s.get(Invitation, inv.id)).status == "expired"  # type: ignore[union-attr]
 
-    _, inv2 = await _invite(client, survey_runtime, sgroup)
-    r = await survey_client.post(f"/api/v1/surveys/invitations/{inv2.id}/cancel",
-                                 headers=sgroup.headers(Role.CS_AGENT))
+    advisor = uuid.UUID(await staff_id(client, sgroup, Role.SERVICE_ADVISOR))
+    _, inv2 = await _invite(client, survey_runtime, sgroup, staff_id=advisor)
+    url = f"/api/v1/surveys/invitations/{inv2.id}/cancel"
+    own = await survey_client.post(url, headers=sgroup.headers(Role.SERVICE_ADVISOR))
+    assert own.status_code == 403, own.text  # the advisor it rates may not withdraw it
+    r = await survey_client.post(url, headers=sgroup.headers(Role.CS_AGENT))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     r = await survey_client.get(f"/s/{token_of(survey_runtime, inv2.id)}")
     assert r.status_code == 410 and "已不再收集" in r.text

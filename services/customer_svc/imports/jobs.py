@@ -97,35 +97,42 @@ def job_principal(job: ImportJob) -> Principal:
                      kind=job.created_by_kind)
 
 
+#: What an integration key needs, besides ``imports:write``, to import each kind (as the REST upserts need it).
+KIND_SCOPES = {"customers": "customers:write", "deliveries": "vehicles:write", "visits": "visits:write"}
+
+
 async def acting_for(session: AsyncSession, job: ImportJob) -> Principal | str:
     """The uploader as the worker acts for them now, or why it no longer may. An integration key revoked, or without
-    ``imports:write``, since the upload stops its job (failed, at the next claim); one narrowed since writes only the
-    stores it still has. A key not on file (tokens minted without one, as tests do) acts as at upload."""
+    ``imports:write`` or the kind's write scope, since the upload stops its job (failed, at the next claim); one
+    narrowed since writes only the stores it still has, and vehicles only with ``vehicles:write`` (its scopes come
+    along). A key not on file (tokens minted without one, as tests do) acts as at upload."""
     principal = job_principal(job)
     if job.created_by_kind != "integration":
         return principal
-    key = await _key_state(session, job.created_by)
+    key = await _key_state(session, job.created_by, job.kind)
     if key is None:
         return principal
     if not key.usable:
-        return "the integration key that uploaded the file was revoked, or lost imports:write, before it was done"
-    return replace(principal, store_ids=principal.store_ids & key.store_ids)
+        return (f"the integration key that uploaded the file was revoked, or lost imports:write or "
+                f"{KIND_SCOPES[job.kind]}, before it was done")
+    return replace(principal, store_ids=principal.store_ids & key.store_ids, scopes=key.scopes)
 
 
 @dataclass(frozen=True)
 class _KeyState:
     usable: bool
     store_ids: frozenset[uuid.UUID]
+    scopes: frozenset[str]
 
 
-async def _key_state(session: AsyncSession, key_id: uuid.UUID) -> _KeyState | None:
-    """An integration key's state as an import job needs it (None: not on file)."""
+async def _key_state(session: AsyncSession, key_id: uuid.UUID, kind: str) -> _KeyState | None:
+    """An integration key's state as an import job of ``kind`` needs it (None: not on file)."""
     row = (await session.execute(sa.select(ApiKey.revoked_at, ApiKey.scopes, ApiKey.store_ids).where(
         ApiKey.id == key_id))).first()
     if row is None:
         return None
-    return _KeyState(row.revoked_at is None and "imports:write" in row.scopes,
-                     frozenset(uuid.UUID(s) for s in row.store_ids))
+    return _KeyState(row.revoked_at is None and {"imports:write", KIND_SCOPES[kind]} <= set(row.scopes),
+                     frozenset(uuid.UUID(s) for s in row.store_ids), frozenset(row.scopes))
 
 
 def validate(kind: str, raw: Raw) -> tuple[Any | None, RowResult | None]:
@@ -216,6 +223,7 @@ class Claim:
     owner: uuid.UUID
     key_id: uuid.UUID | None = None
     stores: frozenset[uuid.UUID] = frozenset()
+    kind: str = "customers"
 
 
 class HandedBack(Exception):
@@ -337,7 +345,7 @@ class ImportRunner:
             scope = await IntakeScope.load(session, acting)
             await session.commit()
             if job.created_by_kind == "integration":
-                claim = replace(claim, key_id=job.created_by, stores=acting.store_ids)
+                claim = replace(claim, key_id=job.created_by, stores=acting.store_ids, kind=kind)
             # Batches in flight (see :meth:`_batch`): one in Python while the others wait on Postgres.
             inflight: list[_Turn] = []
             done, analyzed = 0, 2_500
@@ -561,7 +569,7 @@ class ImportRunner:
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(claim.job_id)
         if claim.key_id is not None:
-            key = await _key_state(session, claim.key_id)
+            key = await _key_state(session, claim.key_id, claim.kind)
             if key is not None and not (key.usable and claim.stores <= key.store_ids):
                 raise KeyChanged(claim.job_id)
         self.progress()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from customer_svc.deps import CtxDep
 from customer_svc.imports import service
 from customer_svc.imports.columns import first_error
+from customer_svc.imports.jobs import KIND_SCOPES
 from customer_svc.imports.records import CustomerRecord, DeliveryRecord, Kind, VisitRecord
 from customer_svc.imports.schemas import (CustomerUpsert, DeliveryUpsert, ImportJobRead, ImportRowRead,
                                           UpsertResult, VisitUpsert)
@@ -58,6 +59,9 @@ async def upload(
     years ago) is recorded as history: the follow-ups it would have caused are not sent late.
 
     Not idempotent per request (a retried upload is a second job), idempotent per record (that job changes nothing)."""
+    p = ctx.principal
+    if p.kind == "integration" and KIND_SCOPES[kind] not in p.scopes:  # as the upserts of the same records need
+        raise Forbidden(f"Importing {kind} needs the {KIND_SCOPES[kind]} scope as well as imports:write.")
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     fmt = format or _FORMATS.get(media)
     if fmt is None:

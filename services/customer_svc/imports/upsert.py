@@ -330,6 +330,9 @@ class Intake:
         """Decide everything about one record (raising :class:`Reject` before any change), then change it.
         ``through_merge``: the record's id reaches ``customer`` only because staff merged its customer into this
         one, whose own record (or staff) has the last word: it only fills what is empty and adds its numbers."""
+        p = self.scope.principal
+        if rec.vin and p.kind == "integration" and p.scopes and "vehicles:write" not in p.scopes:
+            raise Reject("vin", "a vehicle needs the vehicles:write scope of the integration key")
         phones = list(dict.fromkeys(n for n in (rec.phone, rec.phone2) if n))  # the same number twice is once
         cid = customer.id if customer is not None else None
         for i, number in enumerate(phones):

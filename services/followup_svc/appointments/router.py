@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from followup_svc.appointments import service
 from followup_svc.appointments.schemas import (FIRST_YEAR, LAST_YEAR, AppointmentCreate, AppointmentRead,
                                                AppointmentUpdate, SlotDay, SlotFullProblem, SlotRead, Status,
-                                               TransitionRequest, bounded)
+                                               TransitionRequest, appointment_view, bounded)
 from followup_svc.deps import CtxDep, IdempotencyKey, IfMatch
 from shared.auth import require_roles
 from shared.auth.roles import STAFF
@@ -61,7 +61,7 @@ async def book_appointment(ctx: CtxDep, request: Request, body: AppointmentCreat
     the advisor. Honours `Idempotency-Key`."""
     return await _offering_alternatives(request, lambda: ctx.runtime.idempotency.create(
         ctx.principal, idempotency_key, "POST /appointments", body, lambda: service.book(ctx, body),
-        AppointmentRead, "/api/v1/appointments"))
+        AppointmentRead, "/api/v1/appointments", view=lambda a: appointment_view(a, ctx.principal)))
 
 
 @router.get("/slots", response_model=SlotDay, dependencies=[can_read], responses=problem_responses(404))
@@ -99,14 +99,14 @@ async def list_appointments(
     rows = await service.list_appointments(ctx, params, store_id=store_id, day=day, slot_from=slot_from,
                                            slot_to=slot_to, status=status, plate=plate, advisor_id=advisor_id,
                                            vehicle_id=vehicle_id, customer_id=customer_id)
-    return make_page(rows, params)
+    return make_page([appointment_view(a, ctx.principal) for a in rows], params)
 
 
 @router.get("/{appointment_id}", response_model=AppointmentRead, dependencies=[can_read],
             responses=problem_responses(404))
 async def get_appointment(ctx: CtxDep, appointment_id: uuid.UUID, response: Response):  # type: ignore[no-untyped-def]
     """One appointment, with its ETag."""
-    return tagged(response, await service.get_appointment(ctx, appointment_id))
+    return tagged(response, appointment_view(await service.get_appointment(ctx, appointment_id), ctx.principal))
 
 
 @router.patch("/{appointment_id}", response_model=AppointmentRead, dependencies=[can_write],
@@ -117,7 +117,8 @@ async def update_appointment(ctx: CtxDep, request: Request, appointment_id: uuid
     `alternatives` when full; the D-3/D-1 follow-ups move with it), the advisor, content or notes.
     Requires `If-Match`."""
     async def change():  # type: ignore[no-untyped-def]
-        return tagged(response, await service.update(ctx, appointment_id, body, if_match))
+        return tagged(response, appointment_view(await service.update(ctx, appointment_id, body, if_match),
+                                                 ctx.principal))
     return await _offering_alternatives(request, change)
 
 
@@ -129,4 +130,5 @@ async def transition_appointment(ctx: CtxDep, appointment_id: uuid.UUID, body: T
     settled (结算) → closed (执行, needs `satisfaction`); booked → cancelled (needs `reason`) or no_show (from the
     slot's start). Leaving booked cancels the pending D-3/D-1 follow-ups. Requires `If-Match`; asking for the
     current status changes nothing."""
-    return tagged(response, await service.transition(ctx, appointment_id, body, if_match))
+    return tagged(response, appointment_view(await service.transition(ctx, appointment_id, body, if_match),
+                                             ctx.principal))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from shared.auth.principal import Principal
 from shared.errors import Problem
+from shared.pii import mask_address, mask_phone
 from shared.validation import IsoDateTime, Plate
 
 Kind = Literal["passive", "proactive"]
@@ -156,3 +158,16 @@ class SlotFullProblem(Problem):
     """409 when the slot is full: the next free slots to offer instead (同日稍后, then the following days)."""
 
     alternatives: list[SlotRead] | None = Field(default=None, description="Up to 5 free slots after the one asked for.")
+
+
+def appointment_view(appointment: Any, principal: Principal) -> AppointmentRead:
+    """An appointment as the caller may read it: the pick-up address and phone numbers in the free text masked
+    for roles (and keys) without personal-data access, as the customer record masks them."""
+    body = AppointmentRead.model_validate(appointment)
+    if not principal.sees_pii:
+        if body.pickup is not None:
+            body.pickup = body.pickup.model_copy(update={"address": mask_address(body.pickup.address)})
+        for name in ("customer_description", "notes", "content"):
+            value = getattr(body, name)
+            setattr(body, name, mask_phone(value) if value else value)
+    return body

@@ -32,10 +32,11 @@ class TemplateBook:
         if message.purpose == "marketing":
             return "marketing"
         for channel in message.channels:
-            found = self.find(message.tenant_id, message.store_id, message.template_key,
-                              "sms" if channel == "console" else channel)
-            if found is not None and found.purpose == "marketing":
-                return "marketing"
+            channel = "sms" if channel == "console" else channel
+            for store in (message.store_id, None):  # a store's copy cannot make the group's greeting service
+                found = self._rows.get((message.tenant_id, store, message.template_key, channel))
+                if found is not None and found.purpose == "marketing":
+                    return "marketing"
         return message.purpose
 
 

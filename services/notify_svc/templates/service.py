@@ -49,6 +49,19 @@ def _can_write(ctx: Ctx, store_id: uuid.UUID | None) -> None:
                         "write an override for their store (store_id).")
 
 
+async def _keeps_group_purpose(ctx: Ctx, store_id: uuid.UUID | None, key: str, body: TemplateWrite) -> None:
+    """A store's copy of a marketing template stays marketing: consent, the marketing window and the opt-out
+    text follow the purpose, and a store manager may not lift them by re-labelling the group's greeting."""
+    if store_id is None or body.purpose == "marketing":
+        return
+    group = await ctx.session.scalar(sa.select(Template.id).where(
+        Template.tenant_id == ctx.principal.tenant_id, Template.store_id.is_(None), Template.key == key,
+        Template.purpose == "marketing").limit(1))
+    if group is not None:
+        raise InvalidField("body.purpose", "the dealer group's template of this key is marketing; a store's copy "
+                                           "stays marketing")
+
+
 def _check(channel: str, body: TemplateWrite) -> None:
     try:
         check_definition(channel=channel, purpose=body.purpose, body=body.body,
@@ -117,6 +130,7 @@ async def create_template(ctx: Ctx, body: TemplateCreate) -> Template:
     async with ctx.session.begin():
         if body.store_id is not None:
             await ensure_own_store(ctx.session, ctx.principal, body.store_id)
+        await _keeps_group_purpose(ctx, body.store_id, body.key, body)
         store = Template.store_id.is_(None) if body.store_id is None else Template.store_id == body.store_id
         existing = await ctx.session.scalar(sa.select(Template.id).where(
             Template.tenant_id == ctx.principal.tenant_id, store, Template.key == body.key,
@@ -143,6 +157,7 @@ async def update_template(ctx: Ctx, template_id: uuid.UUID, body: TemplateWrite,
         _can_write(ctx, template.store_id)
         check_if_match(if_match, template.version)
         _check(template.channel, body)
+        await _keeps_group_purpose(ctx, template.store_id, template.key, body)
         before = snapshot(template)
         _apply(template, body)
         template.version += 1

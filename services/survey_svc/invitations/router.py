@@ -20,7 +20,7 @@ from shared.auth import ensure_store, require_roles, scoped
 from shared.auth.roles import STAFF
 from shared.auth.scoping import get_scoped
 from shared.db.base import where_given
-from shared.errors import Conflict, InvalidField, problem_responses
+from shared.errors import Conflict, Forbidden, InvalidField, problem_responses
 from shared.http.pagination import Page, PageParams, make_page, page_params, paginate
 from shared.ids import new_id
 
@@ -112,10 +112,13 @@ async def _create(ctx: CtxDep, body: s.InvitationCreate) -> Invitation:
 
 
 @router.post("/{invitation_id}/cancel", response_model=s.InvitationRead, dependencies=[staff_only],
-             responses=problem_responses(404, 409))
+             responses=problem_responses(403, 404, 409))
 async def cancel_invitation(ctx: CtxDep, invitation_id: uuid.UUID) -> s.InvitationRead:
-    """Withdraw an open invitation (its link then shows a friendly "no longer open" page)."""
+    """Withdraw an open invitation (its link then shows a friendly "no longer open" page). Not by the staff member
+    it rates (403): a survey about one's own work is withdrawn by a colleague or a manager, on the record."""
     inv = await get_scoped(ctx.session, Invitation, ctx.principal, invitation_id, "Invitation", for_update=True)
+    if inv.staff_id is not None and inv.staff_id == ctx.principal.subject:
+        raise Forbidden("This survey rates your own work: a colleague or a manager may withdraw it.")
     now = ctx.runtime.clock()
     if state_of(inv, now) != "open":
         raise Conflict(f"The invitation is {state_of(inv, now)}.")
