@@ -500,6 +500,13 @@ async def test_calendar_shows_tasks_and_planned_occurrences(client, followup_cli
         view = (await followup_client.get("/api/v1/tasks/calendar", params={**params, **extra},
                                           headers=fgroup.headers(Role.SALES_MANAGER))).json()
         assert len([i for d in view["days"] for i in d["items"] if i["rule_key"] == "post_delivery_calls"]) == 4
+    # A group-wide role looks at one store's team at a time.
+    director = fgroup.headers(Role.CS_DIRECTOR)
+    whole = await followup_client.get("/api/v1/tasks/calendar", params={**params, "team": "true"}, headers=director)
+    assert field_of(whole) == ["query.store_id"]
+    one_store = await followup_client.get("/api/v1/tasks/calendar", headers=director,
+                                          params={**params, "team": "true", "store_id": str(fgroup.store_a)})
+    assert one_store.status_code == 200, one_store.text
     # Executors may not look at someone else's; spans and bad dates are refused with the field named.
     assert (await followup_client.get("/api/v1/tasks/calendar", params={**params, "assignee_id": consultant},
                                       headers=other)).status_code == 403

@@ -204,6 +204,9 @@ async def calendar(ctx: Ctx, start: date, end: date, assignee_id: uuid.UUID | No
         raise InvalidField("query.team", "give either team=true or assignee_id, not both")
     if (team or (assignee_id is not None and assignee_id != p.subject)) and not is_manager(p):
         raise Forbidden("Only managers see other people's or the team's calendar.")
+    if team and store_id is None and (p.tenant_wide or len(p.store_ids) > 1):
+        # Everyone's tasks and plans are loaded and placed day by day: one store's team at a time.
+        raise InvalidField("query.store_id", "a team calendar shows one store: give store_id")
     if store_id is not None:
         ensure_store(p, store_id)
     target = None if team else (assignee_id or p.subject)

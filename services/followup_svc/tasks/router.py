@@ -62,7 +62,8 @@ async def task_calendar(
         end: Annotated[IsoDate, Query(alias="to", description="Last local day (inclusive; at most 62 days).")],
         assignee_id: Annotated[uuid.UUID | None, Query(
             description="Managers: whose calendar (default: yours).")] = None,
-        team: Annotated[bool, Query(description="Managers: everyone's tasks in your stores.")] = False,
+        team: Annotated[bool, Query(description="Managers: everyone's tasks in a store of yours (with "
+                                                "`store_id` when you have several).")] = False,
         store_id: Annotated[uuid.UUID | None, Query(description="Only this store.")] = None) -> s.Calendar:
     """Per local day: counts and items of your tasks (managers: someone's, or the team's), plus the task
     occurrences rules have planned and not yet created (`planned`, with who would get them today), so you
