@@ -109,23 +109,24 @@ class NulGuardMiddleware:
 
     @staticmethod
     async def _too_large(scope: Scope, send: Send) -> None:
-        body = json.dumps({
-            "type": PROBLEM_BASE + "payload-too-large", "title": "Request body too large", "status": 413,
-            "detail": f"a JSON body may hold at most {JSON_MAX >> 20} MiB", "instance": scope.get("path"),
-            "code": "payload_too_large", "request_id": request_id_var.get()}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _problem(scope, send, 413, "payload_too_large", "Request body too large",
+                       f"a JSON body may hold at most {JSON_MAX >> 20} MiB")
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, locations: list[tuple[Any, ...]]) -> None:
         message = "must not contain the NUL character (U+0000)"
         errors = [{"field": ".".join(str(p) for p in loc), "message": message, "type": "string_nul"} for loc in locations]
-        body = json.dumps({
-            "type": PROBLEM_BASE + "validation-error", "title": "Request validation failed", "status": 422,
-            "detail": "; ".join(f"{e['field']}: {message}" for e in errors[:5]), "instance": scope.get("path"),
-            "code": "validation_error", "request_id": request_id_var.get(), "errors": errors,
-        }, ensure_ascii=False).encode()
-        await send({"type": "http.response.start", "status": 422,
-                    "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _problem(scope, send, 422, "validation_error", "Request validation failed",
+                       "; ".join(f"{e['field']}: {message}" for e in errors[:5]), errors=errors)
+
+
+async def _problem(scope: Scope, send: Send, status: int, code: str, title: str, detail: str,
+                   **extra: Any) -> None:
+    """A problem+json answer the middleware gives itself, before the app (and its error handlers) saw the request."""
+    body = json.dumps({
+        "type": PROBLEM_BASE + code.replace("_", "-"), "title": title, "status": status, "detail": detail,
+        "instance": scope.get("path"), "code": code, "request_id": request_id_var.get(), **extra,
+    }, ensure_ascii=False).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -121,7 +121,8 @@ async def test_cancelling_this_months_care_keeps_the_series(
     after = [r for r in await followups(followup_runtime, fgroup.tenant_id, vehicle_id=uuid.UUID(vehicle["id"]))
              if r.rule_key == "owner_monthly_care"]
     [following] = [r for r in after if r.state == "scheduled" and r.step > first.step]
-    assert following.step == first.step + 1 and timedelta(days=27) < following.due_at - first.due_at < timedelta(days=40)
+    assert following.step == first.step + 1
+    assert timedelta(days=27) < following.due_at - first.due_at < timedelta(days=40)
 
 
 async def test_a_manager_reschedules_a_planned_touch_and_it_fires_then(

@@ -175,7 +175,8 @@ async def test_complaint_from_intake_to_closure(client, survey_client, survey_ru
 
     # Closing: a manager signs off, with root cause, action and the customer's feedback.
     close = {"root_cause": "火花塞安装不到位", "action_taken": "返工并对技师再培训, 已回访 139 1234 5678",
-             "feedback_result": "satisfied", "feedback_speed": "basically_satisfied", "staff_verdict": "技师通报批评, 其主管 13612345678"}
+             "feedback_result": "satisfied", "feedback_speed": "basically_satisfied",
+             "staff_verdict": "技师通报批评, 其主管 13612345678"}
     assert (await sc.post(f"{URL}/{cid}/close", json=close, headers=h(g, Role.CS_AGENT))).status_code == 403
     missing = await sc.post(f"{URL}/{cid}/close", json={**close, "root_cause": None}, headers=h(g, Role.CS_MANAGER))
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "body.root_cause"
@@ -393,7 +394,8 @@ async def test_severity_and_kind_follow_the_facts(
     assert given["kind"] == "major"
 
 
-async def test_store_scoping_and_masking(client, survey_client, survey_runtime, sgroup) -> None:  # type: ignore[no-untyped-def]
+async def test_store_scoping_and_masking(  # type: ignore[no-untyped-def]
+        client, survey_client, survey_runtime, sgroup) -> None:
     sc, g = survey_client, sgroup
     cid = (await open_case(sc, g))["id"]
     for role in (Role.SERVICE_ADVISOR, Role.CS_MANAGER):

@@ -10,8 +10,9 @@ The POSTs run concurrently outside any transaction; each outcome is recorded as 
 of its own, guarded by the attempt count it claimed, so a late answer never overwrites a newer attempt's.
 
 An endpoint whose attempts keep failing cools down: after ``n`` failures in a row its deliveries wait
-``min(5 s * 2^(n-1), 30 min)``, and then one of them is tried (a probe, alone in flight) before the others. So a partner that is
-down, however long its backlog, never takes every delivery slot from the others; its first success ends it.
+``min(5 s * 2^(n-1), 30 min)``, and then one of them is tried (a probe, alone in flight) before the others. So a
+partner that is down, however long its backlog, never takes every delivery slot from the others; its first success
+ends it.
 
 Outcomes (Standard Webhooks' status handling): 2xx delivered; 410 Gone disables the endpoint and fails the
 delivery; anything else (3xx included: redirects are not followed), a timeout, a connection error or an SSRF
@@ -192,25 +193,27 @@ class WebhookDeliverer:
         many it started (the loop then pauses; the attempts go on meanwhile)."""
         if len(self._inflight) >= BATCH_SIZE:
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
-        room = BATCH_SIZE - len(self._inflight)
-        claimed, more = await self._claim(room)
-        for c in claimed:
-            self._start(c)
-        return BATCH_SIZE if more else len(claimed)
+        started, more = await self._fill()
+        return BATCH_SIZE if more else started
 
     async def run_once(self) -> int:
         """Claim what fits, attempt it and wait until every attempt in flight is recorded; answers how many this
         claim started. Cancelled, it cancels its attempts too (as a worker dying mid-request would)."""
-        claimed, _ = await self._claim(BATCH_SIZE - len(self._inflight))
-        for c in claimed:
-            self._start(c)
+        started, _ = await self._fill()
         try:
             await asyncio.gather(*self._inflight)
         except asyncio.CancelledError:
             for task in self._inflight:
                 task.cancel()
             raise
-        return len(claimed)
+        return started
+
+    async def _fill(self) -> tuple[int, bool]:
+        """Claim due deliveries for the free slots and start them: how many started, and whether more may be due."""
+        claimed, more = await self._claim(BATCH_SIZE - len(self._inflight))
+        for c in claimed:
+            self._start(c)
+        return len(claimed), more
 
     def _start(self, c: Claimed) -> None:
         task = asyncio.create_task(self._deliver(c))
